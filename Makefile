@@ -1,0 +1,38 @@
+# The README's two commands: `make demo` and `make test`. Both build .venv from scratch when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test lint data clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist (the real IDX files); optional: digits is the fallback.
+data:
+	@if [ -d $(FASHION_MNIST) ]; then exit 0; fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if command -v apt-get >/dev/null && { [ -z "$$SUDO" ] || sudo -n true 2>/dev/null; }; then \
+		($$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		 { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) \
+		&& echo "installed Fashion-MNIST into $(FASHION_MNIST)" \
+		|| echo "note: could not install dataset-fashion-mnist; the demo falls back to scikit-learn's digits"; \
+	else \
+		echo "note: Fashion-MNIST missing and apt-get unavailable (install Debian's dataset-fashion-mnist); using digits"; \
+	fi
+
+demo: $(BIN)/.installed data
+	$(BIN)/mobilenets demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check mobilenets tests benchmarks
+
+test: $(BIN)/.installed data lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,102 @@
+"""Model registry: every paper variant by name, e.g. ``create_model("mobilenet_v1_0.75_160")``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+from mobilenets.errors import MobileNetsError
+from mobilenets.models.base import ImageClassifier
+from mobilenets.models.densenet import DenseNet, densenet121, densenet169, densenet201
+from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, make_divisible, scale_channels
+from mobilenets.models.mobilenet_v1 import (
+    MobileNetV1,
+    MobileNetV1Config,
+    mobilenet_v1,
+    mobilenet_v1_conv,
+    mobilenet_v1_shallow,
+)
+from mobilenets.models.squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
+
+__all__ = [
+    "ConvBNAct",
+    "DenseNet",
+    "DepthwiseSeparable",
+    "ImageClassifier",
+    "MobileNetV1",
+    "MobileNetV1Config",
+    "SqueezeNet",
+    "create_model",
+    "list_models",
+    "make_divisible",
+    "model_defaults",
+    "scale_channels",
+]
+
+# The paper's grid (Tables 6–7, Figures 4–5).
+PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
+PAPER_RESOLUTIONS = (224, 192, 160, 128)
+
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module], **defaults) -> None:
+    _REGISTRY[name] = (builder, defaults)
+
+
+for _family, _builder in (
+    ("mobilenet_v1", mobilenet_v1),
+    ("mobilenet_v1_conv", mobilenet_v1_conv),
+    ("mobilenet_v1_shallow", mobilenet_v1_shallow),
+):
+    register_model(_family, _builder, width_mult=1.0, resolution=224)
+    for _alpha in PAPER_WIDTHS:
+        for _res in PAPER_RESOLUTIONS:
+            register_model(f"{_family}_{_alpha}_{_res}", _builder, width_mult=_alpha, resolution=_res)
+for _name, _builder in (
+    ("squeezenet1_0", squeezenet1_0),
+    ("squeezenet1_1", squeezenet1_1),
+    ("densenet121", densenet121),
+    ("densenet169", densenet169),
+    ("densenet201", densenet201),
+):
+    register_model(_name, _builder, resolution=224)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``"mobilenet_v1_0.5*"``)."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_defaults(name: str) -> dict:
+    """The keyword arguments a name stands for, e.g. ``{"width_mult": 0.75, "resolution": 160}``."""
+    return dict(_lookup(name)[1])
+
+
+def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        families = "mobilenet_v1[_conv|_shallow][_{α}_{res}], squeezenet1_0, squeezenet1_1, densenet121/169/201"
+        raise MobileNetsError(f"unknown model {name!r}; {hint}valid names: {families} (`mobilenets list` shows all)")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs) -> ImageClassifier:
+    """Build a registered model. Keyword arguments override the name's defaults.
+
+    Every family takes ``num_classes``, ``in_chans``, ``resolution`` and ``dropout``; the MobileNets also
+    take ``width_mult``, ``act``, ``padding``, ``bn_eps`` and ``stem_stride`` (see MobileNetV1Config).
+    """
+    builder, defaults = _lookup(name)
+    kwargs = {**defaults, **{k: v for k, v in kwargs.items() if v is not None}}
+    try:
+        return builder(**kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        bad = str(e).split("argument")[-1].strip()
+        raise MobileNetsError(f"{name} does not take the option {bad}") from None

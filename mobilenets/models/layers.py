@@ -1,0 +1,141 @@
+"""Building blocks shared by the model families: conv+BN+act, depthwise separable conv, width rounding."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilenets.errors import MobileNetsError
+
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+PADDINGS = ("symmetric", "tf_same")
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never below ``min_value`` (default: divisor).
+
+    The rule of torchvision's and TF-slim's MobileNets: round to nearest, but if that drops more than
+    10% below ``value``, go one step up. Every paper width (α ∈ {1, 0.75, 0.5, 0.25} of 32..1024) is
+    already a multiple of 8 and is kept exactly.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def scale_channels(channels: int, width_mult: float) -> int:
+    """Channels of a layer under the width multiplier α: ``make_divisible(channels * α, 8)``, at least 8."""
+    return make_divisible(channels * width_mult, 8)
+
+
+def check_width_mult(width_mult: float) -> float:
+    if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool):
+        raise MobileNetsError(f"width_mult must be a number, got {width_mult!r}")
+    if not math.isfinite(width_mult) or width_mult <= 0:
+        raise MobileNetsError(
+            f"width_mult must be a finite number > 0 (the paper uses 1.0, 0.75, 0.5, 0.25), got {width_mult}"
+        )
+    return float(width_mult)
+
+
+def get_activation(name: str) -> type[nn.Module]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise MobileNetsError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
+
+
+class PadSame(nn.Module):
+    """TensorFlow "SAME" padding for a conv of ``kernel_size`` and ``stride``, computed from the input size.
+
+    TF pads ``total = max((ceil(n/s) - 1)·s + k - n, 0)`` with the odd pixel at the end (bottom/right);
+    PyTorch's symmetric ``padding=k//2`` puts it at both ends. The two give different numbers whenever a
+    stride-2 conv sees an even input, so weights trained in TF need this to reproduce TF's outputs.
+    """
+
+    def __init__(self, kernel_size: int, stride: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def _pad(self, size: int) -> tuple[int, int]:
+        total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel_size - size, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = self._pad(x.shape[-2])
+        left, right = self._pad(x.shape[-1])
+        if top == bottom == left == right == 0:
+            return x
+        return F.pad(x, (left, right, top, bottom))
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d → BatchNorm2d → activation (activation optional)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        act: str | None = "relu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+    ):
+        if padding not in PADDINGS:
+            raise MobileNetsError(f"unknown padding {padding!r}; choose one of {', '.join(PADDINGS)}")
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if padding == "tf_same" and (kernel_size > 1 or stride > 1):
+            layers["pad"] = PadSame(kernel_size, stride)
+            conv_padding = 0
+        else:
+            conv_padding = kernel_size // 2
+        layers["conv"] = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, conv_padding, groups=groups, bias=False
+        )
+        layers["bn"] = nn.BatchNorm2d(out_channels, eps=bn_eps)
+        if act is not None:
+            layers["act"] = get_activation(act)(inplace=True)
+        super().__init__(layers)
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise separable convolution (paper Fig. 3): 3×3 depthwise conv → BN → ReLU → 1×1 pointwise → BN → ReLU.
+
+    The depthwise conv filters each input channel alone (groups = channels); the pointwise conv mixes
+    them. Against a full 3×3 conv this costs 1/N + 1/9 of the Mult-Adds (paper Eq. 5).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        act: str = "relu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.depthwise = ConvBNAct(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride,
+            groups=in_channels,
+            act=act,
+            padding=padding,
+            bn_eps=bn_eps,
+        )
+        self.pointwise = ConvBNAct(in_channels, out_channels, 1, act=act, padding=padding, bn_eps=bn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))

@@ -1,0 +1,167 @@
+"""MobileNetV1 (Howard et al., 2017) and the paper's two ablations: Conv MobileNet and Shallow MobileNet."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from mobilenets.errors import MobileNetsError
+from mobilenets.models.base import ImageClassifier, check_resolution
+from mobilenets.models.layers import (
+    ConvBNAct,
+    DepthwiseSeparable,
+    check_width_mult,
+    get_activation,
+    scale_channels,
+)
+
+# Paper Table 1, input 224×224×3.
+STEM = (32, 2)  # (out_channels, stride) of the first, full 3×3 convolution
+# (out_channels, stride) per depthwise separable block; the stride is the depthwise conv's.
+# Table 1 prints the last block's stride as 2 at a 7×7 input: a typo (its output is 7×7), stride 1 here.
+BLOCKS = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    *[(512, 1)] * 5,  # the five 14×14×512 blocks that Shallow MobileNet removes (Table 5)
+    (1024, 2),
+    (1024, 1),
+]
+SHALLOW_REMOVED = range(6, 11)  # indices of those five blocks in BLOCKS
+
+VARIANTS = ("separable", "conv", "shallow")
+
+
+@dataclass
+class MobileNetV1Config:
+    """Every option of the family; the resolved config is what a run saves.
+
+    Args:
+        width_mult: α, scales every layer's channels (rounded to a multiple of 8, at least 8).
+        resolution: default input side (224·ρ). Any size ≥ ``min_resolution`` runs: the head pools globally.
+        variant: "separable" (MobileNet), "conv" (every separable block a full 3×3 conv, Table 4) or
+            "shallow" (the five 14×14×512 blocks removed, Table 5).
+        act: "relu" as in the paper, or "relu6" as TF-slim/Keras checkpoints use.
+        padding: "symmetric" (PyTorch) or "tf_same" (TensorFlow "SAME": exact outputs for TF weights).
+        bn_eps: BatchNorm epsilon; TF checkpoints use 1e-3.
+        stem_stride: 2 as in the paper; 1 for small images (28–32 px), which halves the output stride
+            to 16 so a 28-px image still ends on a 2×2 map instead of 1×1.
+    """
+
+    width_mult: float = 1.0
+    resolution: int = 224
+    num_classes: int = 1000
+    in_chans: int = 3
+    variant: str = "separable"
+    act: str = "relu"
+    padding: str = "symmetric"
+    bn_eps: float = 1e-5
+    dropout: float = 0.0
+    stem_stride: int = 2
+
+    def blocks(self) -> list[tuple[int, int]]:
+        if self.variant == "shallow":
+            return [b for i, b in enumerate(BLOCKS) if i not in SHALLOW_REMOVED]
+        return list(BLOCKS)
+
+    @property
+    def min_resolution(self) -> int:
+        # Output stride: stem stride × the stride-2 blocks. Below it the last stages see 1×1 maps of padding.
+        return self.stem_stride * 2 ** sum(s == 2 for _, s in BLOCKS)
+
+    def validate(self) -> MobileNetV1Config:
+        check_width_mult(self.width_mult)
+        if self.variant not in VARIANTS:
+            raise MobileNetsError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        get_activation(self.act)
+        if self.stem_stride not in (1, 2):
+            raise MobileNetsError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise MobileNetsError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.num_classes < 0 or self.in_chans < 1:
+            raise MobileNetsError(
+                f"num_classes must be >= 0 and in_chans >= 1, got {self.num_classes}, {self.in_chans}"
+            )
+        check_resolution(self.resolution, self.min_resolution, "MobileNetV1")
+        return self
+
+
+class MobileNetV1(ImageClassifier):
+    """MobileNetV1: a full 3×3 conv stem, 13 depthwise separable blocks, global average pool, dropout, FC."""
+
+    def __init__(self, cfg: MobileNetV1Config | None = None, **kwargs):
+        super().__init__()
+        cfg = (cfg or MobileNetV1Config(**kwargs)).validate()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
+        self.resolution = cfg.resolution
+        self.min_resolution = cfg.min_resolution
+        layer = dict(act=cfg.act, padding=cfg.padding, bn_eps=cfg.bn_eps)
+
+        channels = scale_channels(STEM[0], cfg.width_mult)
+        self.stem = ConvBNAct(cfg.in_chans, channels, 3, cfg.stem_stride, **layer)
+        blocks = []
+        for out_channels, stride in cfg.blocks():
+            out_channels = scale_channels(out_channels, cfg.width_mult)
+            if cfg.variant == "conv":
+                blocks.append(ConvBNAct(channels, out_channels, 3, stride, **layer))
+            else:
+                blocks.append(DepthwiseSeparable(channels, out_channels, stride, **layer))
+            channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = channels
+
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(channels, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.flatten(self.global_pool(x))
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = self.cfg.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+
+def mobilenet_v1(**kwargs) -> MobileNetV1:
+    """MobileNet: depthwise separable blocks (paper Table 1)."""
+    return MobileNetV1(**kwargs)
+
+
+def mobilenet_v1_conv(**kwargs) -> MobileNetV1:
+    """Conv MobileNet: each separable block replaced by a full 3×3 conv (paper Table 4)."""
+    return MobileNetV1(variant="conv", **kwargs)
+
+
+def mobilenet_v1_shallow(**kwargs) -> MobileNetV1:
+    """Shallow MobileNet: the five 14×14×512 separable blocks removed (paper Table 5)."""
+    return MobileNetV1(variant="shallow", **kwargs)

@@ -1,0 +1,112 @@
+"""SqueezeNet 1.0 and 1.1 (Iandola et al., 2016), the efficient design MobileNet is compared with in Table 9."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mobilenets.errors import MobileNetsError
+from mobilenets.models.base import ImageClassifier, check_resolution
+
+# SqueezeNet paper Table 1 / Fig. 2, as torchvision builds it. Each fire module i has e_i expand filters
+# (half 1×1, half 3×3 at pct_3x3 = 0.5) and s_i = squeeze_ratio · e_i squeeze filters (SR = 0.125).
+FIRE_EXPANDS = [128, 128, 256, 256, 384, 384, 512, 512]
+VERSIONS = {
+    # version: (stem out_channels, stem kernel, fire indices preceded by a 3×3/2 max pool)
+    "1_0": (96, 7, (3, 7)),
+    "1_1": (64, 3, (2, 4)),  # 2.4× less compute than 1.0 at about the same accuracy
+}
+
+
+class Fire(nn.Module):
+    """Squeeze (1×1 conv) then expand (1×1 and 3×3 convs side by side, concatenated)."""
+
+    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(in_channels, squeeze, 1)
+        self.squeeze_act = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, 1)
+        self.expand1x1_act = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, 3, padding=1)
+        self.expand3x3_act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.squeeze_act(self.squeeze(x))
+        return torch.cat([self.expand1x1_act(self.expand1x1(x)), self.expand3x3_act(self.expand3x3(x))], 1)
+
+
+class SqueezeNet(ImageClassifier):
+    """SqueezeNet: a conv stem, eight fire modules with three max pools, a 1×1 conv classifier."""
+
+    def __init__(
+        self,
+        version: str = "1_0",
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        resolution: int = 224,
+        squeeze_ratio: float = 0.125,
+        pct_3x3: float = 0.5,
+        dropout: float = 0.5,
+    ):
+        super().__init__()
+        if version not in VERSIONS:
+            raise MobileNetsError(f"unknown SqueezeNet version {version!r}; choose one of {', '.join(VERSIONS)}")
+        if not 0 < squeeze_ratio <= 1 or not 0 < pct_3x3 < 1:
+            raise MobileNetsError(
+                f"squeeze_ratio must be in (0, 1] and pct_3x3 in (0, 1), got {squeeze_ratio}, {pct_3x3}"
+            )
+        stem_channels, stem_kernel, pool_before = VERSIONS[version]
+        self.num_classes, self.in_chans = num_classes, in_chans
+        # Stem conv (no padding, stride 2) and three 3×3/2 ceil-mode pools: below ~48 px a map hits 0.
+        self.min_resolution = 48
+        self.resolution = check_resolution(resolution, self.min_resolution, f"squeezenet{version}")
+
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chans, stem_channels, stem_kernel, stride=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+        ]
+        channels = stem_channels
+        for i, expand in enumerate(FIRE_EXPANDS):
+            if i in pool_before:
+                layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
+            expand3x3 = round(expand * pct_3x3)
+            layers.append(Fire(channels, max(1, round(expand * squeeze_ratio)), expand - expand3x3, expand3x3))
+            channels = expand
+        self.features = nn.Sequential(*layers)
+        self.num_features = channels
+        self.dropout = nn.Dropout(dropout)
+        self.reset_classifier(num_classes)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                if m is self.classifier:
+                    nn.init.normal_(m.weight, mean=0.0, std=0.01)
+                else:
+                    nn.init.kaiming_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return self.flatten(self.global_pool(x))
+        x = self.classifier_act(self.classifier(self.dropout(x)))
+        return self.flatten(self.global_pool(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        # The classifier is a 1×1 conv + ReLU before the pool: SqueezeNet has no FC layer.
+        self.num_classes = num_classes
+        self.classifier = nn.Conv2d(self.num_features, num_classes, 1) if num_classes else nn.Identity()
+        self.classifier_act = nn.ReLU(inplace=True) if num_classes else nn.Identity()
+
+
+def squeezenet1_0(**kwargs) -> SqueezeNet:
+    return SqueezeNet("1_0", **kwargs)
+
+
+def squeezenet1_1(**kwargs) -> SqueezeNet:
+    return SqueezeNet("1_1", **kwargs)

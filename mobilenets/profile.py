@@ -1,0 +1,218 @@
+"""Exact Mult-Adds and parameters of any model at any input size, and the paper's cost formulas (§3.1).
+
+The profiler runs one forward pass with hooks on every convolution and linear layer and counts what
+actually executes, so it is exact for any architecture — ours, torchvision's, or a user's — and never
+a hand-kept table. Mult-Adds follow the paper: convolutions and fully connected layers only (BatchNorm
+folds into the conv at inference; ReLU and pooling are not multiply-adds).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from mobilenets.errors import MobileNetsError
+
+# ---------------------------------------------------------------------------------------------------
+# The paper's layer-level formulas (Eqs. 1–5). Dk: kernel side, M: input channels, N: output channels,
+# Df: output feature map side.
+
+
+def standard_conv_mult_adds(kernel_size: int, in_channels: int, out_channels: int, feature_size: int) -> int:
+    """Standard convolution: Dk·Dk·M·N·Df·Df (paper Eq. 2)."""
+    return kernel_size**2 * in_channels * out_channels * feature_size**2
+
+
+def depthwise_conv_mult_adds(kernel_size: int, channels: int, feature_size: int) -> int:
+    """Depthwise convolution, one filter per input channel: Dk·Dk·M·Df·Df (paper Eq. 3)."""
+    return kernel_size**2 * channels * feature_size**2
+
+
+def pointwise_conv_mult_adds(in_channels: int, out_channels: int, feature_size: int) -> int:
+    """1×1 pointwise convolution: M·N·Df·Df."""
+    return in_channels * out_channels * feature_size**2
+
+
+def depthwise_separable_mult_adds(kernel_size: int, in_channels: int, out_channels: int, feature_size: int) -> int:
+    """Depthwise + pointwise: Dk·Dk·M·Df·Df + M·N·Df·Df (paper Eq. 4)."""
+    return depthwise_conv_mult_adds(kernel_size, in_channels, feature_size) + pointwise_conv_mult_adds(
+        in_channels, out_channels, feature_size
+    )
+
+
+def standard_conv_params(kernel_size: int, in_channels: int, out_channels: int) -> int:
+    return kernel_size**2 * in_channels * out_channels
+
+
+def depthwise_separable_params(kernel_size: int, in_channels: int, out_channels: int) -> int:
+    return kernel_size**2 * in_channels + in_channels * out_channels
+
+
+def separable_cost_ratio(out_channels: int, kernel_size: int = 3) -> float:
+    """Cost of a depthwise separable conv relative to a standard one: 1/N + 1/Dk² (paper Eq. 5)."""
+    return 1 / out_channels + 1 / kernel_size**2
+
+
+# ---------------------------------------------------------------------------------------------------
+# The profiler.
+
+TABLE2_TYPES = ("Conv 1×1", "Conv DW 3×3", "Conv 3×3", "Fully Connected")
+
+
+def layer_type(module: nn.Module) -> str:
+    """The paper's Table 2 name of a layer's type, e.g. "Conv DW 3×3"; other shapes are named likewise."""
+    if isinstance(module, nn.Linear):
+        return "Fully Connected"
+    kh, kw = module.kernel_size
+    size = f"{kh}×{kw}"
+    if module.groups == 1:
+        return f"Conv {size}"
+    if module.groups == module.in_channels == module.out_channels:
+        return f"Conv DW {size}"
+    return f"Conv {size} g{module.groups}"
+
+
+@dataclass
+class LayerCost:
+    name: str
+    type: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    mult_adds: int
+    params: int  # all of the layer's own parameters (weight and bias)
+    weights: int  # its weight tensor alone: what the paper counts
+
+
+@dataclass
+class Profile:
+    """Costs of one forward pass of one image.
+
+    ``params`` counts every parameter of the model once, BatchNorm's and biases too (as torchvision and
+    timm report). ``paper_params`` counts conv and FC weights only, as the MobileNets paper does (its
+    Table 2 shares and e.g. 1.32M for 0.50 MobileNet-160 need it: BatchNorm folds into the weights).
+    ``layers`` lists each conv/linear call in execution order.
+    """
+
+    input_size: tuple[int, int, int]
+    layers: list[LayerCost] = field(default_factory=list)
+    params: int = 0
+
+    @property
+    def mult_adds(self) -> int:
+        return sum(layer.mult_adds for layer in self.layers)
+
+    @property
+    def paper_params(self) -> int:
+        return sum(layer.weights for layer in self.layers)
+
+    def by_type(self) -> dict[str, tuple[float, float]]:
+        """Share of Mult-Adds and of conv/FC parameters per layer type, as paper Table 2 (fractions)."""
+        madds: dict[str, int] = defaultdict(int)
+        params: dict[str, int] = defaultdict(int)
+        for layer in self.layers:
+            madds[layer.type] += layer.mult_adds
+            params[layer.type] += layer.weights
+        total_madds, total_params = sum(madds.values()) or 1, sum(params.values()) or 1
+        order = [t for t in TABLE2_TYPES if t in madds] + sorted(t for t in madds if t not in TABLE2_TYPES)
+        return {t: (madds[t] / total_madds, params[t] / total_params) for t in order}
+
+    def to_dict(self) -> dict:
+        return {
+            "input_size": list(self.input_size),
+            "mult_adds": self.mult_adds,
+            "params": self.params,
+            "paper_params": self.paper_params,
+            "by_type": {t: {"mult_adds_share": m, "params_share": p} for t, (m, p) in self.by_type().items()},
+            "layers": [asdict(layer) for layer in self.layers],
+        }
+
+
+def _mult_adds(module: nn.Module, output: torch.Tensor) -> int:
+    """Mult-Adds of one conv or linear call producing ``output`` (batch of 1)."""
+    if isinstance(module, nn.Linear):
+        return output[0].numel() * module.in_features
+    kh, kw = module.kernel_size
+    # Each output element is a dot product over (in_channels / groups)·kh·kw inputs.
+    return output[0].numel() * (module.in_channels // module.groups) * kh * kw
+
+
+def profile(model: nn.Module, input_size: int | tuple[int, int] | None = None, in_chans: int | None = None) -> Profile:
+    """Count the Mult-Adds and parameters of ``model`` on one image of ``input_size`` (side or (H, W)).
+
+    Defaults to the model's own ``resolution`` and ``in_chans`` when it has them (every registered model).
+    """
+    if input_size is None:
+        input_size = getattr(model, "resolution", 224)
+    h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    in_chans = in_chans or getattr(model, "in_chans", 3)
+    min_res = getattr(model, "min_resolution", 1)
+    if min(h, w) < min_res:
+        raise MobileNetsError(f"input {h}x{w} is too small for this model: use at least {min_res}x{min_res}")
+
+    result = Profile(input_size=(in_chans, h, w), params=sum(p.numel() for p in model.parameters()))
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        result.layers.append(
+            LayerCost(
+                names[module],
+                layer_type(module),
+                tuple(inputs[0].shape[1:]),
+                tuple(output.shape[1:]),
+                _mult_adds(module, output),
+                params,
+                module.weight.numel(),
+            )
+        )
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(1, in_chans, h, w, device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    # A module called twice costs its Mult-Adds twice but owns its parameters once.
+    seen: set[str] = set()
+    for layer in result.layers:
+        if layer.name in seen:
+            layer.params = layer.weights = 0
+        seen.add(layer.name)
+    return result
+
+
+def format_count(n: float, unit: float = 1e6, digits: int = 2) -> str:
+    return f"{n / unit:,.{digits}f}"
+
+
+def format_profile(prof: Profile, per_layer: bool = False, title: str = "") -> str:
+    """A human-readable report: per-layer table (optional), the Table 2 breakdown, and totals."""
+    lines = []
+    if title:
+        lines.append(title)
+    if per_layer:
+        lines.append(f"{'layer':<34} {'type':<16} {'output':<16} {'Mult-Adds (M)':>14} {'params':>11}")
+        for layer in prof.layers:
+            shape = "×".join(str(d) for d in layer.output_shape)
+            lines.append(
+                f"{layer.name:<34} {layer.type:<16} {shape:<16} {format_count(layer.mult_adds):>14} {layer.params:>11,}"
+            )
+        lines.append("")
+    lines.append(f"{'type':<20} {'Mult-Adds':>10} {'parameters':>11}")
+    for t, (m, p) in prof.by_type().items():
+        lines.append(f"{t:<20} {m:>10.2%} {p:>11.2%}")
+    lines.append("")
+    c, h, w = prof.input_size
+    lines.append(
+        f"input {c}×{h}×{w}: {format_count(prof.mult_adds)} M Mult-Adds, {format_count(prof.params)} M parameters "
+        f"({format_count(prof.paper_params)} M conv/FC weights, the paper's count)"
+    )
+    return "\n".join(lines)
