@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from mobilenets.errors import MobileNetsError
@@ -12,6 +13,7 @@ EPILOG = """examples:
   mobilenets list 'mobilenet_v1_0.5*'
   mobilenets profile mobilenet_v1_0.75_160 --per-layer
   mobilenets profile mobilenet_v1 --width-mult 0.6 --resolution 200 --json
+  mobilenets profile mobilenet_v1 --grid
   mobilenets paper-tables
 """
 
@@ -64,14 +66,25 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
     p.add_argument("--in-chans", type=int, help="input channels (default 3)")
     p.add_argument("--per-layer", action="store_true", help="print every conv/FC layer")
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="Markdown table of Mult-Adds for the paper's 16 α×ρ variants of NAME's family",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_profile)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from mobilenets.models import create_model
-    from mobilenets.profile import format_profile, profile
+    from mobilenets.profile import format_profile, grid_table, profile
 
+    if args.grid:
+        family = re.sub(r"_\d+\.\d+_\d+$", "", args.name)  # mobilenet_v1_0.75_160 -> mobilenet_v1
+        if family not in ("mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v1_shallow"):
+            raise MobileNetsError(f"--grid needs a MobileNet family (mobilenet_v1[_conv|_shallow]), got {args.name!r}")
+        print(grid_table(family))
+        return 0
     model = create_model(
         args.name,
         width_mult=args.width_mult,

@@ -189,6 +189,25 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] | None = None, i
     return result
 
 
+def grid_table(family: str = "mobilenet_v1") -> str:
+    """Markdown table of Mult-Adds (M) for the paper's 16 α×ρ variants of ``family``, with parameters."""
+    from mobilenets.models import PAPER_RESOLUTIONS, PAPER_WIDTHS, create_model
+
+    lines = [
+        "| α \\ resolution | " + " | ".join(str(r) for r in PAPER_RESOLUTIONS) + " | params (M), paper's count (all) |",
+        "|---" * (len(PAPER_RESOLUTIONS) + 2) + "|",
+    ]
+    for alpha in PAPER_WIDTHS:
+        cells = [profile(create_model(f"{family}_{alpha}_{r}")).mult_adds / 1e6 for r in PAPER_RESOLUTIONS]
+        prof = profile(create_model(f"{family}_{alpha}_224"))
+        lines.append(
+            f"| {alpha} | "
+            + " | ".join(f"{c:.1f}" for c in cells)
+            + f" | {prof.paper_params / 1e6:.2f} ({prof.params / 1e6:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
 def format_count(n: float, unit: float = 1e6, digits: int = 2) -> str:
     return f"{n / unit:,.{digits}f}"
 

@@ -1,0 +1,68 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mobilenets import create_model, profile
+from mobilenets.cli import main
+
+
+def test_profile_table(capsys):
+    assert main(["profile", "mobilenet_v1_0.75_160", "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks.12.pointwise.conv" in out and "Conv DW 3×3" in out
+    expected = profile(create_model("mobilenet_v1_0.75_160"))
+    assert f"{expected.mult_adds / 1e6:,.2f} M Mult-Adds" in out
+
+
+def test_profile_json_overrides(capsys):
+    assert main(["profile", "mobilenet_v1", "--width-mult", "0.6", "--resolution", "200", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    expected = profile(create_model("mobilenet_v1", width_mult=0.6, resolution=200))
+    assert data["mult_adds"] == expected.mult_adds and data["params"] == expected.params
+    assert data["input_size"] == [3, 200, 200] and len(data["layers"]) == 28
+
+
+def test_list(capsys):
+    assert main(["list", "*shallow_0.25*"]) == 0
+    assert capsys.readouterr().out.split() == [f"mobilenet_v1_shallow_0.25_{r}" for r in (128, 160, 192, 224)]
+
+
+@pytest.mark.slow
+def test_paper_tables(capsys):
+    assert main(["paper-tables"]) == 0
+    out = capsys.readouterr().out
+    for text in ("Conv dw / s1     3×3×1024 dw", "Shallow MobileNet", "VGG 16", "AlexNet", "SqueezeNet", "1.91"):
+        assert text in out
+    assert "MobileNet figures match the paper" in out
+    assert main(["paper-tables", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    mobilenet = [c for c in data["comparisons"] if c["table"] in "34567"]
+    assert mobilenet and all(c["matches"] for c in mobilenet)
+    assert len(data["table1"]) == 30
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["profile", "mobilenet_v2"], "unknown model 'mobilenet_v2'"),
+        (["profile", "mobilenet_v1", "--width-mult", "-1"], "width_mult must be a finite number > 0"),
+        (["profile", "mobilenet_v1", "--resolution", "16"], "resolution 16 is too small"),
+        (["profile", "mobilenet_v1", "--in-chans", "0"], "in_chans >= 1"),
+        (["list", "resnet*"], "no model matches"),
+    ],
+)
+def test_bad_input_is_one_line_error(argv, message):
+    result = subprocess.run([sys.executable, "-m", "mobilenets.cli", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("mobilenets: error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_profile_grid(capsys):
+    assert main(["profile", "mobilenet_v1_0.5_160", "--grid"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 6 and rows[2].startswith("| 1.0 | 568.7 | 418.1 | 290.7 | 186.4 |")
+    assert rows[4].split(" | ")[3] == f"{profile(create_model('mobilenet_v1_0.5_160')).mult_adds / 1e6:.1f}"

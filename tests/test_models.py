@@ -1,0 +1,170 @@
+import re
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from mobilenets import MobileNetsError, create_model, list_models
+from mobilenets.models import model_defaults
+from mobilenets.models.layers import PadSame, make_divisible, scale_channels
+from mobilenets.models.mobilenet_v1 import BLOCKS
+
+ALL_MODELS = list_models()
+# One name per distinct architecture: the α×ρ aliases share code with their family's base name.
+ARCHITECTURES = [n for n in ALL_MODELS if not re.search(r"_\d\.\d+_\d+$", n)] + ["mobilenet_v1_0.25_128"]
+
+
+def small_input(model, batch=2):
+    return torch.randn(batch, model.in_chans, model.min_resolution * 2, model.min_resolution * 2)
+
+
+def test_registry_has_every_paper_variant():
+    for family in ("mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v1_shallow"):
+        for alpha in ("1.0", "0.75", "0.5", "0.25"):
+            for res in (224, 192, 160, 128):
+                name = f"{family}_{alpha}_{res}"
+                assert name in ALL_MODELS
+                assert model_defaults(name) == {"width_mult": float(alpha), "resolution": res}
+    for name in ("squeezenet1_0", "squeezenet1_1", "densenet121", "densenet169", "densenet201"):
+        assert name in ALL_MODELS
+    assert list_models("mobilenet_v1_0.5_*") == [f"mobilenet_v1_0.5_{r}" for r in (128, 160, 192, 224)]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_shape_and_name_defaults(name):
+    model = create_model(name, num_classes=7).eval()
+    assert model.resolution == model_defaults(name)["resolution"]
+    with torch.no_grad():
+        out = model(small_input(model))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_backward_features_and_reset_classifier(name):
+    model = create_model(name, num_classes=5, in_chans=1)
+    x = small_input(model)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.num_features
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_torch_export_matches_eager(name):
+    model = create_model(name, num_classes=10).eval()
+    x = small_input(model, batch=1)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_mobilenet_v1_is_paper_table1():
+    model = create_model("mobilenet_v1_1.0_224")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 27 and len([m for m in model.modules() if isinstance(m, nn.Linear)]) == 1  # 28 layers
+    depthwise = [c for c in convs if c.groups > 1]
+    assert [c.out_channels for c in depthwise] == [32, 64, 128, 128, 256, 256, *[512] * 6, 1024]
+    assert [c.stride[0] for c in depthwise] == [s for _, s in BLOCKS]
+    assert depthwise[-1].stride == (1, 1)  # Table 1's "s2" on the last dw layer is a typo
+    assert model.forward_features(torch.zeros(1, 3, 224, 224)).shape == (1, 1024, 7, 7)
+
+
+def test_conv_and_shallow_variants():
+    conv = create_model("mobilenet_v1_conv_1.0_224")
+    assert not any(m.groups > 1 for m in conv.modules() if isinstance(m, nn.Conv2d))
+    assert len([m for m in conv.modules() if isinstance(m, nn.Conv2d)]) == 14
+    shallow = create_model("mobilenet_v1_shallow_1.0_224")
+    assert len(shallow.blocks) == len(BLOCKS) - 5
+    assert shallow.forward_features(torch.zeros(1, 3, 224, 224)).shape == (1, 1024, 7, 7)
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [(32 * 0.75, 24), (1024 * 0.25, 256), (32 * 0.25, 8), (32 * 0.1, 8), (100, 104), (37, 40), (20, 24)],
+)
+def test_make_divisible(value, expected):
+    assert make_divisible(value) == expected
+    assert expected % 8 == 0 and expected >= 0.9 * value
+
+
+def test_width_mult_scales_every_layer():
+    model = create_model("mobilenet_v1", width_mult=0.6, resolution=96)
+    pointwise = [m.pointwise.conv.out_channels for m in model.blocks]
+    assert pointwise == [scale_channels(c, 0.6) for c, _ in BLOCKS]
+    assert model.stem.conv.out_channels == scale_channels(32, 0.6) == 24  # 16 would be > 10% below 19.2
+    tiny = create_model("mobilenet_v1", width_mult=0.01)
+    assert min(m.out_channels for m in tiny.modules() if isinstance(m, nn.Conv2d)) == 8  # never below 8
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        ("squeezenet1_0", torchvision.models.squeezenet1_0),
+        ("squeezenet1_1", torchvision.models.squeezenet1_1),
+        ("densenet121", torchvision.models.densenet121),
+    ],
+)
+def test_matches_torchvision_with_its_weights(ours, theirs):
+    """Same layers in the same order: torchvision's (random) weights give torchvision's outputs."""
+    torch.manual_seed(0)
+    reference = theirs(weights=None).eval()
+    model = create_model(ours).eval()
+    ours_sd, ref_sd = model.state_dict(), reference.state_dict()
+    assert [v.shape for v in ours_sd.values()] == [v.shape for v in ref_sd.values()]
+    model.load_state_dict(dict(zip(ours_sd, ref_sd.values())))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_relu6_and_tf_same_options():
+    model = create_model("mobilenet_v1_0.25_128", act="relu6", padding="tf_same", bn_eps=1e-3)
+    assert isinstance(model.stem.act, nn.ReLU6) and model.stem.bn.eps == 1e-3
+    assert isinstance(model.stem.pad, PadSame)
+    assert model(torch.randn(1, 3, 128, 128)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("size,stride,expected", [(224, 2, (0, 1)), (225, 2, (1, 1)), (7, 1, (1, 1)), (14, 2, (0, 1))])
+def test_pad_same_follows_tensorflow(size, stride, expected):
+    # TF: out = ceil(n / s); total pad = max((out - 1)·s + k - n, 0), the extra pixel at the end.
+    pad = PadSame(3, stride)
+    assert pad._pad(size) == expected
+    conv_in = pad(torch.zeros(1, 1, size, size))
+    assert (conv_in.shape[-1] - 3) // stride + 1 == -(-size // stride)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"width_mult": 0}, "width_mult must be a finite number > 0"),
+        ({"width_mult": -0.5}, "width_mult must be a finite number > 0"),
+        ({"width_mult": float("nan")}, "width_mult must be a finite number > 0"),
+        ({"resolution": 31}, "at least 32x32"),
+        ({"resolution": 12, "stem_stride": 1}, "at least 16x16"),
+        ({"act": "gelu"}, "unknown activation"),
+        ({"padding": "valid"}, "unknown padding"),
+        ({"variant": "wide"}, "unknown variant"),
+    ],
+)
+def test_invalid_options_raise_clear_errors(kwargs, message):
+    with pytest.raises(MobileNetsError, match=message):
+        create_model("mobilenet_v1", **kwargs)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(MobileNetsError, match=r"unknown model 'mobilenet_v1_1.0_225'; did you mean .*mobilenet_v1"):
+        create_model("mobilenet_v1_1.0_225")
+    with pytest.raises(MobileNetsError, match="squeezenet1_0 does not take the option 'width_mult'"):
+        create_model("squeezenet1_0", width_mult=0.5)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_0.25_128", "squeezenet1_1", "densenet121"])
+def test_wrong_input_channels(name):
+    model = create_model(name)
+    with pytest.raises(MobileNetsError, match=r"expects input of shape \(batch, 3, H, W\), got \(1, 1, 64, 64\)"):
+        model(torch.zeros(1, 1, 64, 64))
