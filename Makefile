@@ -29,7 +29,8 @@ demo: $(BIN)/.installed data
 	$(BIN)/mobilenets demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check mobilenets tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: $(BIN)/.installed data lint
 	$(BIN)/python -m pytest -q
