@@ -514,12 +514,15 @@ def import_timm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Model
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+        text = str(e)
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if m:
             raise MobileNetsError(
-                f"refused to load {path}: it holds pickled Python objects beyond tensors, which could run code "
-                "(torch.load weights_only=True rejected it); re-save it as a plain state dict or safetensors"
+                f"refused to load {path}: it holds pickled Python objects ({m.group(1)}) beyond tensors, which could "
+                "run code (torch.load weights_only=True rejected it); re-save it as a plain state dict or safetensors"
             ) from None
+        reason = re.search(r"WeightsUnpickler error: \s*(.+)", text) or re.match(r"\s*([^.\n]+)", text)
+        first = reason.group(1).strip() if reason else type(e).__name__
         raise MobileNetsError(f"{path} is not a readable PyTorch state dict ({first})") from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state"):
