@@ -266,8 +266,13 @@ def _expect(card: ModelCard, where: str, model_name: str | None, num_classes: in
         )
 
 
-def build_model(card: ModelCard) -> MobileNetV1:
+def build_model(
+    card: ModelCard, tensors: Mapping[str, torch.Tensor] | None = None, where: str = "weights"
+) -> MobileNetV1:
+    """The model a card describes, in eval mode; with ``tensors``, loaded with them (shapes checked first)."""
     model = create_model(card.arch, **card.model_kwargs)
+    if tensors is not None:
+        _load_into(model, tensors, where, _describe(card))
     return model.eval()
 
 
@@ -294,9 +299,7 @@ def load_weights(
     else:
         raise MobileNetsError(f"unknown weights format {path.name!r}: use .safetensors, .pth/.pt or .pb")
     _expect(card, str(path), model_name, num_classes)
-    model = build_model(card)
-    _load_into(model, tensors, str(path), _describe(card))
-    return model, card
+    return build_model(card, tensors, str(path)), card
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
@@ -627,9 +630,7 @@ def import_weights(
             raise MobileNetsError(f"unknown source format {src.name!r}: use a .pb, .pth/.pt or .safetensors file")
         if resolution is not None:
             card.model_kwargs["resolution"] = card.preprocessing.resolution = resolution
-    model = build_model(card)
-    _load_into(model, tensors, str(src), _describe(card))
-    save_weights(model, card, out)
+    save_weights(build_model(card, tensors, str(src)), card, out)
     return card
 
 

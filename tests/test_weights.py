@@ -126,9 +126,7 @@ def graph_def(graph_path):
 @pytest.fixture(scope="module")
 def tf_model(graph_path):
     tensors, card = W.import_tf_graph(graph_path)
-    model = W.build_model(card)
-    W._load_into(model, tensors, "test", "test")
-    return model, card
+    return W.build_model(card, tensors), card
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -188,12 +186,60 @@ def test_real_photos_get_their_classes(tf_model, photo_batch):
 def test_drop_background_keeps_logits_1_to_1000(graph_path, tf_model, photo_batch):
     model, _ = tf_model
     tensors, card = W.import_tf_graph(graph_path, drop_background=True)
-    m1000 = W.build_model(card)
-    W._load_into(m1000, tensors, "test", "test")
+    m1000 = W.build_model(card, tensors)
     assert card.num_classes == 1000 and not card.background_class and card.class_names[285] == "Egyptian cat"
     x = photo_batch[1][:2]
     with torch.no_grad():
         torch.testing.assert_close(m1000(x), model(x)[:, 1:], rtol=0, atol=1e-5)
+
+
+def _slim_graph(model: torch.nn.Module, resolution: int) -> graph_pb2.GraphDef:
+    """A minimal frozen graph in TF-slim's names and layouts (HWIO, (3,3,C,1), 1x1 logits conv) from our model."""
+    g = graph_pb2.GraphDef()
+    placeholder = g.node.add(name="input", op="Placeholder")
+    for d in (1, resolution, resolution, 3):
+        placeholder.attr["shape"].shape.dim.add(size=d)
+
+    def const(name: str, value: torch.Tensor) -> None:
+        node = g.node.add(name=f"MobilenetV1/{name}", op="Const")
+        node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value.detach().numpy()))
+
+    layers = [("Conv2d_0", model.stem)]
+    for i, block in enumerate(model.blocks, 1):
+        layers += [(f"Conv2d_{i}_depthwise", block.depthwise), (f"Conv2d_{i}_pointwise", block.pointwise)]
+    for scope, layer in layers:
+        w = layer.conv.weight
+        if scope.endswith("depthwise"):
+            const(f"{scope}/depthwise_weights", w.permute(2, 3, 0, 1))
+        else:
+            const(f"{scope}/weights", w.permute(2, 3, 1, 0))
+        for tf_name, ours in (
+            ("gamma", "weight"),
+            ("beta", "bias"),
+            ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"),
+        ):
+            const(f"{scope}/BatchNorm/{tf_name}", getattr(layer.bn, ours))
+    const("Logits/Conv2d_1c_1x1/weights", model.classifier.weight.T[None, None])
+    const("Logits/Conv2d_1c_1x1/biases", model.classifier.bias)
+    return g
+
+
+@pytest.mark.parametrize("width_mult, resolution", [(0.5, 160), (0.25, 128)])
+def test_tf_graph_width_and_resolution_are_detected(tmp_path, width_mult, resolution):
+    torch.manual_seed(0)
+    src = create_model(f"mobilenet_v1_{width_mult}_{resolution}", num_classes=1001)
+    for m in src.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    path = tmp_path / "slim.pb"
+    path.write_bytes(_slim_graph(src, resolution).SerializeToString())
+    model, card = W.load_weights(path)
+    assert (card.width_mult, card.model_kwargs["resolution"], card.num_classes) == (width_mult, resolution, 1001)
+    for key, value in src.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 # --- timm -------------------------------------------------------------------------------------------
