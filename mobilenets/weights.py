@@ -614,9 +614,11 @@ def import_weights(
     src: str | os.PathLike, out: str | os.PathLike, drop_background: bool = False, resolution: int | None = None
 ) -> ModelCard:
     """Convert ``src`` (.pb or timm .pth/.safetensors) into our ``out.safetensors`` + ``out.json``."""
-    src = Path(src)
+    src, out = Path(src), Path(out)
     if not src.is_file():
         raise MobileNetsError(f"source weights {src} not found")
+    if out.suffix != ".safetensors" or not out.parent.is_dir():
+        raise MobileNetsError(f"output must be a .safetensors file in an existing folder, got {out}")
     if src.suffix.lower() == ".pb":
         tensors, card = import_tf_graph(src, drop_background=drop_background, resolution=resolution)
     else:
@@ -686,13 +688,16 @@ def pretrained_weights_path() -> Path:
 
 
 def pretrained_model(model_name: str | None = None) -> tuple[MobileNetV1, ModelCard]:
-    """Google's ImageNet MobileNetV1 1.0/224 (TF-slim numbers: 1001 classes, background at 0), in eval mode.
+    """Google's ImageNet MobileNetV1 α=1.0 (TF-slim numbers: 1001 classes, background at 0), in eval mode.
 
-    Raises MobileNetsError saying how to install the weights when they are not available.
+    ``model_name`` may pick another input resolution ρ, e.g. ``mobilenet_v1_1.0_160`` (the weights were
+    trained at 224). Raises MobileNetsError saying how to install the weights when they are not available.
     """
-    if model_name is not None and model_name not in ("mobilenet_v1", "mobilenet_v1_1.0_224"):
-        raise MobileNetsError(
-            f"pretrained weights exist for mobilenet_v1_1.0_224 only, not {model_name}; pass --weights FILE "
-            "for other models"
-        )
-    return load_weights(pretrained_weights_path())
+    if model_name is not None:
+        wanted = model_defaults(model_name)
+        if re.sub(r"_[\d.]+_\d+$", "", model_name) != "mobilenet_v1" or wanted.get("width_mult") != 1.0:
+            raise MobileNetsError(
+                f"pretrained weights exist for MobileNetV1 α=1.0 only (mobilenet_v1_1.0_224, or _192/_160/_128), "
+                f"not {model_name}; pass --weights FILE for other models"
+            )
+    return load_weights(pretrained_weights_path(), model_name=model_name)

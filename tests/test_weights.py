@@ -430,8 +430,10 @@ def test_pretrained_is_converted_once_then_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(W, "import_weights", no_reconvert)
     model, card = W.pretrained_model()
     assert card.num_classes == 1001 and card.source["format"] == "tf_frozen_graph"
-    with pytest.raises(MobileNetsError, match="for mobilenet_v1_1.0_224 only"):
+    with pytest.raises(MobileNetsError, match=r"for MobileNetV1 α=1.0 only .*not mobilenet_v1_0.5_224"):
         W.pretrained_model("mobilenet_v1_0.5_224")
+    model, card = W.pretrained_model("mobilenet_v1_1.0_160")  # the paper's ρ: same weights, smaller input
+    assert model.resolution == card.preprocessing.resolution == 160
 
 
 def test_missing_pretrained_graph_says_how_to_get_it(monkeypatch, tmp_path, capsys):
