@@ -432,7 +432,9 @@ def import_tf_graph(
             out_ch = w.shape[3]
             w = w.transpose(3, 2, 0, 1)
         expected = in_ch if paper_ch is None else scale_channels(paper_ch, width_mult)
-        if out_ch != expected or w.shape[1] != (1 if paper_ch is None else in_ch):
+        if paper_ch is not None and w.shape[1] != in_ch:
+            raise MobileNetsError(f"{path}: {scope} takes {w.shape[1]} inputs but the layer before gives {in_ch}")
+        if out_ch != expected:
             raise MobileNetsError(
                 f"{path}: {scope} has {out_ch} output channels but MobileNetV1 α={width_mult:g} has {expected}; "
                 "the graph is not a TF-slim MobileNetV1 of one width multiplier"
