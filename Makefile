@@ -6,10 +6,13 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: demo test lint data clean
 
+# nudity==0.2.3 (MIT) ships Google's MobileNetV1 ImageNet graph (retrained_graph.pb); --no-deps because its
+# declared dependencies pull TensorFlow, which we never need (we read the .pb with tensorboard's protobufs).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps nudity==0.2.3
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist (the real IDX files); optional: digits is the fallback.

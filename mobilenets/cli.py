@@ -15,6 +15,7 @@ EPILOG = """examples:
   mobilenets profile mobilenet_v1 --width-mult 0.6 --resolution 200 --json
   mobilenets profile mobilenet_v1 --grid
   mobilenets paper-tables
+  mobilenets predict photo.jpg --topk 3
 """
 
 
@@ -140,9 +141,84 @@ def cmd_paper_tables(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# --- import-weights ---------------------------------------------------------------------------------
+
+
+def _add_import_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-weights",
+        help="convert TF-slim .pb or timm .pth/.safetensors MobileNetV1 weights to our .safetensors + card",
+        epilog="examples:\n  mobilenets import-weights mobilenet_v1_1.0_224_frozen.pb -o mnv1.safetensors\n"
+        "  mobilenets import-weights mobilenet_v1_0.5_160_frozen.pb -o mnv1_0.5.safetensors --drop-background\n"
+        "  mobilenets import-weights timm_mobilenetv1_100.pth -o timm_mnv1.safetensors\n"
+        "writes OUT.safetensors (model card in its header) and OUT.json (the same card, for people)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("src", help="SRC.pb (TF frozen graph), SRC.pth/.pt or SRC.safetensors (timm state dict)")
+    p.add_argument("-o", "--output", required=True, help="OUT.safetensors")
+    p.add_argument("--drop-background", action="store_true", help="TF graphs: drop class 0 → 1000 classes")
+    p.add_argument("--resolution", type=int, help="input side recorded in the card (default: from the source)")
+    p.set_defaults(func=cmd_import_weights)
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from mobilenets.weights import card_path, import_weights
+
+    card = import_weights(args.src, args.output, drop_background=args.drop_background, resolution=args.resolution)
+    bg = ", background class 0" if card.background_class else ""
+    print(
+        f"{args.src} → {args.output} (+ {card_path(args.output).name}): {card.name}, act={card.model_kwargs['act']},"
+        f" padding={card.model_kwargs['padding']}, bn_eps={card.model_kwargs['bn_eps']:g}, "
+        f"{card.num_classes} classes{bg}"
+    )
+    return 0
+
+
+# --- predict ----------------------------------------------------------------------------------------
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with pretrained ImageNet MobileNetV1 weights (top-k classes)",
+        epilog="examples:\n  mobilenets predict                      # the bundled demo photos\n"
+        "  mobilenets predict cat.jpg photos/ --topk 3\n"
+        "  mobilenets predict cat.png --weights mnv1.safetensors --json\n"
+        "without --weights: Google's MobileNetV1 1.0/224, converted once from the graph that\n"
+        "`pip install --no-deps nudity==0.2.3` installs and cached in $MOBILENETS_CACHE\n"
+        "(default $XDG_CACHE_HOME/mobilenets or ~/.cache/mobilenets)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", help="image files or folders (default: the bundled demo photos)")
+    p.add_argument("--model", help="expected model name, checked against the weights (e.g. mobilenet_v1_1.0_224)")
+    p.add_argument("--weights", help="weights file (.safetensors, .pth or .pb); default: pretrained ImageNet")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mobilenets.predict import bundled_images, format_predictions, predict_images
+    from mobilenets.weights import load_weights, pretrained_model
+
+    if args.weights:
+        model, card = load_weights(args.weights, model_name=args.model)
+    else:
+        model, card = pretrained_model(args.model)
+    results = predict_images(model, card, args.images or bundled_images(), topk=args.topk)
+    if args.json:
+        print(json.dumps({"model": card.name, "results": [r.to_dict() for r in results]}, indent=2, ensure_ascii=False))
+    elif any(r.error is None for r in results):
+        print(format_predictions(results))
+    failed = [r for r in results if r.error is not None]
+    for r in failed:
+        print(f"mobilenets: error: {r.path}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 # ----------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS = [_add_list, _add_profile, _add_paper_tables]
+SUBCOMMANDS = [_add_list, _add_profile, _add_paper_tables, _add_import_weights, _add_predict]
 
 
 def build_parser() -> argparse.ArgumentParser:

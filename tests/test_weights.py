@@ -1,0 +1,445 @@
+"""Weights import: numeric parity with Google's TF graph (independent NumPy interpreter), timm round trip,
+our safetensors + model card, the cache, and every bad-input path."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.compat.proto import graph_pb2
+from tensorboard.util import tensor_util
+
+from mobilenets import weights as W
+from mobilenets.cli import main
+from mobilenets.errors import MobileNetsError
+from mobilenets.models import create_model
+from mobilenets.predict import preprocess
+
+# --- an independent reference: interpret the GraphDef's own nodes in float64 NumPy --------------------
+
+
+def _same_pads(n: int, k: int, s: int) -> tuple[int, int, int]:
+    """TF "SAME": output ceil(n/s), total padding split with the extra pixel after."""
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return out, total // 2, total - total // 2
+
+
+def _conv_taps(x: np.ndarray, kh: int, kw: int, s: int, padding: bytes):
+    """Yield (i, j, strided input slice) for each kernel tap of an NHWC conv."""
+    n, h, w, _ = x.shape
+    if padding == b"SAME":
+        oh, top, bottom = _same_pads(h, kh, s)
+        ow, left, right = _same_pads(w, kw, s)
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    else:
+        oh, ow = (h - kh) // s + 1, (w - kw) // s + 1
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, x[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :]
+
+
+def _conv2d(x, w, s, padding):  # w: (kh, kw, in, out)
+    out = None
+    for i, j, t in _conv_taps(x, w.shape[0], w.shape[1], s, padding):
+        y = (t.reshape(-1, t.shape[-1]) @ w[i, j]).reshape(*t.shape[:-1], w.shape[-1])  # 2-D GEMM: fast BLAS
+        out = y if out is None else out + y
+    return out
+
+
+def _depthwise(x, w, s, padding):  # w: (kh, kw, C, 1)
+    return sum(t * w[i, j, :, 0] for i, j, t in _conv_taps(x, w.shape[0], w.shape[1], s, padding))
+
+
+def run_graph(graph: graph_pb2.GraphDef, x_nhwc: np.ndarray, fetch: str) -> np.ndarray:
+    """Evaluate ``fetch`` by walking the graph from its inputs; every op is NumPy, float64, no model code."""
+    nodes = {n.name: n for n in graph.node}
+    values: dict[str, np.ndarray] = {"input": x_nhwc.astype(np.float64)}
+
+    def ev(name: str) -> np.ndarray:
+        name = name.split(":")[0]
+        if name in values:
+            return values[name]
+        node = nodes[name]
+        a = [ev(i) for i in node.input if not i.startswith("^")]
+        op, attr = node.op, node.attr
+        if op == "Const":
+            v = tensor_util.make_ndarray(attr["value"].tensor)
+            v = v.astype(np.float64) if v.dtype.kind == "f" else v
+        elif op == "Identity":
+            v = a[0]
+        elif op in ("Add", "AddV2", "BiasAdd"):
+            v = a[0] + a[1]
+        elif op == "Sub":
+            v = a[0] - a[1]
+        elif op == "Mul":
+            v = a[0] * a[1]
+        elif op == "Rsqrt":
+            v = 1.0 / np.sqrt(a[0])
+        elif op == "Relu6":
+            v = np.clip(a[0], 0.0, 6.0)
+        elif op == "Conv2D":
+            v = _conv2d(a[0], a[1], attr["strides"].list.i[1], attr["padding"].s)
+        elif op == "DepthwiseConv2dNative":
+            v = _depthwise(a[0], a[1], attr["strides"].list.i[1], attr["padding"].s)
+        elif op == "AvgPool":
+            k, s = attr["ksize"].list.i[1], attr["strides"].list.i[1]
+            assert attr["padding"].s == b"VALID"
+            v = sum(t for _, _, t in _conv_taps(a[0], k, k, s, b"VALID")) / (k * k)
+        elif op == "Squeeze":
+            v = np.squeeze(a[0], axis=tuple(attr["squeeze_dims"].list.i) or None)
+        elif op == "Reshape":
+            v = a[0].reshape(a[1])
+        else:
+            raise NotImplementedError(op)
+        values[name] = v
+        return v
+
+    return ev(fetch)
+
+
+# --- fixtures ---------------------------------------------------------------------------------------
+
+
+def _graph_path():
+    path = W.find_pretrained_graph()
+    if path is None:
+        pytest.fail(f"the pretrained graph is not installed: {W.GET_PRETRAINED}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def graph_path():
+    return _graph_path()
+
+
+@pytest.fixture(scope="module")
+def graph_def(graph_path):
+    g = graph_pb2.GraphDef()
+    g.ParseFromString(graph_path.read_bytes())
+    return g
+
+
+@pytest.fixture(scope="module")
+def tf_model(graph_path):
+    tensors, card = W.import_tf_graph(graph_path)
+    return W.build_model(card, tensors), card
+
+
+def _photos() -> dict[str, np.ndarray]:
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    photos = {n: getattr(skimage.data, n)() for n in ("chelsea", "coffee", "astronaut", "rocket")}
+    sk = load_sample_images()
+    for filename, image in zip(sk.filenames, sk.images):  # china.jpg, flower.jpg
+        photos[os.path.splitext(os.path.basename(filename))[0]] = image
+    return photos
+
+
+@pytest.fixture(scope="module")
+def photo_batch(tf_model):
+    _, card = tf_model
+    photos = _photos()
+    return list(photos), torch.stack([preprocess(im, card.preprocessing) for im in photos.values()])
+
+
+# --- parity -----------------------------------------------------------------------------------------
+
+
+def test_tf_graph_parity_on_real_photos(tf_model, graph_def, photo_batch):
+    model, card = tf_model
+    names, x = photo_batch
+    assert len(names) == 6
+    assert card.model_kwargs == dict(
+        width_mult=1.0, resolution=224, num_classes=1001, act="relu6", padding="tf_same", bn_eps=1e-3
+    )
+    with torch.no_grad():
+        ours = model(x).double().numpy()
+    reference = run_graph(graph_def, x.permute(0, 2, 3, 1).numpy(), "MobilenetV1/Predictions/Reshape")
+    assert reference.shape == ours.shape == (6, 1001)
+    diff = np.abs(ours - reference).max()
+    print(f"max |ours - TF graph| over {len(names)} photos × 1001 logits: {diff:.2e}")
+    assert diff <= 1e-4
+    # Symmetric (PyTorch) padding with the same weights is measurably not TF's network.
+    sym = create_model("mobilenet_v1", **{**card.model_kwargs, "padding": "symmetric"}).eval()
+    sym.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert np.abs(sym(x).double().numpy() - reference).max() > 1e-2
+
+
+def test_real_photos_get_their_classes(tf_model, photo_batch):
+    model, card = tf_model
+    names, x = photo_batch
+    with torch.no_grad():
+        top1 = model(x).argmax(1).tolist()
+    predicted = {n: card.class_names[i] for n, i in zip(names, top1)}
+    cats = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+    assert predicted["chelsea"] in cats, predicted
+    assert predicted["coffee"] == "espresso", predicted
+    assert card.class_names[0] == "background" and card.background_class
+
+
+def test_drop_background_keeps_logits_1_to_1000(graph_path, tf_model, photo_batch):
+    model, _ = tf_model
+    tensors, card = W.import_tf_graph(graph_path, drop_background=True)
+    m1000 = W.build_model(card, tensors)
+    assert card.num_classes == 1000 and not card.background_class and card.class_names[285] == "Egyptian cat"
+    x = photo_batch[1][:2]
+    with torch.no_grad():
+        torch.testing.assert_close(m1000(x), model(x)[:, 1:], rtol=0, atol=1e-5)
+
+
+def _slim_graph(model: torch.nn.Module, resolution: int) -> graph_pb2.GraphDef:
+    """A minimal frozen graph in TF-slim's names and layouts (HWIO, (3,3,C,1), 1x1 logits conv) from our model."""
+    g = graph_pb2.GraphDef()
+    placeholder = g.node.add(name="input", op="Placeholder")
+    for d in (1, resolution, resolution, 3):
+        placeholder.attr["shape"].shape.dim.add(size=d)
+
+    def const(name: str, value: torch.Tensor) -> None:
+        node = g.node.add(name=f"MobilenetV1/{name}", op="Const")
+        node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value.detach().numpy()))
+
+    layers = [("Conv2d_0", model.stem)]
+    for i, block in enumerate(model.blocks, 1):
+        layers += [(f"Conv2d_{i}_depthwise", block.depthwise), (f"Conv2d_{i}_pointwise", block.pointwise)]
+    for scope, layer in layers:
+        w = layer.conv.weight
+        if scope.endswith("depthwise"):
+            const(f"{scope}/depthwise_weights", w.permute(2, 3, 0, 1))
+        else:
+            const(f"{scope}/weights", w.permute(2, 3, 1, 0))
+        for tf_name, ours in (
+            ("gamma", "weight"),
+            ("beta", "bias"),
+            ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"),
+        ):
+            const(f"{scope}/BatchNorm/{tf_name}", getattr(layer.bn, ours))
+    const("Logits/Conv2d_1c_1x1/weights", model.classifier.weight.T[None, None])
+    const("Logits/Conv2d_1c_1x1/biases", model.classifier.bias)
+    return g
+
+
+@pytest.mark.parametrize("width_mult, resolution", [(0.5, 160), (0.25, 128)])
+def test_tf_graph_width_and_resolution_are_detected(tmp_path, width_mult, resolution):
+    torch.manual_seed(0)
+    src = create_model(f"mobilenet_v1_{width_mult}_{resolution}", num_classes=1001)
+    for m in src.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    path = tmp_path / "slim.pb"
+    path.write_bytes(_slim_graph(src, resolution).SerializeToString())
+    model, card = W.load_weights(path)
+    assert (card.width_mult, card.model_kwargs["resolution"], card.num_classes) == (width_mult, resolution, 1001)
+    for key, value in src.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+# --- timm -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_timm_mobilenetv1_round_trip(tmp_path, suffix):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    ref = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=10)
+    for m in ref.modules():  # random BN statistics, so a mis-mapped BN tensor cannot go unnoticed
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    ref.eval()
+    path = tmp_path / f"timm{suffix}"
+    if suffix == ".pth":
+        torch.save(ref.state_dict(), path)
+    else:
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    model, card = W.load_weights(path)
+    assert card.model_kwargs["padding"] == "symmetric" and card.model_kwargs["bn_eps"] == 1e-5
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = model(x), ref(x)
+    assert (ours - theirs).abs().max().item() <= 1e-5
+    assert theirs.abs().max().item() > 1e-3  # the comparison is not of two zero vectors
+
+
+# --- our safetensors + card -------------------------------------------------------------------------
+
+
+def test_import_weights_cli_writes_safetensors_and_card(tmp_path, graph_path, tf_model, photo_batch, capsys):
+    out = tmp_path / "mnv1.safetensors"
+    assert main(["import-weights", str(graph_path), "-o", str(out)]) == 0
+    assert "mobilenet_v1_1.0_224" in capsys.readouterr().out
+    card_json = json.loads((tmp_path / "mnv1.json").read_text())
+    assert card_json["model_kwargs"]["num_classes"] == 1001 and len(card_json["class_names"]) == 1001
+    assert card_json["source"]["sha256"] == W.sha256_file(graph_path)
+    loaded, card = W.load_weights(out, model_name="mobilenet_v1_1.0_224", num_classes=1001)
+    assert json.loads(json.dumps(card.to_dict())) == card_json
+    x = photo_batch[1][:2]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), tf_model[0](x), rtol=0, atol=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv1.json", "mnv1.safetensors"]  # no temp files left
+
+
+@pytest.fixture(scope="module")
+def half_width_file(tmp_path_factory):
+    """An α=0.5 MobileNetV1 saved with our card."""
+    path = tmp_path_factory.mktemp("w") / "a05.safetensors"
+    model = create_model("mobilenet_v1_0.5_224", num_classes=10).eval()
+    card = W.ModelCard(
+        arch="mobilenet_v1",
+        model_kwargs=dict(width_mult=0.5, resolution=224, num_classes=10),
+        preprocessing=W.Preprocessing(),
+        class_names=[f"c{i}" for i in range(10)],
+    )
+    W.save_weights(model, card, path)
+    return path
+
+
+def test_wrong_width_mult_is_named(half_width_file):
+    with pytest.raises(MobileNetsError, match=r"holds α=0.5 weights but mobilenet_v1_1.0_224 has α=1.0"):
+        W.load_weights(half_width_file, model_name="mobilenet_v1_1.0_224")
+    model, card = W.load_weights(half_width_file, model_name="mobilenet_v1_0.5_160")  # ρ may change, α not
+    assert card.model_kwargs["resolution"] == 160 and model.resolution == 160
+
+
+def test_card_that_lies_about_shapes_is_caught(half_width_file, tmp_path):
+    from safetensors.torch import load_file, save
+
+    tensors = load_file(str(half_width_file))
+    card = W._read_safetensors(half_width_file)[1]
+    card.model_kwargs["width_mult"] = 1.0  # the tensors are still α = 0.5
+    bad = tmp_path / "liar.safetensors"
+    bad.write_bytes(save(tensors, metadata={W.CARD_METADATA_KEY: json.dumps(card.to_dict())}))
+    with pytest.raises(MobileNetsError, match=r"stem.conv.weight is \(16, 3, 3, 3\) in the file but \(32, 3, 3, 3\)"):
+        W.load_weights(bad)
+
+
+def test_wrong_class_count_is_named(half_width_file, tmp_path):
+    with pytest.raises(MobileNetsError, match=r"has 10 classes but 1000 were asked for"):
+        W.load_weights(half_width_file, num_classes=1000)
+    from safetensors.torch import load_file, save
+
+    card = W._read_safetensors(half_width_file)[1].to_dict()
+    card["class_names"] = card["class_names"][:9]
+    bad = tmp_path / "names.safetensors"
+    bad.write_bytes(save(load_file(str(half_width_file)), metadata={W.CARD_METADATA_KEY: json.dumps(card)}))
+    with pytest.raises(MobileNetsError, match=r"lists 9 class names for a 10-class model"):
+        W.load_weights(bad)
+
+
+def test_tf_graph_of_mixed_width_is_refused(graph_def, tmp_path):
+    g = graph_pb2.GraphDef()
+    g.CopyFrom(graph_def)
+    for node in g.node:
+        if node.name == "MobilenetV1/Conv2d_5_pointwise/weights":
+            w = tensor_util.make_ndarray(node.attr["value"].tensor)[..., :192]
+            node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(w))
+    bad = tmp_path / "mixed.pb"
+    bad.write_bytes(g.SerializeToString())
+    msg = r"Conv2d_5_pointwise has 192 output channels but MobileNetV1 α=1 has 256"
+    with pytest.raises(MobileNetsError, match=msg):
+        W.import_tf_graph(bad)
+
+
+# --- bad files --------------------------------------------------------------------------------------
+
+
+def test_truncated_pb_is_refused_and_output_untouched(graph_path, tmp_path, capsys):
+    data = graph_path.read_bytes()
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"previous weights")
+    for i, cut in enumerate((len(data) // 2, 1000, 0)):
+        bad = tmp_path / f"cut{i}.pb"
+        bad.write_bytes(data[:cut])
+        assert main(["import-weights", str(bad), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "mobilenets: error:" in err
+        assert any(w in err for w in ("truncated", "corrupt", "empty", "not a complete")), err
+    assert out.read_bytes() == b"previous weights"
+    assert not (tmp_path / "out.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+class _RunsCode:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"conv_stem.weight": torch.zeros(1), "payload": _RunsCode(str(marker))}, evil)
+    refused = r"refused to load .*\((builtins\.|io\.)?open\) beyond tensors, which could run code"
+    with pytest.raises(MobileNetsError, match=refused):
+        W.load_weights(evil)
+    assert not marker.exists()
+
+
+def test_not_a_state_dict_and_unknown_format(tmp_path):
+    p = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), p)
+    with pytest.raises(MobileNetsError, match="does not hold a state dict"):
+        W.load_weights(p)
+    p = tmp_path / "noise.pth"
+    p.write_bytes(np.random.default_rng(0).bytes(1000))
+    with pytest.raises(MobileNetsError, match="is not a readable PyTorch state dict"):  # corrupt, not "malicious"
+        W.load_weights(p)
+    p = tmp_path / "weights.h5"
+    p.write_bytes(b"x")
+    with pytest.raises(MobileNetsError, match="unknown weights format"):
+        W.load_weights(p)
+    p = tmp_path / "junk.safetensors"
+    p.write_bytes(b"\x00" * 16)
+    with pytest.raises(MobileNetsError, match="not a readable safetensors"):
+        W.load_weights(p)
+
+
+# --- cache ------------------------------------------------------------------------------------------
+
+
+def test_cache_location_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("MOBILENETS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert W.cache_dir() == tmp_path / "xdg" / "mobilenets"
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "mine"))
+    assert W.cache_dir() == tmp_path / "mine"
+
+
+def test_pretrained_is_converted_once_then_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    path = W.pretrained_weights_path()
+    assert path.parent == tmp_path / "cache" and path.is_file() and path.with_suffix(".json").is_file()
+
+    def no_reconvert(*a, **k):
+        raise AssertionError("converted again although the cache is valid")
+
+    monkeypatch.setattr(W, "import_weights", no_reconvert)
+    model, card = W.pretrained_model()
+    assert card.num_classes == 1001 and card.source["format"] == "tf_frozen_graph"
+    with pytest.raises(MobileNetsError, match=r"for MobileNetV1 α=1.0 only .*not mobilenet_v1_0.5_224"):
+        W.pretrained_model("mobilenet_v1_0.5_224")
+    model, card = W.pretrained_model("mobilenet_v1_1.0_160")  # the paper's ρ: same weights, smaller input
+    assert model.resolution == card.preprocessing.resolution == 160
+
+
+def test_missing_pretrained_graph_says_how_to_get_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(W, "find_pretrained_graph", lambda: None)
+    with pytest.raises(MobileNetsError, match=r"pip install --no-deps nudity==0\.2\.3"):
+        W.pretrained_model()
+    assert main(["predict"]) == 2
+    assert "pip install --no-deps nudity==0.2.3" in capsys.readouterr().err
