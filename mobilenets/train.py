@@ -649,9 +649,12 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     ax2.plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
     ax2.plot(epochs, [100 * h["test_acc"] for h in history], "o-", label="test top-1")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
