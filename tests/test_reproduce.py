@@ -1,0 +1,249 @@
+"""`mobilenets reproduce`: the plan, the per-run cache and resume, the claims' arithmetic, and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from mobilenets import cli, paper
+from mobilenets import reproduce as R
+from mobilenets.errors import MobileNetsError
+from mobilenets.models import create_model
+from mobilenets.profile import profile
+from mobilenets.reproduce_report import write_report
+
+# ----------------------------------------------------------------------------------------------------
+# The plan
+
+
+def test_quick_plan_covers_every_comparison_once():
+    tables = R.plan(R.get_preset("quick"))
+    assert [t.id for t in tables] == ["4", "5", "6", "7", "grid", "8-9"]
+    cells = R.plan_cells(tables)
+    # 16 grid cells + Conv MobileNet + Shallow MobileNet + SqueezeNet 1.1 + DenseNet-121, each trained once.
+    assert len(cells) == 20 == len({c.key for c in cells})
+    grid = next(t for t in tables if t.id == "grid")
+    assert {(r.cell.width_mult, r.cell.resolution) for r in grid.rows} == {
+        (a, s) for a in (1.0, 0.75, 0.5, 0.25) for s in (56, 48, 40, 32)
+    }
+    # The paper's rows by position: 160 px is the third resolution, 40 px here.
+    t7 = next(t for t in tables if t.id == "7")
+    assert [(r.cell.resolution, r.paper.label, r.paper.top1) for r in t7.rows] == [
+        (56, "1.0 MobileNet-224", "70.6"),
+        (48, "1.0 MobileNet-192", "69.1"),
+        (40, "1.0 MobileNet-160", "67.2"),
+        (32, "1.0 MobileNet-128", "64.4"),
+    ]
+    t89 = next(t for t in tables if t.id == "8-9")
+    assert [r.cell.key for r in t89.rows] == [
+        "mobilenet-a1.0-r56",
+        "mobilenet-a0.5-r40",
+        "squeezenet-r56",
+        "densenet-r56",
+    ]
+    assert [r.paper.label if r.paper else None for r in t89.rows] == [
+        "1.0 MobileNet-224",
+        "0.50 MobileNet-160",
+        "SqueezeNet",
+        None,
+    ]
+    # Every non-MobileNet sees the same input size as the top MobileNet, and every cell builds.
+    assert {c.resolution for c in cells if not c.is_mobilenet} == {56}
+    for cell in cells:
+        if cell.family != "densenet":  # DenseNet-121 takes seconds to build; its min size is 32 < 56
+            assert create_model(cell.model, **cell.model_kwargs()).min_resolution <= cell.resolution
+
+
+def test_full_preset_uses_upsampled_sizes_and_two_seeds():
+    full = R.get_preset("full")
+    assert full.resolutions == (112, 96, 80, 64) and full.stem_stride == 2 and full.seeds >= 2
+    # The ρ ratios are the paper's (224/192/160/128).
+    assert [r / full.resolutions[0] for r in full.resolutions] == pytest.approx([1, 192 / 224, 160 / 224, 128 / 224])
+
+
+def test_cache_key_depends_on_what_changes_the_numbers_only():
+    preset = R.get_preset("tiny")
+    cell = R.Cell("mobilenet", 32, 0.25, 1)
+    base = R.run_config(cell, 0, preset, "digits")
+    assert R.config_hash(base) == R.config_hash(R.run_config(cell, 0, R.get_preset("tiny"), "DIGITS"))
+    variants = [
+        R.run_config(cell, 1, preset, "digits"),
+        R.run_config(R.Cell("mobilenet", 32, 0.5, 1), 0, preset, "digits"),
+        R.run_config(cell, 0, preset, "fashion-mnist"),
+        R.run_config(cell, 0, R.Preset(**{**preset.__dict__, "epochs": 2}), "digits"),
+    ]
+    hashes = {R.config_hash(v) for v in variants} | {R.config_hash(base)}
+    assert len(hashes) == 5
+
+
+def test_bad_input_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(MobileNetsError, match="unknown preset 'huge'; choose one of tiny, quick, full"):
+        R.reproduce("digits", preset="huge", out_dir=tmp_path)
+    with pytest.raises(MobileNetsError, match="--seeds must be at least 1"):
+        R.reproduce("digits", preset="tiny", out_dir=tmp_path, seeds=0)
+    with pytest.raises(MobileNetsError):
+        R.reproduce(str(tmp_path / "no-such-folder"), preset="tiny", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "cells").exists()  # failed before any training
+    assert cli.main(["reproduce", "--preset", "huge", "--out", str(tmp_path)]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# The claims' arithmetic, on made-up results
+
+
+def fake(cell: R.Cell, acc: float, mult_adds: int, params: int = 1_000_000, accs: list[float] | None = None):
+    runs = [
+        {
+            "name": f"{cell.key}-s{i}",
+            "config": {"seed": i},
+            "result": {"test_acc": a / 100, "test_top5": 1.0, "train_time_s": 1.0},
+        }
+        for i, a in enumerate(accs or [acc])
+    ]
+    return R.CellResult(cell, runs, mult_adds, params, params)
+
+
+def test_loglinear_fit_matches_numpy():
+    madds = [569e6, 325e6, 149e6, 41e6]
+    accs = [70.6, 68.4, 63.7, 50.6]  # paper Table 6
+    slope, r2 = R.loglinear_fit(madds, accs)
+    ref_slope, ref_intercept = np.polyfit(np.log10(madds), accs, 1)
+    ref_r2 = np.corrcoef(np.log10(madds), accs)[0, 1] ** 2
+    assert slope == pytest.approx(ref_slope) and r2 == pytest.approx(ref_r2)
+    assert R.loglinear_fit([1e6, 1e7], [50, 60]) == pytest.approx((10.0, 1.0))
+
+
+def test_claim_verdicts_follow_the_numbers():
+    tables = R.plan(R.get_preset("quick"))
+    cells = R.plan_cells(tables)
+    base = {c.key: fake(c, 90.0, 100_000_000) for c in cells}
+    # Table 4: separable 1 point worse at 8.7× fewer Mult-Adds → agrees; 5 points worse → disagrees.
+    base["conv-a1.0-r56"] = fake(R.Cell("conv", 56, 1.0, 1), 91.0, 870_000_000, 8_000_000)
+    base["mobilenet-a1.0-r56"] = fake(R.Cell("mobilenet", 56, 1.0, 1), 90.0, 100_000_000, 1_000_000)
+    claims = R.assess_claims(tables, base)
+    assert claims[0].verdict == R.AGREES and "8.7× fewer Mult-Adds" in claims[0].ours
+    base["mobilenet-a1.0-r56"] = fake(R.Cell("mobilenet", 56, 1.0, 1), 86.0, 100_000_000)
+    assert R.assess_claims(tables, base)[0].verdict == R.DISAGREES
+
+    # Table 6: a monotone fall with α agrees; the smallest α best disagrees; a flat sweep is inconclusive.
+    for alpha, acc in zip((1.0, 0.75, 0.5, 0.25), (90, 89, 87, 80)):
+        key = f"mobilenet-a{alpha}-r56"
+        base[key] = fake(R.Cell("mobilenet", 56, alpha, 1), acc, int(alpha**2 * 1e8))
+    assert R.assess_claims(tables, base)[2].verdict == R.AGREES
+    for alpha, acc in zip((1.0, 0.75, 0.5, 0.25), (80, 85, 87, 90)):
+        base[f"mobilenet-a{alpha}-r56"] = fake(R.Cell("mobilenet", 56, alpha, 1), acc, int(alpha**2 * 1e8))
+    assert R.assess_claims(tables, base)[2].verdict == R.DISAGREES
+    for alpha in (1.0, 0.75, 0.5, 0.25):
+        base[f"mobilenet-a{alpha}-r56"] = fake(R.Cell("mobilenet", 56, alpha, 1), 88.0, int(alpha**2 * 1e8))
+    assert R.assess_claims(tables, base)[2].verdict == R.INCONCLUSIVE
+
+    # Table 5: thinner 2 points better → agrees; 0.2 points (within the 0.5 floor) → inconclusive.
+    base["shallow-a1.0-r56"] = fake(R.Cell("shallow", 56, 1.0, 1), 86.0, 60_000_000)
+    base["mobilenet-a0.75-r56"] = fake(R.Cell("mobilenet", 56, 0.75, 1), 88.0, 56_000_000)
+    assert R.assess_claims(tables, base)[1].verdict == R.AGREES
+    base["shallow-a1.0-r56"] = fake(R.Cell("shallow", 56, 1.0, 1), 87.8, 60_000_000)
+    assert R.assess_claims(tables, base)[1].verdict == R.INCONCLUSIVE
+
+
+def test_seed_spread_sets_the_tie_threshold():
+    cell = R.Cell("mobilenet", 32, 0.25, 1)
+    r = fake(cell, 0, 1, accs=[80.0, 82.0])
+    assert r.acc == 81.0 and r.acc_sd == pytest.approx(math.sqrt(2))
+    assert R.tolerance({"a": r}) == pytest.approx(2 * math.sqrt(2))
+    assert R.tolerance({"a": fake(cell, 80.0, 1)}) == R.MIN_TOLERANCE_PTS
+
+
+# ----------------------------------------------------------------------------------------------------
+# End to end: the tiny preset, interrupted after one run and resumed
+
+
+@pytest.fixture
+def one_thread():
+    """Train with one thread, as `--threads 1` does: on a shared 2-core machine two OpenMP threads spin
+    waiting for each other and run several times slower. The suite's own setting is restored after."""
+    before = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatch, one_thread):
+    out = tmp_path / "rep"
+    run = dict(preset="tiny", out_dir=out, progress=False, threads=one_thread)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(record):
+        raise Stop(record["name"])
+
+    with pytest.raises(Stop) as stopped:
+        R.reproduce("digits", on_run_done=stop_after_first, **run)
+    first = out / "cells" / f"{stopped.value.args[0]}.json"
+    assert [p.name for p in (out / "cells").glob("*.json")] == [first.name]
+    first_bytes = first.read_bytes()
+
+    calls = []
+    real_train = R.train
+
+    def counting_train(cfg):
+        calls.append((cfg.model, cfg.width_mult, cfg.resolution, cfg.seed))
+        return real_train(cfg)
+
+    monkeypatch.setattr(R, "train", counting_train)
+    rep = R.reproduce("digits", **run)
+    # The first cell (Conv MobileNet, Table 4's first row) was not retrained; only the second was.
+    assert calls == [("mobilenet_v1", 0.25, 32, 0)]
+    assert first.read_bytes() == first_bytes
+    assert (rep.trained_runs, rep.cached_runs) == (1, 1)
+
+    # A damaged cache file is not trusted: that run alone is retrained.
+    first.write_text('{"config": {"half": ')
+    calls.clear()
+    rep = R.reproduce("digits", **run)
+    assert calls == [("mobilenet_v1_conv", 0.25, 32, 0)]
+    calls.clear()
+    rep = R.reproduce("digits", **run)
+    assert calls == [] and rep.cached_runs == 2
+
+    paths = write_report(rep)
+    text = paths["report"].read_text()
+    results = json.loads(paths["json"].read_text())
+
+    # Mult-Adds and parameters in the report and the JSON are the profiler's counts of the models trained.
+    for family, model in (("conv", "mobilenet_v1_conv"), ("mobilenet", "mobilenet_v1")):
+        prof = profile(create_model(model, width_mult=0.25, resolution=32, stem_stride=1, in_chans=1, num_classes=10))
+        label = R.Cell(family, 32, 0.25, 1).label
+        row = next(line for line in text.splitlines() if line.startswith("| ") and f"→ {label} |" in line)
+        cols = [c.strip() for c in row.strip("|").split("|")]
+        assert cols[4] == f"{prof.mult_adds / 1e6:.2f}" and cols[6] == f"{prof.params / 1e6:.3f}"
+        cell = next(c for c in results["cells"] if c["label"] == label)
+        assert (cell["mult_adds"], cell["params"], cell["paper_params"]) == (
+            prof.mult_adds,
+            prof.params,
+            prof.paper_params,
+        )
+        # Accuracy is what the engine measured and saved next to the run.
+        engine = json.loads((out / "runs" / cell["runs"][0] / "result.json").read_text())
+        assert cell["top1_mean"] == pytest.approx(100 * engine["test_acc"])
+        assert f"| {cell['top1_mean']:.2f} |" in row
+        # The paper's figures sit beside ours.
+        paper_row = next(r for r in paper.ROWS if r.table == "4" and row.startswith(f"| {r.label} →"))
+        assert cols[1] == paper_row.top1 and cols[3] == paper_row.mult_adds and cols[5] == paper_row.params
+
+    assert "mobilenets reproduce --dataset digits --preset tiny" in text
+    assert re.search(r"\| Hardware \| .+ cores", text)
+    assert "### Table 4" in text and "### Table 5" not in text
+    verdicts = {c["id"]: c["verdict"] for c in results["claims"]}
+    assert verdicts[1] in (R.AGREES, R.PARTLY, R.DISAGREES) and all(verdicts[i] == R.NOT_RUN for i in (2, 3, 4, 5))
+    for name in ("accuracy_vs_mult_adds", "accuracy_vs_params"):
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[name].stat().st_size > 5000
+        assert f"({paths[name].name})" in text
+    assert "grid" not in paths  # the tiny preset has no α×ρ grid
+    assert not list(out.glob("**/*.tmp*"))  # every write was atomic
