@@ -676,6 +676,11 @@ def loglinear_fit(mult_adds: list[float], accs: list[float]) -> tuple[float, flo
     return slope, r2
 
 
+def fewer(big: float, small: float) -> str:
+    """ "8.6× fewer" when ``small`` is smaller, "1.5× more" when it is not."""
+    return f"{big / small:.1f}× fewer" if big >= small else f"{small / big:.1f}× more"
+
+
 def _table(tables: list[Table], tid: str) -> Table | None:
     return next((t for t in tables if t.id == tid), None)
 
@@ -731,11 +736,11 @@ def assess_claims(tables: list[Table], results: dict[str, CellResult]) -> list[C
     t4 = _table(tables, "4")
     if t4:
         conv, sep = (results[row.cell.key] for row in t4.rows)
-        ratio, pratio = conv.mult_adds / sep.mult_adds, conv.params / sep.params
+        ratio = conv.mult_adds / sep.mult_adds
         diff = sep.acc - conv.acc
         ours = (
             f"MobileNet {sep.acc:.2f}% vs Conv MobileNet {conv.acc:.2f}% ({diff:+.2f} points) at "
-            f"{ratio:.1f}× fewer Mult-Adds and {pratio:.1f}× fewer parameters"
+            f"{fewer(conv.mult_adds, sep.mult_adds)} Mult-Adds and {fewer(conv.params, sep.params)} parameters"
         )
         cost_ok = 7 <= ratio <= 10
         if diff >= -NEAR_PTS and cost_ok:
@@ -833,7 +838,7 @@ def _baseline_claim(title: str, t89: Table, tables: list[Table], results: dict[s
         parts.append(
             f"best MobileNet at ≤ SqueezeNet 1.1's {squeeze.mult_adds / 1e6:.1f}M Mult-Adds: {best.cell.label} "
             f"{best.acc:.2f}% vs SqueezeNet {squeeze.acc:.2f}% ({diff:+.2f} points, "
-            f"{squeeze.mult_adds / best.mult_adds:.1f}× fewer Mult-Adds)"
+            f"{fewer(squeeze.mult_adds, best.mult_adds)} Mult-Adds)"
         )
         verdicts.append(AGREES if diff > tol else DISAGREES if diff < -tol else INCONCLUSIVE)
     else:
@@ -849,8 +854,7 @@ def _baseline_claim(title: str, t89: Table, tables: list[Table], results: dict[s
     ratio = dense.mult_adds / top.mult_adds
     parts.append(
         f"{top.cell.label} {top.acc:.2f}% vs DenseNet-121 {dense.acc:.2f}% ({diff:+.2f} points) at "
-        f"{ratio:.1f}× {'fewer' if ratio >= 1 else 'more'} Mult-Adds and "
-        f"{dense.params / top.params:.1f}× fewer parameters"
+        f"{fewer(dense.mult_adds, top.mult_adds)} Mult-Adds and {fewer(dense.params, top.params)} parameters"
     )
     if diff >= -NEAR_PTS and ratio >= 1:
         verdicts.append(AGREES)

@@ -131,6 +131,7 @@ def write_plots(rep: Reproduction) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     out = rep.out_dir
     paths = {}
@@ -195,11 +196,15 @@ def write_plots(rep: Reproduction) -> dict[str, Path]:
                 label=f"log-linear fit, MobileNets ({slope:.1f} pts/10×, R²={r2:.2f})",
             )
         ax.set_xscale("log")
+        # Plain numbers on the log axis (3, 10, 30), not 3×10⁰.
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_label))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{_dataset_name(rep)} test top-1 (%)")
         ax.set_title(f"Accuracy vs {'Mult-Adds' if 'mult' in key else 'parameters'} — {title}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
         paths[key] = _save(fig, out / PLOTS[key])
         plt.close(fig)
 
@@ -231,6 +236,14 @@ def write_plots(rep: Reproduction) -> dict[str, Path]:
         paths["grid"] = _save(fig, out / PLOTS["grid"])
         plt.close(fig)
     return paths
+
+
+def _minor_label(value: float, _pos) -> str:
+    """Label the 2× and 5× minor ticks of a log axis (2, 5, 20, 50 …), leave the rest blank."""
+    if value <= 0:
+        return ""
+    lead = value / 10 ** math.floor(math.log10(value) + 1e-9)
+    return f"{value:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
 
 def _save(fig, path: Path) -> Path:
@@ -371,8 +384,9 @@ def _header(rep: Reproduction) -> list[str]:
                 ["Recipe", recipe],
                 [
                     "Seeds",
-                    f"{p.seeds} per cell (seeds 0…{p.seeds - 1}); accuracies are means"
-                    + (" ± sample s.d." if p.seeds > 1 else ""),
+                    f"{p.seeds} per cell (seeds 0…{p.seeds - 1}); accuracies are means ± sample s.d."
+                    if p.seeds > 1
+                    else "one per cell (seed 0)",
                 ],
                 [
                     "Compute",
@@ -413,7 +427,7 @@ def render_markdown(rep: Reproduction, plots: dict[str, Path]) -> str:
     ]
     for c in rep.claims:
         if c.verdict != NOT_RUN:
-            lines.append(f"- **Claim {c.id} — {c.verdict}.** {c.detail}")
+            lines.append(f"- **Claim {c.id} — {c.verdict}.** {c.detail[:1].upper()}{c.detail[1:]}")
     lines.append("")
 
     if "accuracy_vs_mult_adds" in plots:

@@ -247,3 +247,53 @@ def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatc
         assert f"({paths[name].name})" in text
     assert "grid" not in paths  # the tiny preset has no α×ρ grid
     assert not list(out.glob("**/*.tmp*"))  # every write was atomic
+
+
+def test_full_report_layout_on_made_up_numbers(tmp_path):
+    """Every table, claim and plot of the quick preset renders; costs come from each cell's record."""
+    preset = R.get_preset("quick")
+    tables = R.plan(preset)
+    cells = R.plan_cells(tables)
+    results = {}
+    for i, c in enumerate(cells):
+        madds = int((c.width_mult or 1.5) ** 2 * c.resolution**2 * 1e4) + i  # distinct, α²ρ²-like
+        results[c.key] = fake(c, 70 + 20 * (c.width_mult or 1) * c.resolution / 56, madds, 1_000_000 + i)
+    rep = R.Reproduction(
+        preset=preset,
+        dataset="fashion-mnist",
+        out_dir=tmp_path,
+        command="mobilenets reproduce --preset quick",
+        tables=tables,
+        cells=results,
+        claims=R.assess_claims(tables, results),
+        hardware=R.hardware(),
+        dataset_info={
+            "name": "fashion-mnist",
+            "train_size": 60000,
+            "train_used": 2500,
+            "test_size": 10000,
+            "test_used": 1000,
+            "num_classes": 10,
+            "in_chans": 1,
+            "image_size": 28,
+        },
+        recipe={},
+        started="now",
+        wall_time_s=1.0,
+        trained_runs=0,
+        cached_runs=20,
+    )
+    paths = write_report(rep)
+    text = paths["report"].read_text()
+    for heading in ("### Table 4", "### Table 5", "### Table 6", "### Table 7", "### Figures 4–5", "### Tables 8–9"):
+        assert heading in text
+    assert "28×28 images **upsampled**" in text and "2,500 of 60,000 training images" in text
+    assert [c.verdict for c in rep.claims].count(R.NOT_RUN) == 0
+    for name in ("accuracy_vs_mult_adds", "accuracy_vs_params", "grid"):
+        assert paths[name].read_bytes()[:4] == b"\x89PNG"
+    # The grid row of α = 0.5 lists its four cells' Mult-Adds in resolution order.
+    row = next(line for line in text.splitlines() if line.startswith("| α = 0.5 |"))
+    for s in (56, 48, 40, 32):
+        assert f"{results[f'mobilenet-a0.5-r{s}'].mult_adds / 1e6:.2f}M" in row
+    saved = json.loads(paths["json"].read_text())
+    assert len(saved["cells"]) == 20 and {t["id"] for t in saved["tables"]} == set(R.ALL_TABLES)
