@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from mobilenets.errors import MobileNetsError
@@ -181,9 +182,215 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train / eval / demo ----------------------------------------------------------------------------
+
+TRAIN_EPILOG = """examples:
+  mobilenets train --dataset fashion-mnist --width-mult 0.5 --epochs 5
+  mobilenets train --dataset digits --width-mult 0.25 --epochs 3 --out-dir runs/digits
+  mobilenets train --model mobilenet_v1_0.75_160 --dataset ~/photos --preset paper --epochs 30
+  mobilenets train --dataset fashion-mnist --out-dir runs/fm --resume       # continue after a stop
+  torchrun --nproc-per-node 4 -m mobilenets train --dataset ~/photos --sync-bn   # several GPUs/processes
+
+presets (--preset): paper = RMSprop TF-style (decay 0.9, momentum 0.9, eps 1.0), exponential decay, no
+label smoothing, no weight decay on depthwise filters, crops ≥ 35% of the area; sgd = Nesterov SGD,
+cosine with warmup, label smoothing 0.1; adamw = AdamW, cosine with warmup, label smoothing, EMA.
+A flag left out takes the preset's value; the resolved config is saved as OUT_DIR/config.json.
+"""
+
+
+def _train_flag_type(annotation: str):
+    base = annotation.replace(" | None", "")
+    return {"int": int, "float": float, "str": str, "bool": bool}[base]
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    import dataclasses
+
+    from mobilenets.train import FIELD_HELP, TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train a model on Fashion-MNIST, digits, CIFAR or an ImageFolder (CPU, GPU or torchrun)",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _train_flag_type(str(f.type))
+        help_text = FIELD_HELP.get(f.name, "")
+        if f.default is not None and help_text:
+            help_text += f" (default: {f.default})"
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            p.add_argument(flag, type=kind, default=f.default, help=help_text, metavar=f.name.upper())
+    p.add_argument("--data", dest="data_dir", help="alias of --data-dir")
+    p.add_argument("--json", action="store_true", help="print the result as JSON at the end")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mobilenets.train import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    result = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(_train_summary(result))
+    return 130 if result.interrupted else 0
+
+
+def _train_summary(result) -> str:
+    out = result.out_dir
+    if result.interrupted:
+        head = (
+            f"interrupted at step {result.steps}; checkpoint saved to {result.checkpoint_path}\n"
+            f"continue with the same command plus --resume"
+        )
+    else:
+        head = (
+            f"test top-1 {100 * result.test_acc:.2f}%  top-5 {100 * result.test_top5:.2f}%  after "
+            f"{result.epochs} epoch(s), {result.steps} steps, {result.train_time_s:.0f} s of training"
+        )
+    files = [
+        f"  weights      {out}/model.pt        (mobilenets eval {out}/model.pt)",
+        f"  checkpoint   {result.checkpoint_path}",
+        f"  curves       {out}/curves.png",
+        f"  confusion    {out}/confusion.png",
+        f"  metrics      {out}/metrics.csv, {out}/steps.csv",
+        f"  tensorboard  tensorboard --logdir {out}/tensorboard",
+    ]
+    if result.skipped_files:
+        files.append(f"  skipped {result.skipped_files} unreadable image file(s) (see the warnings above)")
+    return head + "\n" + "\n".join(files)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="top-1/top-5, per-class accuracy and a confusion matrix of a trained model",
+        epilog="examples:\n  mobilenets eval runs/train/model.pt\n"
+        "  mobilenets eval runs/train/model.pt --dataset ~/photos --split test --confusion cm.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("weights", help="model.pt or checkpoint.pt written by `mobilenets train`")
+    p.add_argument("--dataset", help="dataset name or path (default: the one it was trained on)")
+    p.add_argument("--data", "--data-dir", dest="data_dir", help="folder with Fashion-MNIST's IDX files")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="(default: test)")
+    p.add_argument("--max-samples", type=int, help="evaluate a class-balanced subset of this size")
+    p.add_argument("--batch-size", type=int, default=256, help="(default: 256)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--confusion", help="confusion-matrix PNG path (default: next to the weights)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mobilenets.train import evaluate_file, plot_confusion
+
+    result = evaluate_file(
+        args.weights,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    png = Path(args.confusion) if args.confusion else Path(args.weights).with_name("confusion_eval.png")
+    plot_confusion(result, png)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "confusion_png": str(png)}, indent=2))
+        return 0
+    print(
+        f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  "
+        f"({result.num_samples} images)"
+    )
+    width = max(len(c) for c in result.classes)
+    for name, acc in zip(result.classes, result.per_class_acc):
+        print(f"  {name:<{width}}  {100 * acc:6.2f}%")
+    print(f"confusion matrix: {png}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the main job: profile a small MobileNet, train it on Fashion-MNIST on the CPU, report",
+        epilog="examples:\n  mobilenets demo\n  mobilenets demo --epochs 3 --out-dir runs/demo3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", default=None, help="default: fashion-mnist, or digits when it is missing")
+    p.add_argument("--data", dest="data_dir", help="folder with Fashion-MNIST's IDX files")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the demo's, see mobilenets.train)")
+    p.add_argument("--width-mult", type=_positive_float, help="α of the demo MobileNet")
+    p.add_argument("--out-dir", default="runs/demo", help="(default: runs/demo)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: the idle cores)")
+    p.add_argument("--max-train-samples", type=int, help="train on a class-balanced subset (a quicker look)")
+    p.add_argument("--max-test-samples", type=int, help="evaluate on a class-balanced subset")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mobilenets.models import create_model
+    from mobilenets.profile import format_profile, profile
+    from mobilenets.train import demo_config, set_cpu_threads, train
+
+    threads = set_cpu_threads(args.threads)
+    cfg = demo_config(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        width_mult=args.width_mult,
+        out_dir=args.out_dir,
+    )
+    cfg.max_train_samples, cfg.max_test_samples = args.max_train_samples, args.max_test_samples
+    model = create_model(
+        cfg.model,
+        width_mult=cfg.width_mult,
+        resolution=cfg.resolution,
+        stem_stride=cfg.stem_stride,
+        in_chans=1,
+        num_classes=10,
+    )
+    print(
+        f"== 1. the model: {cfg.model} α={cfg.width_mult}, {cfg.resolution}×{cfg.resolution} grayscale input, "
+        f"small-image stem (stride {cfg.stem_stride}) =="
+    )
+    print(format_profile(profile(model), title=f"{cfg.model} α={cfg.width_mult} @ {cfg.resolution} px"))
+    print(
+        f"\n== 2. training on {cfg.dataset} ({cfg.epochs} epoch(s), batch {cfg.batch_size}, preset {cfg.preset}, "
+        f"{threads} CPU thread(s)) ==",
+        flush=True,
+    )
+    result = train(cfg)
+    print(f"\n== 3. result ==\n{_train_summary(result)}")
+    _demo_predictions(result)
+    return 130 if result.interrupted else 0
+
+
+def _demo_predictions(result) -> None:
+    """HOOK (issue 3, pretrained weights): top-5 predictions on real photos.
+
+    Once `mobilenets.weights` lands, the lead fills this in: load the ImageNet MobileNet, classify the
+    bundled photos, print their top-5. Until then it does nothing.
+    """
+    try:
+        import mobilenets.weights  # noqa: F401
+    except ImportError:
+        return
+
+
 # ----------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS = [_add_list, _add_profile, _add_paper_tables]
+SUBCOMMANDS = [_add_list, _add_profile, _add_paper_tables, _add_train, _add_eval, _add_demo]
 SUBCOMMANDS.append(_add_reproduce)
 
 

@@ -1,0 +1,357 @@
+"""The training engine: optimizer math, schedules, checkpoints and bit-exact resume after SIGKILL/SIGTERM,
+NaN handling, DDP under torchrun against one process, bad data, and the CLI commands over it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobilenets import cli
+from mobilenets import train as T
+from mobilenets.errors import MobileNetsError
+
+ROOT = Path(__file__).resolve().parents[1]
+# A digits run small enough to take seconds: 1352 train images at 16 px, α = 0.25, 42 steps per epoch.
+TINY = dict(dataset="digits", width_mult=0.25, batch_size=32, epochs=2, progress=False, tensorboard=False, plots=False)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+# A training process the tests can kill: the same config as an in-process run, optionally slowed per step.
+RUNNER = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from mobilenets.train import TrainConfig, train
+kw, delay = json.loads(sys.argv[1]), float(sys.argv[2])
+result = train(TrainConfig(**kw), on_step=lambda step, info: time.sleep(delay))
+print("RESULT", json.dumps({"interrupted": result.interrupted, "steps": result.steps}), flush=True)
+sys.exit(130 if result.interrupted else 0)
+"""
+
+
+def run_inprocess(**kw) -> T.TrainResult:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the subprocesses use one thread: same kernels, same bits
+    try:
+        return T.train(T.TrainConfig(**{**TINY, **kw}))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def start_runner(tmp_path: Path, delay: float, **kw) -> subprocess.Popen:
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    args = [sys.executable, str(script), json.dumps({**TINY, **kw}), str(delay)]
+    return subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(path: Path, min_step: int, proc: subprocess.Popen, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"training ended before step {min_step}: {proc.communicate()[1][-2000:]}"
+        if path.exists():
+            try:
+                step = T.load_checkpoint(path)["state"]["step"]
+            except MobileNetsError:
+                step = -1
+            if step >= min_step:
+                return step
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step >= {min_step} within {timeout} s")
+
+
+def assert_same_weights(path_a: Path, path_b: Path) -> None:
+    a, b = T.load_checkpoint(path_a)["model"], T.load_checkpoint(path_b)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> T.TrainResult:
+    """An uninterrupted run of the config the kill/resume tests interrupt."""
+    return run_inprocess(out_dir=str(tmp_path_factory.mktemp("reference")), checkpoint_every=4)
+
+
+# --- optimizer, schedules, parameter groups -----------------------------------------------------------
+
+
+def test_rmsprop_tf_matches_tensorflow_formula():
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=5)
+    grads = [rng.normal(size=5) for _ in range(4)]
+    lr, decay, momentum, eps = 0.1, 0.9, 0.9, 1.0
+    # TF1 ApplyRMSProp: ms starts at one, eps inside the sqrt, lr inside the momentum.
+    w, ms, mom = w0.copy(), np.ones(5), np.zeros(5)
+    for g in grads:
+        ms = decay * ms + (1 - decay) * g * g
+        mom = momentum * mom + lr * g / np.sqrt(ms + eps)
+        w = w - mom
+    p = nn.Parameter(torch.tensor(w0))
+    opt = T.RMSpropTF([p], lr=lr, decay=decay, momentum=momentum, eps=eps)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-12)
+
+
+def test_lr_schedules():
+    cfg = T.TrainConfig(preset="sgd", warmup_epochs=1.0).resolved()
+    f = [T.lr_factor(s, 100, 10, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(1 / 11) and f[9] == pytest.approx(10 / 11)
+    assert f[10] == pytest.approx(1.0) and f[55] == pytest.approx(0.5, abs=0.02) and f[99] < 0.001
+    paper = T.TrainConfig(preset="paper").resolved()
+    # Inception V3's decay: ×0.94 every two epochs.
+    assert T.lr_factor(20, 1000, 10, paper) == pytest.approx(0.94)
+    assert paper.optimizer == "rmsprop" and paper.label_smoothing == 0 and paper.depthwise_weight_decay == 0
+
+
+def test_param_groups_spare_depthwise_filters_and_batchnorm():
+    from mobilenets.models import create_model
+
+    model = create_model("mobilenet_v1", width_mult=0.25, resolution=32, num_classes=10)
+    groups = T.param_groups(model, weight_decay=1e-4, depthwise_weight_decay=0.0)
+    by_decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert len(by_decay) == sum(1 for _ in model.parameters())
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            expected = 0.0 if module.groups > 1 else 1e-4
+            assert by_decay[id(module.weight)] == expected, name
+        if isinstance(module, nn.BatchNorm2d):
+            assert by_decay[id(module.weight)] == 0.0 and by_decay[id(module.bias)] == 0.0
+
+
+def test_presets_fill_unset_fields_and_keep_given_ones():
+    cfg = T.TrainConfig(preset="adamw", batch_size=512, label_smoothing=0.0).resolved()
+    assert cfg.optimizer == "adamw" and cfg.lr == pytest.approx(T.PRESETS["adamw"]["lr_per_256"] * 2)
+    assert cfg.label_smoothing == 0.0 and cfg.ema_decay > 0
+    with pytest.raises(MobileNetsError, match="unknown preset"):
+        T.TrainConfig(preset="fast").resolved()
+    with pytest.raises(MobileNetsError, match="lr must be"):
+        T.TrainConfig(lr=-1.0).resolved()
+
+
+# --- a real run -------------------------------------------------------------------------------------
+
+
+def test_train_learns_digits_and_eval_reproduces_it(reference, capsys):
+    r = reference
+    out = Path(r.out_dir)
+    # Ten classes: chance is 10%. Two short epochs of a tiny MobileNet already get well past it.
+    assert r.test_acc > 0.5 and r.test_top5 > r.test_acc
+    assert [h["epoch"] for h in r.history] == [1, 2] and r.steps == 84
+    assert r.history[-1]["test_acc"] == r.test_acc and r.train_time_s > 0
+    for name in ("config.json", "checkpoint.pt", "model.pt", "metrics.csv", "steps.csv", "result.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["optimizer"] == "sgd"
+    assert len((out / "steps.csv").read_text().splitlines()) == 85
+    # An independent count: predictions of the saved model on the test images, by hand.
+    from mobilenets.data import load_dataset, prepare_batch
+
+    model, meta = T.load_model(out / "model.pt")
+    test = load_dataset("digits", "test")
+    with torch.no_grad():
+        x = prepare_batch(test.images, meta["mean"], meta["std"], meta["resolution"], 1)
+        pred = model(x).argmax(1)
+    assert (pred == test.labels).sum().item() / len(test) == pytest.approx(r.test_acc, abs=1e-12)
+    # The CLI's eval says the same, and draws the confusion matrix.
+    assert cli.main(["eval", str(out / "model.pt"), "--json", "--confusion", str(out / "cm.png")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["top1"] == pytest.approx(r.test_acc) and (out / "cm.png").stat().st_size > 1000
+    assert sum(map(sum, printed["confusion"])) == len(test)
+
+
+def test_resume_in_process_continues_bit_for_bit(reference, tmp_path):
+    out = str(tmp_path / "run")
+    first = run_inprocess(out_dir=out, checkpoint_every=4, max_steps=30)
+    assert first.steps == 30
+    second = run_inprocess(out_dir=out, checkpoint_every=4, resume=True)
+    assert second.steps == 84 and second.step_losses == reference.step_losses
+    for key in ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc"):
+        assert [h[key] for h in second.history] == [h[key] for h in reference.history], key
+    assert_same_weights(Path(out) / "model.pt", Path(reference.out_dir) / "model.pt")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
+    out = tmp_path / "killed"
+    proc = start_runner(tmp_path, 0.03, out_dir=str(out), checkpoint_every=4)
+    step = wait_for_checkpoint(out / "checkpoint.pt", 12, proc)
+    proc.kill()  # SIGKILL: no handler runs, whatever was in flight is lost
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL and not (out / "result.json").exists()
+    assert step < 84
+    resumed = start_runner(tmp_path, 0.0, out_dir=str(out), checkpoint_every=4, resume=True)
+    stdout, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, stderr[-2000:]
+    assert_same_weights(out / "model.pt", Path(reference.out_dir) / "model.pt")
+    assert json.loads((out / "result.json").read_text())["step_losses"] == reference.step_losses
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly_then_resumes(reference, tmp_path):
+    out = tmp_path / "stopped"
+    proc = start_runner(tmp_path, 0.03, out_dir=str(out))  # checkpoints at epoch ends only
+    wait_for_checkpoint(out / "checkpoint.pt", 42, proc)  # the end of epoch 1
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    info = json.loads(stdout.split("RESULT", 1)[1])
+    saved = T.load_checkpoint(out / "checkpoint.pt")["state"]["step"]
+    assert info["interrupted"] and 42 < info["steps"] < 84 and saved == info["steps"]  # saved on the signal
+    resumed = start_runner(tmp_path, 0.0, out_dir=str(out), resume=True)
+    _, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, stderr[-2000:]
+    assert_same_weights(out / "model.pt", Path(reference.out_dir) / "model.pt")
+
+
+def test_a_damaged_checkpoint_is_never_loaded(reference, tmp_path):
+    good = (Path(reference.out_dir) / "checkpoint.pt").read_bytes()
+    out = tmp_path / "damaged"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(MobileNetsError, match="damaged"):
+        run_inprocess(out_dir=str(out), resume=True)
+    T.atomic_save({"x": torch.ones(2)}, out / "fresh.pt")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "fresh.pt"]  # no temp file left
+
+
+def test_resume_refuses_a_different_recipe(reference, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(out_dir=str(out), max_steps=3)
+    with pytest.raises(MobileNetsError, match="different settings.*lr"):
+        run_inprocess(out_dir=str(out), max_steps=5, lr=0.5, resume=True)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(MobileNetsError, match=r"loss is (nan|inf) at step \d+") as err:
+        run_inprocess(out_dir=str(out), lr=1e30, checkpoint_every=1, label_smoothing=0.0)
+    failed_step = int(str(err.value).split("at step ")[1].split()[0])
+    saved = T.load_checkpoint(out / "checkpoint.pt")
+    assert saved["state"]["step"] == failed_step - 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_unreadable_images_are_skipped_counted_and_reported(tmp_path, capsys):
+    from test_data import add_bad_files, make_image_folder
+
+    make_image_folder(tmp_path / "photos", per_class=6, size=20)
+    bad = add_bad_files(tmp_path / "photos")
+    r = run_inprocess(
+        dataset=str(tmp_path / "photos"),
+        resolution=16,
+        batch_size=5,
+        epochs=1,
+        flip=True,
+        out_dir=str(tmp_path / "out"),
+    )
+    # 15 files, 3 unreadable: every one is met once in the single training epoch.
+    assert r.skipped_files == 3
+    err = capsys.readouterr().err
+    assert "skipped 3 unreadable image file(s)" in err and all(p in err for p in bad)
+    assert r.classes == ["cat", "dog"] and 0 <= r.test_acc <= 1
+
+
+# --- DDP ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_track_one_process(tmp_path):
+    kw = dict(
+        dataset="digits",
+        width_mult=0.25,
+        batch_size=64,
+        max_steps=8,
+        epochs=1,
+        progress=False,
+        tensorboard=False,
+        plots=False,
+        seed=0,
+    )
+    ddp_out = tmp_path / "ddp"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items() if not isinstance(v, bool)]
+    flags += ["--no-progress", "--no-tensorboard", "--no-plots", f"--out-dir={ddp_out}", "--json"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    proc = subprocess.run(
+        torchrun + ["-m", "mobilenets", "train"] + flags, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((ddp_out / "result.json").read_text())
+    # One process accumulating two micro-batches of 32 = two processes with 32 each: the same images
+    # (rank r holds micro-batch r), the same BatchNorm batches, gradients averaged the same way.
+    single = run_inprocess(**kw, accum_steps=2, out_dir=str(tmp_path / "single"))
+    assert ddp["steps"] == single.steps == 8
+    np.testing.assert_allclose(ddp["step_losses"], single.step_losses, rtol=0, atol=2e-5)
+
+    def flat(path):
+        return torch.cat(
+            [
+                v.flatten().float()
+                for k, v in T.load_checkpoint(path)["model"].items()
+                if "running" not in k and "num_batches" not in k
+            ]
+        )
+
+    single_w = flat(Path(single.out_dir) / "model.pt")
+    assert (flat(ddp_out / "model.pt") - single_w).norm() < 1e-4 * single_w.norm()
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+
+def test_train_cli_has_a_flag_for_every_config_field(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    import dataclasses
+
+    for f in dataclasses.fields(T.TrainConfig):
+        assert "--" + f.name.replace("_", "-") in text, f.name
+    assert "torchrun" in text and "examples" in text
+
+
+def test_train_cli_bad_input_is_one_line(capsys, tmp_path):
+    assert cli.main(["train", "--dataset", str(tmp_path / "nope"), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mobilenets: error:") and "Traceback" not in err
+    assert cli.main(["train", "--dataset", "digits", "--preset", "turbo"]) == 2
+
+
+@pytest.mark.slow
+def test_demo_on_a_subset(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        rc = cli.main(
+            [
+                "demo",
+                "--epochs",
+                "1",
+                "--max-train-samples",
+                "1024",
+                "--max-test-samples",
+                "500",
+                "--out-dir",
+                str(tmp_path / "demo"),
+                "--threads",
+                "1",
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "Mult-Adds" in out and "test top-1" in out
+    for name in ("curves.png", "confusion.png", "metrics.csv", "model.pt"):
+        assert (tmp_path / "demo" / name).is_file() and str(tmp_path / "demo" / name) in out
+    assert list((tmp_path / "demo" / "tensorboard").glob("events.out.tfevents.*"))
+    result = json.loads((tmp_path / "demo" / "result.json").read_text())
+    assert result["test_acc"] > 0.5  # chance is 10%
