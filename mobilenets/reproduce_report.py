@@ -450,7 +450,9 @@ def render_markdown(rep: Reproduction, plots: dict[str, Path]) -> str:
         if table.id == "8-9":
             lines += [
                 "The paper compares with SqueezeNet 1.0 (its 1700M is about twice a layer-by-layer count); "
-                "we train SqueezeNet 1.1, the version with 2.4× less compute at the same accuracy. DenseNet-121 "
+                "we train SqueezeNet 1.1, the version with 2.4× less compute at the same accuracy. SqueezeNet has "
+                "no BatchNorm and may not train at all with the shared recipe, so it is also trained with AdamW "
+                "(the row marked so; the claim uses the better of the two). DenseNet-121 "
                 "is not in the paper: it stands in for Table 8's larger networks (GoogleNet, VGG 16), which we "
                 "do not train. All three families see the same input size; MobileNets here use "
                 + ("the small-image stem." if rep.preset.stem_stride == 1 else "the paper's stride-2 stem."),

@@ -25,8 +25,8 @@ def test_quick_plan_covers_every_comparison_once():
     tables = R.plan(R.get_preset("quick"))
     assert [t.id for t in tables] == ["4", "5", "6", "7", "grid", "8-9"]
     cells = R.plan_cells(tables)
-    # 16 grid cells + Conv MobileNet + Shallow MobileNet + SqueezeNet 1.1 + DenseNet-121, each trained once.
-    assert len(cells) == 20 == len({c.key for c in cells})
+    # 16 grid cells + Conv + Shallow MobileNet + SqueezeNet 1.1 (two recipes) + DenseNet-121, each trained once.
+    assert len(cells) == 21 == len({c.key for c in cells})
     grid = next(t for t in tables if t.id == "grid")
     assert {(r.cell.width_mult, r.cell.resolution) for r in grid.rows} == {
         (a, s) for a in (1.0, 0.75, 0.5, 0.25) for s in (56, 48, 40, 32)
@@ -44,11 +44,13 @@ def test_quick_plan_covers_every_comparison_once():
         "mobilenet-a1.0-r56",
         "mobilenet-a0.5-r40",
         "squeezenet-r56",
+        "squeezenet-r56-adamw",
         "densenet-r56",
     ]
     assert [r.paper.label if r.paper else None for r in t89.rows] == [
         "1.0 MobileNet-224",
         "0.50 MobileNet-160",
+        "SqueezeNet",
         "SqueezeNet",
         None,
     ]
@@ -281,7 +283,7 @@ def test_full_report_layout_on_made_up_numbers(tmp_path):
         started="now",
         wall_time_s=1.0,
         trained_runs=0,
-        cached_runs=20,
+        cached_runs=21,
     )
     paths = write_report(rep)
     text = paths["report"].read_text()
@@ -296,4 +298,4 @@ def test_full_report_layout_on_made_up_numbers(tmp_path):
     for s in (56, 48, 40, 32):
         assert f"{results[f'mobilenet-a0.5-r{s}'].mult_adds / 1e6:.2f}M" in row
     saved = json.loads(paths["json"].read_text())
-    assert len(saved["cells"]) == 20 and {t["id"] for t in saved["tables"]} == set(R.ALL_TABLES)
+    assert len(saved["cells"]) == 21 and {t["id"] for t in saved["tables"]} == set(R.ALL_TABLES)
