@@ -17,6 +17,7 @@ from mobilenets.reproduce import (
     CellResult,
     Reproduction,
     Table,
+    noise,
     tolerance,
     write_json_atomic,
 )
@@ -72,7 +73,8 @@ def results_dict(rep: Reproduction) -> dict:
         "wall_time_s": rep.wall_time_s,
         "trained_runs": rep.trained_runs,
         "cached_runs": rep.cached_runs,
-        "tolerance_pts": tolerance(rep.cells),
+        "tolerance_pts": tolerance(rep.cells, rep.tables),
+        "tolerance_from": noise(rep.cells, rep.tables)[1],
         "cells": [r.to_dict() for r in rep.cells.values()],
         "tables": [
             {
@@ -168,17 +170,35 @@ def write_plots(rep: Reproduction) -> dict[str, Path]:
                         textcoords="offset points",
                         color=color,
                     )
+        # A model that did not train (near chance) would squash every other point: it goes on the bottom
+        # edge, marked off scale, and the axis covers the models that did train.
+        chance = 100 / rep.dataset_info.get("num_classes", 10)
+        trained = [r.acc for r in rep.cells.values() if r.acc > 1.5 * chance] or [r.acc for r in rep.cells.values()]
+        bottom = min(trained) - 3
         for r in others:
+            style = _style(r.cell.family)
+            if r.cell.recipe:
+                style["markerfacecolor"] = "white"
+            off = r.acc < bottom
             ax.errorbar(
                 [xof(r)],
-                [r.acc],
-                yerr=[r.acc_sd or 0],
+                [bottom + 0.6 if off else r.acc],
+                yerr=[0 if off else r.acc_sd or 0],
                 linestyle="none",
                 capsize=3,
                 markersize=8,
-                label=r.cell.label,
-                **_style(r.cell.family),
+                label=r.cell.label + (f": {r.acc:.1f}%, off scale" if off else ""),
+                **style,
             )
+            if off:
+                ax.annotate(
+                    f"{r.cell.label}: {r.acc:.1f}% ↓",
+                    (xof(r), bottom + 0.6),
+                    fontsize=7,
+                    xytext=(6, 2),
+                    textcoords="offset points",
+                )
+        ax.set_ylim(bottom=bottom)
         if key == "accuracy_vs_mult_adds" and len(mobilenets) >= 3:
             from mobilenets.reproduce import loglinear_fit
 
@@ -204,7 +224,7 @@ def write_plots(rep: Reproduction) -> dict[str, Path]:
         ax.set_ylabel(f"{_dataset_name(rep)} test top-1 (%)")
         ax.set_title(f"Accuracy vs {'Mult-Adds' if 'mult' in key else 'parameters'} — {title}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         paths[key] = _save(fig, out / PLOTS[key])
         plt.close(fig)
 
@@ -347,6 +367,7 @@ def _header(rep: Reproduction) -> list[str]:
         f"({rc.get('depthwise_weight_decay')} on depthwise filters), label smoothing {rc.get('label_smoothing')}, "
         f"random crops ≥ {rc.get('crop_scale_min')} of the area, shifts ±{rc.get('translate')}, "
         f"flips {'on' if rc.get('flip') else 'off'}; {p.epochs} epoch(s); the same for every cell"
+        + (" but the SqueezeNet row marked AdamW" if any(r.cell.recipe for r in rep.cells.values()) else "")
         if rc
         else f"engine preset `{p.recipe}`, {p.epochs} epoch(s), batch {p.batch_size}"
     )
@@ -354,7 +375,7 @@ def _header(rep: Reproduction) -> list[str]:
     train_s = sum(run["result"]["train_time_s"] for run in runs)
     wall_s = sum(run["result"].get("wall_time_s", 0.0) for run in runs)
     finished = sorted(run.get("finished", "") for run in runs)
-    span = f"{finished[0][:16]} … {finished[-1][11:16]} UTC".replace("T", " ") if finished and finished[0] else ""
+    span = f"{finished[0][:16].replace('T', ' ')} … {finished[-1][11:16]} UTC" if finished and finished[0] else ""
     lines = [
         f"# MobileNets' claims reproduced on {ds} — preset `{p.name}`",
         "",
@@ -403,18 +424,13 @@ def _header(rep: Reproduction) -> list[str]:
 
 
 def render_markdown(rep: Reproduction, plots: dict[str, Path]) -> str:
-    tol = tolerance(rep.cells)
+    tol, how = noise(rep.cells, rep.tables)
     lines = _header(rep)
     lines += [
         "## The paper's claims, answered",
         "",
-        f"Accuracy differences under {tol:.1f} points are treated as ties (noise): "
-        + (
-            "twice the pooled seed standard deviation."
-            if rep.preset.seeds > 1
-            else "one seed gives no measured spread, so this is a floor, not an estimate."
-        )
-        + f' "About 1 point" / "nearly as accurate" is read as within {NEAR_PTS:g} points.',
+        f"Accuracy differences under {tol:.1f} points are treated as ties (noise): {how}. "
+        f'"About 1 point" / "nearly as accurate" is read as within {NEAR_PTS:g} points.',
         "",
         _md_table(
             ["#", "claim", "paper (ImageNet)", f"ours ({_dataset_name(rep)})", "verdict"],

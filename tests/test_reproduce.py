@@ -299,3 +299,37 @@ def test_full_report_layout_on_made_up_numbers(tmp_path):
         assert f"{results[f'mobilenet-a0.5-r{s}'].mult_adds / 1e6:.2f}M" in row
     saved = json.loads(paths["json"].read_text())
     assert len(saved["cells"]) == 21 and {t["id"] for t in saved["tables"]} == set(R.ALL_TABLES)
+
+
+def test_one_seed_noise_is_the_grid_residual_around_an_additive_fit():
+    tables = R.plan(R.get_preset("quick"))
+    grid = next(t for t in tables if t.id == "grid")
+    rng = np.random.default_rng(0)
+    effects_a = {a: 10 * a for a in (1.0, 0.75, 0.5, 0.25)}
+    effects_s = {s: s / 8 for s in (56, 48, 40, 32)}
+    bumps = rng.normal(0, 1.5, len(grid.rows))
+    results = {
+        row.cell.key: fake(row.cell, 60 + effects_a[row.cell.width_mult] + effects_s[row.cell.resolution] + b, 1)
+        for row, b in zip(grid.rows, bumps)
+    }
+    # Reference: least squares on one-hot α and ρ columns; residual s.d. with (4-1)(4-1) = 9 degrees of freedom.
+    design = np.array(
+        [
+            [1.0]
+            + [row.cell.width_mult == a for a in (0.75, 0.5, 0.25)]
+            + [row.cell.resolution == s for s in (48, 40, 32)]
+            for row in grid.rows
+        ],
+        dtype=float,
+    )
+    y = np.array([results[row.cell.key].acc for row in grid.rows])
+    residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    ref_sd = math.sqrt((residual**2).sum() / 9)
+    tol, how = R.noise(results, tables)
+    assert tol == pytest.approx(max(R.MIN_TOLERANCE_PTS, 2 * ref_sd)) and "additive fit" in how
+    # An exactly additive grid has no residual: the floor applies.
+    exact = {
+        row.cell.key: fake(row.cell, 60 + effects_a[row.cell.width_mult] + effects_s[row.cell.resolution], 1)
+        for row in grid.rows
+    }
+    assert R.tolerance(exact, tables) == R.MIN_TOLERANCE_PTS
