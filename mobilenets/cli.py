@@ -152,7 +152,11 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, help="runs per cell, seeds 0..N-1 (default: the preset's: 1 quick, 2 full)")
     p.add_argument("--data-dir", help="folder with Fashion-MNIST's IDX files (default: Debian's)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="CPU threads for torch; 1 is fastest on a busy shared machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: the idle cores); 1 is fastest on a busy shared machine",
+    )
     p.add_argument("--verbose", action="store_true", help="show each run's per-epoch progress bars")
     p.set_defaults(func=cmd_reproduce)
 
@@ -163,6 +167,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     dataset = args.dataset or get_preset(args.preset).dataset
     out = args.out or f"reports/{args.preset}-{dataset.rstrip('/').split('/')[-1]}"
+    if args.threads is None and args.device in ("auto", "cpu"):
+        import torch
+
+        from mobilenets.train import set_cpu_threads
+
+        if args.device == "cpu" or not torch.cuda.is_available():
+            set_cpu_threads()  # the cores other processes leave idle: see --threads
     result = reproduce(
         dataset,
         preset=args.preset,

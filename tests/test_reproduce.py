@@ -175,7 +175,7 @@ def one_thread():
 
 
 @pytest.mark.slow
-def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatch, one_thread):
+def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatch, capsys, one_thread):
     out = tmp_path / "rep"
     run = dict(preset="tiny", out_dir=out, progress=False, threads=one_thread)
 
@@ -248,6 +248,13 @@ def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatc
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[name].stat().st_size > 5000
         assert f"({paths[name].name})" in text
     assert "grid" not in paths  # the tiny preset has no α×ρ grid
+
+    # The CLI is the same library call: everything cached, it rewrites the report and prints the verdicts.
+    calls.clear()
+    assert cli.main(["reproduce", "--dataset", "digits", "--preset", "tiny", "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert calls == [] and f"claim 1: {verdicts[1]}" in printed and "0 run(s) trained, 2 reused" in printed
+    assert "mobilenets reproduce --dataset digits --preset tiny --out" in paths["report"].read_text()
     assert not list(out.glob("**/*.tmp*"))  # every write was atomic
 
 
