@@ -412,8 +412,9 @@ def _header(rep: Reproduction) -> list[str]:
                 [
                     "Compute",
                     f"{len(runs)} runs: {train_s / 60:.1f} min of training steps, {wall_s / 60:.1f} min wall "
-                    f"including data loading and evaluation{f'; trained {span}' if span else ''}. This invocation "
-                    f"trained {rep.trained_runs} and reused {rep.cached_runs} from `cells/` in {rep.wall_time_s:.0f} s",
+                    f"including data loading and evaluation{f'; runs finished {span}' if span else ''}. "
+                    f"This invocation trained {rep.trained_runs} and reused {rep.cached_runs} from `cells/` in "
+                    f"{rep.wall_time_s:.0f} s",
                 ],
                 ["Preset", p.description],
             ],
