@@ -292,8 +292,9 @@ def plan_cells(tables: list[Table]) -> list[Cell]:
 
 def dataset_id(dataset: str) -> str:
     """What names a dataset in a cache key: the built-in name, or the absolute path of a folder."""
-    if dataset.lower() in ("fashion-mnist", "digits"):
-        return dataset.lower()
+    key = dataset.lower().replace("_", "-")
+    if key in ("fashion-mnist", "fashionmnist", "digits"):  # the spellings mobilenets.data accepts
+        return "digits" if key == "digits" else "fashion-mnist"
     return str(Path(dataset).expanduser().resolve())
 
 

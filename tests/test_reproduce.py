@@ -64,6 +64,14 @@ def test_quick_plan_covers_every_comparison_once():
 def test_full_preset_uses_upsampled_sizes_and_two_seeds():
     full = R.get_preset("full")
     assert full.resolutions == (112, 96, 80, 64) and full.stem_stride == 2 and full.seeds >= 2
+    cells = R.plan_cells(R.plan(full))
+    assert len(cells) == 21
+    for cell in cells:  # every cell builds at its size with the paper's stride-2 stem (DenseNet: min 32 px)
+        if cell.family != "densenet":
+            model = create_model(cell.model, in_chans=1, num_classes=10, **cell.model_kwargs())
+            assert model.min_resolution <= cell.resolution
+            if cell.is_mobilenet:
+                assert model.cfg.stem_stride == 2
     # The ρ ratios are the paper's (224/192/160/128).
     assert [r / full.resolutions[0] for r in full.resolutions] == pytest.approx([1, 192 / 224, 160 / 224, 128 / 224])
 
@@ -73,6 +81,8 @@ def test_cache_key_depends_on_what_changes_the_numbers_only():
     cell = R.Cell("mobilenet", 32, 0.25, 1)
     base = R.run_config(cell, 0, preset, "digits")
     assert R.config_hash(base) == R.config_hash(R.run_config(cell, 0, R.get_preset("tiny"), "DIGITS"))
+    fashion = R.config_hash(R.run_config(cell, 0, preset, "fashion-mnist"))
+    assert fashion == R.config_hash(R.run_config(cell, 0, preset, "Fashion_MNIST"))
     variants = [
         R.run_config(cell, 1, preset, "digits"),
         R.run_config(R.Cell("mobilenet", 32, 0.5, 1), 0, preset, "digits"),
