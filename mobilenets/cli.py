@@ -139,7 +139,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "report.md (paper figures beside ours), PNG plots and results.json to --out. Every finished run is "
         "cached under OUT/cells/: a re-run reuses it and an interrupted reproduction resumes.",
         epilog="examples:\n  mobilenets reproduce --preset tiny --out /tmp/tiny      # digits, 2 cells, seconds\n"
-        "  nice mobilenets reproduce --preset quick --threads 1   # Fashion-MNIST subset, CPU, ~20 min\n"
+        "  nice mobilenets reproduce --preset quick --threads 1   # Fashion-MNIST subset, CPU, ~15 min\n"
         "  mobilenets reproduce --preset full --seeds 3           # the whole dataset, on a GPU",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
