@@ -7,6 +7,7 @@ variants that fit a budget. Timings are noisy on shared machines: compare number
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -242,7 +243,6 @@ def bench_grid(
 ) -> list[GridRow]:
     """Mult-Adds, params, known top-1 and latency (median/p90 ms) of every α×ρ MobileNet."""
     from mobilenets.models import create_model
-    from mobilenets.profile import profile
 
     widths, resolutions, runtimes, precisions = list(widths), list(resolutions), list(runtimes), list(precisions)
     for w in widths:
@@ -258,9 +258,9 @@ def bench_grid(
     rows = []
     for name in grid_names(widths, resolutions):
         model = create_model(name).eval()
-        prof = profile(model)
+        mult_adds, params = _costs(name)
         top1, source = known.get(name, (None, ""))
-        row = GridRow(name, model.cfg.width_mult, model.resolution, prof.mult_adds, prof.num_params, top1, source)
+        row = GridRow(name, model.cfg.width_mult, model.resolution, mult_adds, params, top1, source)
         results = bench_model(
             model,
             name,
@@ -278,6 +278,17 @@ def bench_grid(
             row.p90_ms[f"{r.runtime}/{r.precision}"] = round(r.latency.p90_ms, 4)
         rows.append(row)
     return rows
+
+
+@functools.cache
+def _costs(name: str) -> tuple[int, int]:
+    """(Mult-Adds, parameters) of a registered model at its resolution, profiled once per process."""
+    from mobilenets.models import create_model
+    from mobilenets.profile import profile
+
+    with torch_threads(1):  # a small forward pass; more threads only contend on a busy machine
+        prof = profile(create_model(name))
+    return prof.mult_adds, prof.params
 
 
 def grid_cost_rows(
