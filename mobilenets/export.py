@@ -10,12 +10,14 @@ The runtimes are optional (``pip install 'mobilenets[deploy]'``); each is import
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import importlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -512,7 +514,8 @@ def quantize_openvino(fp32_path: Path, path: Path, calib_images: torch.Tensor) -
     """int8 OpenVINO IR with NNCF post-training quantization (per-channel weights, symmetric)."""
     ov = require("openvino", "int8 OpenVINO export")
     nncf = require("nncf", "int8 OpenVINO export")
-    with _quiet():
+    # NNCF draws progress bars on stdout: send them to stderr so `--json` output stays clean.
+    with _quiet(), contextlib.redirect_stdout(sys.stderr):
         model = ov.Core().read_model(str(fp32_path))
         data = nncf.Dataset([img.numpy() for img in calib_images.split(1)])
         quantized = nncf.quantize(model, data, subset_size=len(calib_images), fast_bias_correction=True)
