@@ -1,0 +1,180 @@
+"""Bench: latency statistics, every runtime runs, the grid table and plots, and `select` keeps only what fits.
+
+No timed assertions beyond lower bounds a sleep guarantees: speed comparisons live in benchmarks/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from mobilenets import bench
+from mobilenets.cli import main
+from mobilenets.errors import MobileNetsError
+from mobilenets.models import create_model
+from mobilenets.models.mobilenet_v1 import BLOCKS
+
+
+def test_time_calls_statistics():
+    lat = bench.time_calls(lambda: time.sleep(0.002), runs=15, warmup=2)
+    assert lat.runs == 15 and lat.warmup == 2
+    assert 2.0 <= lat.min_ms <= lat.median_ms <= lat.p90_ms
+    with pytest.raises(MobileNetsError, match="runs must be >= 1"):
+        bench.time_calls(lambda: None, runs=0)
+
+
+@pytest.mark.slow
+def test_bench_model_every_runtime():
+    model = create_model("mobilenet_v1_0.25_128", resolution=32)
+    kw = dict(threads=1, runs=3, warmup=1, skip_unsupported=True)
+    results = bench.bench_model(model, "tiny", bench.RUNTIMES, ("fp32",), (1, 4), **kw)
+    # int8 files are slow to build (ExecuTorch's is covered by test_export); two runtimes here.
+    results += bench.bench_model(model, "tiny", ("eager", "onnxruntime", "openvino"), ("int8",), (2,), **kw)
+    got = {(r.runtime, r.precision, r.batch_size) for r in results}
+    assert got == {
+        ("eager", "fp32", 1),
+        ("eager", "fp32", 4),
+        ("onnxruntime", "fp32", 1),
+        ("onnxruntime", "fp32", 4),
+        ("executorch", "fp32", 1),
+        ("openvino", "fp32", 1),
+        ("openvino", "fp32", 4),
+        ("onnxruntime", "int8", 2),
+        ("openvino", "int8", 2),
+    }
+    assert all(0 < r.latency.median_ms <= r.latency.p90_ms and r.latency.runs == 3 for r in results)
+
+
+def test_bench_errors():
+    model = create_model("mobilenet_v1_0.25_128", resolution=32)
+    with pytest.raises(MobileNetsError, match="unknown runtime 'tflite'"):
+        bench.bench_model(model, runtimes=["tflite"])
+    with pytest.raises(MobileNetsError, match="eager does not run int8"):
+        bench.bench_model(model, runtimes=["eager"], precisions=["int8"])
+    with pytest.raises(MobileNetsError, match="not on the paper's grid"):
+        bench.bench_grid(widths=[0.3])
+
+
+# ----------------------------------------------------------------------------------------------------
+# select
+
+
+def test_grid_costs_match_profiler_and_paper():
+    rows = bench.grid_cost_rows()
+    assert len(rows) == 16
+    by_name = {r.model: r for r in rows}
+    # Independent check: the paper's Table 6/7 Mult-Adds (millions) for five grid models.
+    for name, madds in [("mobilenet_v1_1.0_224", 569), ("mobilenet_v1_0.75_224", 325), ("mobilenet_v1_1.0_128", 186)]:
+        assert abs(by_name[name].mult_adds / 1e6 - madds) < 1
+    assert by_name["mobilenet_v1_1.0_224"].top1 == 70.6
+    assert by_name["mobilenet_v1_0.5_160"].top1 == 60.2
+
+
+def paper_costs(name: str) -> tuple[int, int]:
+    """Independent reference: the paper's cost formulas (Eqs. 1-5, FC) over Table 1's layers, unfolded BN
+    counted as 2 parameters per channel, as ``profile`` counts parameters."""
+    alpha, res = float(name.split("_")[2]), int(name.split("_")[3])
+    size, c = -(-res // 2), round(32 * alpha)
+    params, madds = 27 * c + 2 * c, 27 * c * size * size
+    for out, stride in BLOCKS:
+        out, size = round(out * alpha), -(-size // stride)
+        params += 9 * c + 2 * c + c * out + 2 * out
+        madds += 9 * c * size * size + c * out * size * size
+        c = out
+    return params + c * 1000 + 1000, madds + c * 1000
+
+
+def test_paper_costs_reference_matches_profile():
+    for name in ("mobilenet_v1_1.0_224", "mobilenet_v1_0.5_160", "mobilenet_v1_0.25_128"):
+        row = next(r for r in bench.grid_cost_rows() if r.model == name)
+        assert (row.num_params, row.mult_adds) == paper_costs(name)
+
+
+@pytest.mark.parametrize("max_params,max_madds", [(1.5e6, None), (None, 150e6), (3e6, 200e6), (None, 10e6)])
+def test_select_returns_only_what_fits(max_params, max_madds):
+    rows = bench.grid_cost_rows()
+    chosen = bench.select(rows, max_params=max_params, max_madds=max_madds)
+    names = {s.row.model for s in chosen}
+    for name in bench.grid_names():
+        params, madds = paper_costs(name)
+        fits = (max_params is None or params <= max_params) and (max_madds is None or madds <= max_madds)
+        assert (name in names) == fits, name
+    assert [s.row.mult_adds for s in chosen] == sorted((s.row.mult_adds for s in chosen), reverse=True)
+
+
+def test_select_by_latency():
+    rows = bench.grid_cost_rows()[:4]  # α=1.0 at 224/192/160/128
+    for row, ms in zip(rows, (8.0, 6.0, 4.0, 3.0)):
+        row.latency_ms = {"onnxruntime/fp32": ms, "onnxruntime/int8": ms / 3, "eager/fp32": ms * 2}
+    picked = bench.select(rows, max_latency_ms=5.0, runtime="onnxruntime/fp32")
+    assert [s.row.resolution for s in picked] == [160, 128]
+    picked = bench.select(rows, max_latency_ms=5.0, runtime="onnxruntime")  # fastest precision
+    assert [s.row.resolution for s in picked] == [224, 192, 160, 128] and picked[0].latency_ms == 8.0 / 3
+    assert bench.select(rows, max_latency_ms=5.0, runtime="eager") == []
+    with pytest.raises(MobileNetsError, match="no latency measured for openvino"):
+        bench.select(rows, max_latency_ms=5.0, runtime="openvino")
+    with pytest.raises(MobileNetsError, match="give a budget"):
+        bench.select(rows)
+    with pytest.raises(MobileNetsError, match="unknown runtime 'tvm'"):
+        bench.select(rows, max_params=1e6, runtime="tvm")
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI: bench --grid → table, grid.json, PNGs; select reads them
+
+
+@pytest.mark.slow
+def test_cli_grid_and_select(tmp_path, capsys):
+    argv = ["bench", "--grid", "--widths", "0.25", "0.5", "--resolutions", "128", "--runtime", "eager", "onnxruntime"]
+    argv += ["--threads", "1", "--runs", "3", "--warmup", "1", "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "mobilenet_v1_0.25_128" in table and "onnxruntime/fp32 ms" in table and "top-1 %" in table
+    rows = json.loads((tmp_path / "grid.json").read_text())
+    assert [r["model"] for r in rows] == ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_128"]
+    assert set(rows[0]["latency_ms"]) == {"eager/fp32", "onnxruntime/fp32"}
+    for png in ("accuracy_vs_mult_adds.png", "accuracy_vs_params.png", "latency_vs_mult_adds.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    budget = max(r["latency_ms"]["onnxruntime/fp32"] for r in rows) * 10
+    assert (
+        main(
+            [
+                "select",
+                "--max-latency-ms",
+                str(budget),
+                "--runtime",
+                "onnxruntime",
+                "--results",
+                str(tmp_path / "grid.json"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("mobilenet_v1_0.5_128") and out[2].startswith("mobilenet_v1_0.25_128")
+
+
+def test_cli_select_by_params(capsys):
+    assert main(["select", "--max-params", "1.5M", "--json"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    assert chosen and all(c["num_params"] <= 1.5e6 for c in chosen)
+    assert {c["width_mult"] for c in chosen} == {0.5, 0.25}
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["bench", "mobilenet_v1_0.25_128", "--runtime", "tflite"], "unknown runtime 'tflite'"),
+        (["bench", "--grid", "--widths", "0.3"], "not on the paper's grid"),
+        (["bench"], "give a model name"),
+        (["select"], "give a budget"),
+        (["select", "--max-latency-ms", "3", "--results", "/nonexistent/grid.json"], "no such results file"),
+    ],
+)
+def test_cli_bench_select_errors(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -1,0 +1,421 @@
+"""Export: BN folding is exact; every exported file, run by its own runtime, matches PyTorch on real images;
+int8 keeps the accuracy of a model trained here on Fashion-MNIST; bad input fails cleanly, writing nothing."""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobilenets import export as ex
+from mobilenets.cli import main
+from mobilenets.errors import MobileNetsError
+from mobilenets.models import create_model
+
+
+def calibrated(name: str, **kw) -> nn.Module:
+    """A random-init model whose BN statistics are measured on real photos, so its logits are not ~0.
+
+    Any α×ρ can be built this way; the pretrained ImageNet model is tested at the end of this file.
+    """
+    torch.manual_seed(0)
+    model = create_model(name, **kw)
+    res = model.resolution
+    images = ex.real_images(48, model.in_chans, res, split="train", seed=7)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batch
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------
+# BN folding
+
+
+def _randomize_bn(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.5)
+
+
+@pytest.mark.parametrize(
+    "name,kw", [("mobilenet_v1_0.25_128", dict(resolution=64)), ("densenet121", dict(resolution=32))]
+)
+def test_fold_bn_is_exact(name, kw):
+    model = create_model(name, **kw).double().eval()
+    _randomize_bn(model)
+    folded = ex.fold_bn(model)
+    x = torch.randn(4, 3, kw["resolution"], kw["resolution"], dtype=torch.float64)
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    assert ref.abs().max() > 1e-3  # a real signal, not vanishing activations
+    assert (out - ref).abs().max() <= 1e-10 * ref.abs().max()
+    # The original model is untouched; MobileNet keeps no BN, DenseNet only its pre-activation ones.
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    if name.startswith("mobilenet"):
+        assert n_bn == 0
+        assert sum(isinstance(m, nn.Conv2d) and m.bias is not None for m in folded.modules()) == 27
+    else:
+        assert 0 < n_bn < sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_fold_bn_float32_matches_closely():
+    model = create_model("mobilenet_v1_0.5_160", resolution=64).eval()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref, out = model(x), ex.fold_bn(model)(x)
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Round trips: the file, run by its own runtime, against PyTorch
+
+
+ROUND_TRIPS = [
+    ("onnx", "mobilenet_v1_0.25_128", 32),
+    ("onnx", "mobilenet_v1_0.5_160", 64),
+    ("onnx", "mobilenet_v1_1.0_224", 32),
+    ("openvino", "mobilenet_v1_0.25_192", 32),
+    ("openvino", "mobilenet_v1_0.75_160", 64),
+    ("executorch", "mobilenet_v1_0.25_224", 32),
+    ("executorch", "mobilenet_v1_0.5_128", 48),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format,name,res", ROUND_TRIPS)
+def test_export_round_trip(tmp_path, format, name, res):
+    model = calibrated(name, resolution=res)
+    path = tmp_path / f"m{ex.SUFFIXES[format]}"
+    result = ex.export(model, path, format)
+    assert result.path == path and path.exists() and result.size_bytes > 0
+    v = result.verification
+    assert v.passed and v.num_images == 32 and v.top1_agreement == 1.0
+    # Independently: fresh real images (other crops), the file's runtime, the unfolded PyTorch model.
+    images = ex.real_images(5, 3, res, split="test", seed=123)
+    with torch.no_grad():
+        ref = model(images).numpy()
+    out = ex.run_model_file(path, format, images)
+    assert out.shape == ref.shape == (5, 1000)
+    assert np.abs(out - ref).max() <= 1e-3 * np.abs(ref).max()
+    assert (out.argmax(1) == ref.argmax(1)).all()
+    expected = ["m.bin", "m.xml"] if format == "openvino" else [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected  # no temp files left
+
+
+def test_onnx_has_dynamic_batch_and_opset(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = calibrated("mobilenet_v1_0.25_128", resolution=32)
+    path = ex.export(model, tmp_path / "m.onnx", "onnx").path
+    proto = onnx.load(str(path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)  # folded
+    for batch in (1, 7):
+        images = ex.real_images(batch, 3, 32, seed=batch)
+        with torch.no_grad():
+            ref = model(images).numpy()
+        assert np.allclose(ex.run_onnx(path, images), ref, atol=1e-3 * np.abs(ref).max())
+
+
+# ----------------------------------------------------------------------------------------------------
+# int8 on a model trained here (Fashion-MNIST)
+
+
+@pytest.fixture(scope="module")
+def fashion_model():
+    """α=0.25, stem stride 1, 28 px MobileNet trained ~20 s on Fashion-MNIST (one thread: 2 shared cores)."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        train_x, train_y = ex.fashion_mnist("train")
+        test_x, test_y = ex.fashion_mnist("test")
+        model = create_model("mobilenet_v1", width_mult=0.25, resolution=28, num_classes=10, in_chans=1, stem_stride=1)
+        model = model.to(memory_format=torch.channels_last)
+        steps, batch = 300, 64
+        opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+        g = torch.Generator().manual_seed(0)
+        model.train()
+        start = time.time()
+        for _ in range(steps):
+            idx = torch.randint(0, 50000, (batch,), generator=g)
+            x = ex.normalize(train_x[idx], 28, ex.FASHION_MNIST_STATS).contiguous(memory_format=torch.channels_last)
+            loss = nn.functional.cross_entropy(model(x), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        model = model.to(memory_format=torch.contiguous_format).eval()
+        test_images = ex.normalize(test_x[:2000], 28, ex.FASHION_MNIST_STATS)
+        calib = ex.normalize(train_x[50000:50256], 28, ex.FASHION_MNIST_STATS)  # held out from training steps
+        print(f"trained in {time.time() - start:.1f}s")
+        yield model, test_images, test_y[:2000], calib
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format", ["onnx", "openvino", "executorch"])
+def test_int8_keeps_fashion_mnist_accuracy(tmp_path, fashion_model, format):
+    model, images, labels, calib = fashion_model
+    with torch.no_grad():
+        fp32_acc = (model(images).argmax(1) == labels).float().mean().item()
+    assert fp32_acc >= 0.70, "the fixture's training did not learn"
+    result = ex.export(model, tmp_path / f"q{ex.SUFFIXES[format]}", format, "int8", calib_images=calib)
+    out = ex.run_model_file(result.path, format, images, "int8")
+    int8_acc = float((torch.from_numpy(out).argmax(1) == labels).float().mean())
+    print(f"{format}: fp32 {100 * fp32_acc:.1f}%  int8 {100 * int8_acc:.1f}%")
+    assert int8_acc >= fp32_acc - 0.015  # goal ≤ 1 point; 1.5 allows 2000-image noise
+    assert result.verification.top1_agreement >= 0.9
+    # Really int8: a quarter of the fp32 weight bytes, give or take metadata.
+    n_params = sum(p.numel() for p in model.parameters())
+    assert result.size_bytes < 0.6 * 4 * n_params + 200_000
+
+
+def test_int8_onnx_is_per_channel_qdq(tmp_path, fashion_model):
+    onnx = pytest.importorskip("onnx")
+    model, _, _, calib = fashion_model
+    path = ex.export(model, tmp_path / "q.onnx", "onnx", "int8", calib_images=calib[:32], verify=False).path
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    inits = {t.name: t for t in proto.graph.initializer}
+    weight_scales = [
+        inits[n.input[1]]
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
+    assert weight_scales and all(len(s.dims) == 1 and s.dims[0] > 1 for s in weight_scales[:-1])  # per channel
+
+
+@pytest.mark.slow
+def test_openvino_bf16_keeps_accuracy(tmp_path, fashion_model):
+    ov = pytest.importorskip("openvino")
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("CPU without bf16")
+    model, images, labels, _ = fashion_model
+    result = ex.export(model, tmp_path / "m.xml", "openvino", "bf16")
+    compiled = ex.openvino_compiled(result.path, "bf16")
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
+    out = compiled(images.numpy())[0]
+    with torch.no_grad():
+        ref = model(images).numpy()
+    assert np.abs(out - ref).max() > 1e-4  # bf16 really used, not fp32
+    fp32_acc = (ref.argmax(1) == labels.numpy()).mean()
+    assert (out.argmax(1) == labels.numpy()).mean() >= fp32_acc - 0.01
+    assert result.verification.top1_agreement >= 0.9
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad input: one clear line, nothing written
+
+
+@pytest.fixture
+def tiny():
+    return calibrated("mobilenet_v1_0.25_128", resolution=32)
+
+
+def test_unknown_format_and_precision(tmp_path, tiny):
+    with pytest.raises(MobileNetsError, match="unknown export format 'tflite'; choose one of onnx"):
+        ex.export(tiny, tmp_path / "m.tflite", "tflite")
+    with pytest.raises(MobileNetsError, match="onnx does not offer bf16"):
+        ex.export(tiny, tmp_path / "m.onnx", "onnx", "bf16")
+    with pytest.raises(MobileNetsError, match=r"onnx files end in \.onnx"):
+        ex.export(tiny, tmp_path / "m.pte", "onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output(tmp_path, tiny):
+    with pytest.raises(MobileNetsError, match="does not exist"):
+        ex.export(tiny, tmp_path / "missing" / "m.onnx", "onnx")
+    (tmp_path / "d.onnx").mkdir()
+    with pytest.raises(MobileNetsError, match="is a folder"):
+        ex.export(tiny, tmp_path / "d.onnx", "onnx")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MobileNetsError, match="cannot write"):
+        ex.export(tiny, tmp_path / "file" / "m.onnx", "onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx", "file"]
+
+
+def test_missing_optional_dependency(tmp_path, tiny, monkeypatch):
+    real_import = importlib.import_module
+
+    def fake_import(name, *a, **k):
+        if name.split(".")[0] == "openvino":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+    with pytest.raises(MobileNetsError, match=r"optional package 'openvino'.*pip install 'mobilenets\[deploy\]'"):
+        ex.export(tiny, tmp_path / "m.xml", "openvino")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_verification_writes_nothing_and_keeps_old_file(tmp_path, tiny, monkeypatch):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"previous good file")
+    monkeypatch.setattr(ex, "run_model_file", lambda p, f, images, *a, **k: np.random.randn(len(images), 1000))
+    with pytest.raises(MobileNetsError, match="failed verification, nothing written") as e:
+        ex.export(tiny, path, "onnx")
+    assert "\n" not in str(e.value)
+    assert path.read_bytes() == b"previous good file"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp files left
+
+
+def test_cli_export(tmp_path, capsys):
+    out = tmp_path / "tiny.onnx"
+    rc = main(["export", "mobilenet_v1_0.25_128", "--resolution", "32", "--format", "onnx", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0 and out.exists()
+    assert "max |Δ|" in captured.out and "top-1 agreement" in captured.out and "wrote" in captured.out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--format", "tflite"], "unknown export format 'tflite'"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
+        (["-o", "/nonexistent-dir/x.onnx"], "does not exist"),
+        (["--checkpoint", "/nonexistent.pt"], "checkpoint /nonexistent.pt not found"),
+    ],
+)
+def test_cli_export_errors(argv, message, capsys):
+    rc = main(["export", "mobilenet_v1_0.25_128", "--resolution", "32", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_export_checkpoint_round_trip(tmp_path, fashion_model, capsys):
+    model, images, labels, _ = fashion_model
+    ckpt = tmp_path / "fm.pt"
+    torch.save({"model": model.state_dict()}, ckpt)
+    out = tmp_path / "fm.onnx"
+    argv = ["export", "mobilenet_v1", "--width-mult", "0.25", "--resolution", "28", "--in-chans", "1"]
+    argv += ["--num-classes", "10", "--stem-stride", "1", "--checkpoint", str(ckpt), "-o", str(out)]
+    assert main(argv) == 0
+    logits = ex.run_onnx(out, images[:500])
+    with torch.no_grad():
+        assert (logits.argmax(1) == model(images[:500]).argmax(1).numpy()).all()
+    # A checkpoint for another shape is a clear error.
+    rc = main(["export", "mobilenet_v1_0.25_128", "--checkpoint", str(ckpt), "-o", str(tmp_path / "x.onnx")])
+    assert rc == 2 and "does not fit this model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# TF "SAME" padding made static, the sources of weights, and the pretrained ImageNet model
+
+
+@pytest.mark.parametrize("res", [64, 65, 97])
+def test_static_padding_is_exact_and_leaves_no_shape_arithmetic(tmp_path, res):
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v1", width_mult=0.25, resolution=res, padding="tf_same", act="relu6").eval()
+    _randomize_bn(model)
+    static = ex.static_padding(model, res)
+    x = torch.randn(2, 3, res, res)
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), model(x), rtol=0, atol=1e-5)
+    # Stride-1 layers pad symmetrically (into the conv); stride-2 ones keep a constant ZeroPad2d only when
+    # TF's pad is asymmetric (even input) — never a PadSame, so the ONNX graph has no Shape/Gather nodes.
+    kinds = {type(m).__name__ for m in static.modules()}
+    assert "PadSame" not in kinds and ("ZeroPad2d" in kinds) == (res % 2 == 0)
+    onnx = pytest.importorskip("onnx")
+    ex.write_onnx(static, tmp_path / "m.onnx", res)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert not ops & {"Shape", "Gather", "Div"}, ops
+
+
+def test_verification_judges_reduced_precision_on_clear_predictions():
+    ref = torch.tensor([[5.0, 0.0, 0.0], [1.0, 1.01, 0.0], [0.0, 0.0, 4.0], [2.0, 2.02, -1.0]])
+    out = torch.tensor([[5.0, 0.0, 0.0], [1.02, 1.0, 0.0], [0.0, 0.0, 4.0], [2.03, 2.0, -1.0]])  # ties flip
+    v8 = ex.compare_outputs(ref, out, "rt", "int8")
+    assert v8.top1_agreement == 0.5 and v8.clear_images == 2 and v8.clear_agreement == 1.0 and v8.passed
+    assert "on the 2 the float model predicts clearly" in v8.summary()
+    v32 = ex.compare_outputs(ref, out, "rt", "fp32")
+    assert not v32.passed and "clearly" not in v32.summary()  # fp32 must agree everywhere
+    wrong = out.clone()
+    wrong[0] = torch.tensor([0.0, 5.0, 0.0])  # a confident decision changed: int8 fails
+    assert not ex.compare_outputs(ref, wrong, "rt", "int8", min_agreement=0.9).passed
+
+
+def test_build_model_sources_and_errors(tmp_path):
+    model, stats = ex.build_model("mobilenet_v1_0.25_128", resolution=32)
+    assert model.resolution == 32 and stats is None and not model.training
+    with pytest.raises(MobileNetsError, match="one source of weights"):
+        ex.build_model("mobilenet_v1_1.0_224", pretrained=True, checkpoint=str(tmp_path / "x.pt"))
+    with pytest.raises(MobileNetsError, match="num_classes come from the weights file"):
+        ex.build_model("mobilenet_v1_1.0_224", pretrained=True, num_classes=10)
+    with pytest.raises(MobileNetsError, match="name the model"):
+        ex.build_model(None)
+
+
+def test_cli_export_training_output_rebuilds_its_model(tmp_path, capsys):
+    """`mobilenets export --checkpoint model.pt` needs no model options: the training run recorded them."""
+    from mobilenets.train import TrainConfig, load_model, train
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = TrainConfig(dataset="digits", width_mult=0.25, batch_size=64, epochs=1, progress=False)
+        cfg.tensorboard, cfg.plots, cfg.out_dir = False, False, str(tmp_path / "run")
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(old_threads)
+    out = tmp_path / "digits.onnx"
+    assert main(["export", "--checkpoint", result.model_path, "-o", str(out)]) == 0
+    assert "top-1 agreement 100.0%" in capsys.readouterr().out
+    model, meta = load_model(result.model_path)
+    images = ex.real_images(16, 1, model.resolution, stats=(tuple(meta["mean"]), tuple(meta["std"])))
+    with torch.no_grad():
+        np.testing.assert_allclose(ex.run_onnx(out, images), model(images).numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    try:
+        model, stats = ex.build_model("mobilenet_v1_1.0_224", pretrained=True)
+    except MobileNetsError as e:  # `make test` installs them; a bare `pytest` elsewhere may not have them
+        pytest.skip(str(e))
+    assert stats == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # TF-slim's [-1, 1] inputs
+    calib = ex.real_images(100, 3, 224, "train", stats=stats)
+    verify = ex.real_images(64, 3, 224, "test", stats=stats)
+    return model, calib, verify
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format", ["onnx", "openvino", "executorch"])
+def test_pretrained_int8_keeps_clear_imagenet_decisions(tmp_path, pretrained, format):
+    """int8 files of Google's ImageNet MobileNet keep ≥ 85% of the float model's clear top-1 decisions on
+    real photo crops (measured: ONNX Runtime and ExecuTorch ~92%, OpenVINO ~97%; ExecuTorch was 78% before
+    ReLU6 became relu → clamp for XNNPACK's quantizer)."""
+    model, calib, verify = pretrained
+    result = ex.export(
+        model,
+        tmp_path / f"m{ex.SUFFIXES[format]}",
+        format,
+        "int8",
+        calib_images=calib,
+        verify_images=verify,
+        min_agreement=0.85,
+    )
+    v = result.verification
+    print(v.summary())
+    assert v.passed and v.clear_images >= 20 and v.top1_agreement >= 0.6
