@@ -164,6 +164,7 @@ def bench_model(
     resolution: int | None = None,
     skip_unsupported: bool = False,
     progress: Callable[[str], None] | None = None,
+    pause: float = 0.5,
 ) -> list[BenchResult]:
     """Latency of ``model`` for every runtime × precision × batch size (combinations a runtime lacks are
     an error, or skipped with ``skip_unsupported``)."""
@@ -185,6 +186,9 @@ def bench_model(
                         continue
                     say(f"{name}: {runtime} {precision} batch {batch_size}")
                     fn = make_runner(model, runtime, precision, batch_size, threads, workdir, calib, res)
+                    # Let the previous runner's thread pool stop spin-waiting: every runtime here keeps worker
+                    # threads that busy-wait after a call, and on a small CPU they steal this runner's cores.
+                    time.sleep(pause)
                     with torch_threads(threads):
                         latency = time_calls(fn, runs, warmup)
                     results.append(BenchResult(name, runtime, precision, batch_size, threads, res, latency))
@@ -396,6 +400,7 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
             )
         if logx:
             ax.set_xscale("log")
+            _plain_log_labels(ax.xaxis)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("ImageNet top-1 (%)")
         title = "Figure 4" if logx else "Figure 5"
@@ -415,6 +420,8 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
             ax.plot(*zip(*pts), "o-", color=f"C{i}", label=key, markersize=4)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log_labels(ax.xaxis)
+        _plain_log_labels(ax.yaxis)
         ax.set_xlabel("Mult-Adds (millions, log scale)")
         ax.set_ylabel("latency, median ms (log scale)")
         ax.set_title("Latency vs Mult-Adds (batch 1)", fontsize=9)
@@ -422,6 +429,17 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
         ax.grid(True, alpha=0.3, which="both")
         finish(fig, "latency_vs_mult_adds.png")
     return paths
+
+
+def _plain_log_labels(axis) -> None:
+    """Plain numbers on a log axis (0.3, 1, 20, 100), not 3×10⁻¹; minor ticks labelled at 2× and 5× only."""
+    import matplotlib.ticker as mt
+
+    def minor(v: float, _pos) -> str:
+        return f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""
+
+    axis.set_major_formatter(mt.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(mt.FuncFormatter(minor))
 
 
 @dataclass

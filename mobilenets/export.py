@@ -776,20 +776,17 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise MobileNetsError(f"checkpoint {path} not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reading failure is "not a checkpoint"
-        raise MobileNetsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict):
-        for key in ("model", "state_dict", "model_state"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
+        except Exception as e:  # noqa: BLE001 - any reading failure is "not a checkpoint"
+            raise MobileNetsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+    else:
+        from mobilenets.weights import read_state_dict
+
+        state = read_state_dict(path)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:

@@ -910,6 +910,18 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: Dist, on_step, wal
         train_model = torch.compile(train_model)
     eval_model = ema.module if ema is not None else model
 
+    def run_eval() -> EvalResult:
+        return evaluate(
+            eval_model,
+            test_set,
+            resolution=cfg.resolution,
+            device=device,
+            amp=amp,
+            channels_last=channels_last,
+            num_workers=cfg.num_workers,
+            dist_info=dist_info,
+        )
+
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
@@ -1067,16 +1079,7 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: Dist, on_step, wal
                 if epoch_done:
                     state.update(epoch=epoch + 1, step_in_epoch=0, epoch_stats=[0.0, 0.0, 0.0])
                 if (epoch + 1) % cfg.eval_every == 0 or state["step"] >= last_step:
-                    last_eval = evaluate(
-                        eval_model,
-                        test_set,
-                        resolution=cfg.resolution,
-                        device=device,
-                        amp=amp,
-                        channels_last=channels_last,
-                        num_workers=cfg.num_workers,
-                        dist_info=dist_info,
-                    )
+                    last_eval = run_eval()
                     row = dict(
                         epoch=round(state["step"] / steps_per_epoch, 3) if not epoch_done else epoch + 1,
                         step=state["step"],
@@ -1109,16 +1112,7 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: Dist, on_step, wal
 
     writer.close()
     if last_eval is None:  # interrupted before any evaluation, or resumed at the end
-        last_eval = evaluate(
-            eval_model,
-            test_set,
-            resolution=cfg.resolution,
-            device=device,
-            amp=amp,
-            channels_last=channels_last,
-            num_workers=cfg.num_workers,
-            dist_info=dist_info,
-        )
+        last_eval = run_eval()
     if dist_info.is_main:
         atomic_save(dict(meta=meta, config=config, model=eval_model.state_dict(), ema=None), model_path)
         write_metrics_csv(out_dir / "steps.csv", [dict(step=i + 1, loss=v) for i, v in enumerate(state["step_losses"])])

@@ -508,12 +508,10 @@ def import_tf_graph(
 # --- timm -------------------------------------------------------------------------------------------
 
 
-def import_timm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelCard]:
-    """Read a timm ``mobilenetv1_*`` state dict (``.pth`` via ``torch.load(weights_only=True)``, or
-    ``.safetensors``) and map it to our names."""
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A plain state dict from a ``torch.save`` file, read with ``weights_only=True`` (a file can never run
+    code), unwrapped from a "state_dict"/"model"/"model_state" key and DDP's "module." prefix."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
     if path.stat().st_size == 0:
         raise MobileNetsError(f"{path} is empty (0 bytes): not a PyTorch state dict")
     try:
@@ -537,6 +535,16 @@ def import_timm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Model
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise MobileNetsError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    return dict(obj)
+
+
+def import_timm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Read a timm ``mobilenetv1_*`` state dict (``.pth`` via ``torch.load(weights_only=True)``, or
+    ``.safetensors``) and map it to our names."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    obj = read_state_dict(path)
     if "conv_stem.weight" not in obj:
         raise MobileNetsError(f"{path} is not a timm mobilenetv1 state dict (no conv_stem.weight)")
     return timm_to_ours(obj, str(path), source={"format": "timm_state_dict", "file": path.name})
