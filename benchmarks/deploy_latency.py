@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from mobilenets import export as ex
+from mobilenets.bench import timed_calls
 from mobilenets.models import create_model
 
 
@@ -161,11 +162,7 @@ def interleaved(
             # threads that busy-wait after a call, and on 2 cores they would steal this runner's time.
             time.sleep(pause)
             fn()
-            times = []
-            for _ in range(block):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
+            times = timed_calls(fn, block)
             blocks[name].append(statistics.median(times) * 1e3)
             every[name].extend(t * 1e3 for t in times)
     return {k: (statistics.median(blocks[k]), float(np.percentile(every[k], 90))) for k in runners}

@@ -59,12 +59,17 @@ def time_calls(fn: Callable[[], object], runs: int = 50, warmup: int = 10) -> La
         raise MobileNetsError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     for _ in range(warmup):
         fn()
+    return Latency.from_times(timed_calls(fn, runs), warmup)
+
+
+def timed_calls(fn: Callable[[], object], runs: int) -> list[float]:
+    """Seconds taken by each of ``runs`` calls of ``fn`` (wall clock, perf_counter)."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return Latency.from_times(times, warmup)
+    return times
 
 
 @contextmanager

@@ -476,11 +476,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     result = train(cfg)
     print(f"\n== 3. result ==\n{_train_summary(result)}")
-    _demo_predictions(result)
+    _demo_predictions()
     return 130 if result.interrupted else 0
 
 
-def _demo_predictions(result) -> None:
+def _demo_predictions() -> None:
     """Step 4 of the demo: Google's pretrained ImageNet MobileNetV1 classifies the bundled real photos."""
     from mobilenets.predict import bundled_images, format_predictions, predict_images
     from mobilenets.weights import pretrained_model

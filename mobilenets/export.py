@@ -751,20 +751,27 @@ def build_model(
             )
         model, card = W.pretrained_model(name) if pretrained else W.load_weights(weights, model_name=name)
         return model.eval(), (tuple(card.preprocessing.mean), tuple(card.preprocessing.std))
+    state = None
     if checkpoint is not None:
-        from mobilenets.train import load_checkpoint, load_model
+        from mobilenets.train import model_from_checkpoint
+        from mobilenets.weights import read_torch_file, state_dict_from
 
         path = Path(checkpoint)
         if not path.is_file():
             raise MobileNetsError(f"checkpoint {path} not found")
-        if path.suffix != ".safetensors" and isinstance(ckpt := load_checkpoint(path), dict) and "meta" in ckpt:
-            model, meta = load_model(path)
-            return model, (tuple(meta["mean"]), tuple(meta["std"]))
+        if path.suffix == ".safetensors":
+            state = _read_safetensors(path)
+        else:
+            obj = read_torch_file(path)
+            if isinstance(obj, dict) and "meta" in obj:
+                model, meta = model_from_checkpoint(obj, path)
+                return model, (tuple(meta["mean"]), tuple(meta["std"]))
+            state = state_dict_from(obj, path)
     if name is None:
         raise MobileNetsError("name the model to export (see `mobilenets list`), or pass a training --checkpoint")
     model = create_model(name, **{k: v for k, v in model_kwargs.items() if v is not None})
-    if checkpoint is not None:
-        load_weights(model, checkpoint)
+    if state is not None:
+        _load_state(model, state, checkpoint)
     return model.eval(), None
 
 
@@ -777,16 +784,24 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if not path.is_file():
         raise MobileNetsError(f"checkpoint {path} not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - any reading failure is "not a checkpoint"
-            raise MobileNetsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+        state = _read_safetensors(path)
     else:
         from mobilenets.weights import read_state_dict
 
         state = read_state_dict(path)
+    return _load_state(model, state, path)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - any reading failure is "not a checkpoint"
+        raise MobileNetsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+
+
+def _load_state(model: nn.Module, state: dict, path: str | os.PathLike) -> nn.Module:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:

@@ -578,7 +578,11 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
 
     Returns the model in eval mode and its metadata (model name, kwargs, classes, mean, std, resolution).
     """
-    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), path)
+
+
+def model_from_checkpoint(ckpt: dict, path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """:func:`load_model` for a checkpoint already read (``path`` names it in errors)."""
     meta = ckpt.get("meta")
     if meta is None:
         raise MobileNetsError(f"{path} is not a mobilenets training output (no 'meta'); pass a model.pt")

@@ -511,6 +511,11 @@ def import_tf_graph(
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A plain state dict from a ``torch.save`` file, read with ``weights_only=True`` (a file can never run
     code), unwrapped from a "state_dict"/"model"/"model_state" key and DDP's "module." prefix."""
+    return state_dict_from(read_torch_file(path), path)
+
+
+def read_torch_file(path: str | os.PathLike) -> object:
+    """``torch.load(path, weights_only=True)`` with one-line errors: empty, pickled code refused, unreadable."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise MobileNetsError(f"{path} is empty (0 bytes): not a PyTorch state dict")
@@ -527,6 +532,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         reason = re.search(r"WeightsUnpickler error: \s*(.+)", text) or re.match(r"\s*([^.\n]+)", text)
         first = reason.group(1).strip() if reason else type(e).__name__
         raise MobileNetsError(f"{path} is not a readable PyTorch state dict ({first})") from None
+    return obj
+
+
+def state_dict_from(obj: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict inside what :func:`read_torch_file` returned (``path`` names it in errors)."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state"):
             if isinstance(obj.get(key), Mapping):
