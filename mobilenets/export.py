@@ -744,10 +744,11 @@ def build_model(
     if pretrained or weights:
         from mobilenets import weights as W
 
-        extra = {k: v for k, v in model_kwargs.items() if v is not None and k != "resolution"}
+        extra = {k: v for k, v in model_kwargs.items() if v is not None}
         if extra:
             raise MobileNetsError(
-                f"{', '.join(sorted(extra))} come from the weights file; leave them out with --pretrained/--weights"
+                f"{', '.join(sorted(extra))} come from the weights file; leave them out with --pretrained/--weights "
+                "(another input size goes in the name, e.g. mobilenet_v1_1.0_160)"
             )
         model, card = W.pretrained_model(name) if pretrained else W.load_weights(weights, model_name=name)
         return model.eval(), (tuple(card.preprocessing.mean), tuple(card.preprocessing.std))
