@@ -1,0 +1,116 @@
+"""Optimizers (TF-style RMSprop, SGD, AdamW), weight-decay groups, the learning-rate schedule and the EMA of weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from mobilenets.training.config import TrainConfig
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSprop as TensorFlow 1 computes it, the optimizer the paper trained with.
+
+    Three differences from ``torch.optim.RMSprop``: the mean square starts at 1, epsilon sits inside the
+    square root, and the learning rate multiplies the update before it enters the momentum buffer:
+        ms ← decay·ms + (1−decay)·g²;  mom ← momentum·mom + lr·g/√(ms+ε);  w ← w − mom
+    With ε = 1.0 (the paper's setting via Inception V3) the step is close to SGD's early on.
+    """
+
+    def __init__(
+        self, params, lr: float, decay: float = 0.9, momentum: float = 0.9, eps: float = 1.0, weight_decay=0.0
+    ):
+        super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if not state:
+                    state["ms"] = torch.ones_like(p)
+                    state["mom"] = torch.zeros_like(p)
+                ms, mom = state["ms"], state["mom"]
+                ms.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
+                mom.mul_(group["momentum"]).addcdiv_(g, (ms + group["eps"]).sqrt_(), value=group["lr"])
+                p.sub_(mom)
+
+
+def param_groups(model: nn.Module, weight_decay: float, depthwise_weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights; ``depthwise_weight_decay`` on depthwise filters; none on BN/bias."""
+    decay, depthwise, no_decay = [], [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if (
+                name == "weight"
+                and isinstance(module, nn.Conv2d)
+                and module.groups > 1
+                and module.groups == module.in_channels
+            ):
+                depthwise.append(p)
+            elif name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)):
+                decay.append(p)
+            else:
+                no_decay.append(p)
+    groups = [
+        dict(params=decay, weight_decay=weight_decay),
+        dict(params=depthwise, weight_decay=depthwise_weight_decay),
+        dict(params=no_decay, weight_decay=0.0),
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return RMSpropTF(groups, lr=cfg.lr, decay=0.9, momentum=cfg.momentum, eps=1.0)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """The learning rate at ``step`` as a fraction of ``cfg.lr``: linear warmup, then the schedule."""
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if cfg.schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "exponential":
+        return cfg.lr_decay ** ((step - warmup) / steps_per_epoch)
+    return 1.0
+
+
+class ModelEma(nn.Module):
+    """Exponential moving average of a model's weights (and a copy of its BN statistics).
+
+    The decay ramps up as min(decay, (1 + step) / (10 + step)) so short runs are not dominated by the
+    random initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.lerp_(v.detach(), 1 - d)
+            else:
+                ema_v.copy_(v)
