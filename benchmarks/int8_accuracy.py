@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilenets import export as ex
+from mobilenets.deploy import export as ex
+from mobilenets.deploy.cpu import cpu_info
+from mobilenets.deploy.images import normalize, real_images
 from mobilenets.data import load_fashion_mnist
 
 
@@ -25,7 +27,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="model.pt of a Fashion-MNIST run of `mobilenets train` / `mobilenets demo`")
     p.add_argument("--calib", type=int, default=500, help="training images to calibrate int8 on (default 500)")
-    p.add_argument("--formats", nargs="+", default=list(ex.FORMATS), help="onnx executorch openvino")
+    p.add_argument("--formats", nargs="+", default=list(ex.FORMATS), help=" ".join(ex.FORMATS))
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -33,11 +35,12 @@ def main() -> int:
     model, stats = ex.build_model(checkpoint=args.checkpoint)
     res = model.resolution
     test = load_fashion_mnist("test")
-    images = ex.normalize(test.images, res, stats)
+    images = normalize(test.images, res, stats)
     labels = test.labels.numpy()
-    calib = ex.real_images(args.calib, model.in_chans, res, "train", stats=stats)
+    calib = real_images(args.calib, model.in_chans, res, "train", stats=stats)
     with torch.no_grad():
         torch_acc = float((torch.cat([model(b) for b in images.split(500)]).argmax(1).numpy() == labels).mean())
+    print(f"CPU: {cpu_info().line()}")
     print(f"{args.checkpoint}: PyTorch fp32 top-1 {100 * torch_acc:.2f}% on {len(labels)} Fashion-MNIST test images")
     print(f"{'runtime':<20} {'fp32 top-1':>10} {'int8 top-1':>10} {'drop (pts)':>10}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,8 +50,8 @@ def main() -> int:
                 path = Path(tmp) / f"m_{prec}{ex.SUFFIXES[fmt]}"
                 print(f"exporting {fmt} {prec} ...", file=sys.stderr)
                 ex.export(model, path, fmt, prec, calib_images=calib if prec == "int8" else None, verify=False)
-                # ExecuTorch programs have batch 1: feed them one image at a time.
-                batches = images.split(1 if fmt == "executorch" else 500)
+                # ExecuTorch and LiteRT programs have batch 1: feed them one image at a time.
+                batches = images.split(1 if fmt in ("executorch", "tflite") else 500)
                 logits = np.concatenate([ex.run_model_file(path, fmt, b, prec, args.threads) for b in batches])
                 accs[prec] = float((logits.argmax(1) == labels).mean())
             drop = 100 * (accs["fp32"] - accs["int8"])

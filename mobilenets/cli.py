@@ -534,25 +534,36 @@ def _build_model(args: argparse.Namespace):
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="fold BN, export to ONNX / ExecuTorch-XNNPACK / OpenVINO (fp32, bf16, int8) and verify",
+        help="fold BN, export to ONNX / ExecuTorch-XNNPACK / OpenVINO / LiteRT (fp32, bf16, int8) and verify",
         epilog="examples:\n"
         "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format onnx -o mobilenet.onnx\n"
         "  mobilenets export --checkpoint runs/demo/model.pt --format onnx --precision int8 -o demo_int8.onnx\n"
         "  mobilenets export mobilenet_v1_1.0_224 --format openvino --precision int8 --calib 300 -o m.xml\n"
         "  mobilenets export mobilenet_v1_0.5_160 --format executorch --precision int8 -o m.pte\n"
+        "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format tflite --precision int8 -o m.tflite\n"
         "  mobilenets export mobilenet_v1 --width-mult 0.25 --resolution 28 --in-chans 1 --num-classes 10 \\\n"
         "      --stem-stride 1 --checkpoint fmnist.pt --format onnx --precision int8 -o fmnist_int8.onnx\n\n"
         "The file is checked by its own runtime against PyTorch on real images (photos for 3-channel models,\n"
-        "Fashion-MNIST for 1-channel ones); a file that fails is not written.",
+        "Fashion-MNIST for 1-channel ones); a file that fails is not written. int8 files are safe on every CPU\n"
+        "(7-bit weights where activations are u8: no saturation on x86 without VNNI); a file for a CPU feature\n"
+        "this machine lacks (bf16) is still written, and the output says which check could not run here.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "name", nargs="?", help="registered model name (see `mobilenets list`); optional with a training --checkpoint"
     )
     _add_model_args(p)
-    p.add_argument("--format", default="onnx", help="onnx | executorch | openvino (default onnx)")
+    p.add_argument("--format", default="onnx", help="onnx | executorch | openvino | tflite (default onnx)")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 (OpenVINO) | int8 (default fp32)")
-    p.add_argument("-o", "--output", help="output file (.onnx, .pte or .xml; default NAME[_PRECISION].EXT)")
+    p.add_argument("-o", "--output", help="output file (.onnx, .pte, .xml or .tflite; default NAME[_PRECISION].EXT)")
+    p.add_argument(
+        "--int8-weight-bits",
+        type=int,
+        default=7,
+        choices=(7, 8),
+        help="ONNX/OpenVINO int8 weights: 7 (default) runs right on every CPU; 8 is only right on CPUs with "
+        "VNNI/AMX or Arm, and saturates (wrong answers) on AVX2-only x86",
+    )
     p.add_argument("--calib", type=int, default=200, help="real training images to calibrate int8 on (default 200)")
     p.add_argument("--verify-images", type=int, default=32, help="real images to verify on (default 32)")
     p.add_argument("--min-agreement", type=float, help="top-1 agreement required, 0-1 (default .97 fp32, .8 int8)")
@@ -562,17 +573,18 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mobilenets import export as ex
+    from mobilenets.deploy import export as ex
+    from mobilenets.deploy.images import real_images
 
-    ex.check_target(args.format, args.precision)
+    ex.check_target(args.format, args.precision, args.int8_weight_bits)
     if args.calib < 1 or args.verify_images < 1:
         raise MobileNetsError("--calib and --verify-images must be >= 1")
     model, stats = _build_model(args)
     suffix = "" if args.precision == "fp32" else f"_{args.precision}"
     output = args.output or f"{args.name or 'model'}{suffix}{ex.SUFFIXES[args.format]}"
     res = model.resolution
-    calib = ex.real_images(args.calib, model.in_chans, res, "train", stats=stats) if args.precision == "int8" else None
-    verify = None if args.no_verify else ex.real_images(args.verify_images, model.in_chans, res, "test", stats=stats)
+    calib = real_images(args.calib, model.in_chans, res, "train", stats=stats) if args.precision == "int8" else None
+    verify = None if args.no_verify else real_images(args.verify_images, model.in_chans, res, "test", stats=stats)
     result = ex.export(
         model,
         output,
@@ -582,6 +594,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         verify_images=verify,
         min_agreement=args.min_agreement,
+        weight_bits=args.int8_weight_bits,
         progress=lambda m: print(m, file=sys.stderr),
     )
     if args.json:
@@ -589,7 +602,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     if result.verification is not None:
         print(result.verification.summary())
+    for why in result.skipped:
+        print(f"not verified here: {why}")
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision})")
+    print(f"runs on: {result.built_for['runs_on']}")
     return 0
 
 
@@ -681,13 +697,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not results:
         raise MobileNetsError(
             f"none of {', '.join(args.runtime)} runs {', '.join(args.precision)}: "
-            "eager fp32/bf16, onnxruntime fp32/int8, executorch fp32/int8 (batch 1), openvino fp32/bf16/int8"
+            "eager fp32/bf16, onnxruntime fp32/int8, executorch fp32/int8 (batch 1), openvino fp32/bf16/int8, "
+            "litert fp32/int8 (batch 1)"
         )
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
         return 0
+    from mobilenets.deploy.cpu import cpu_info
+
+    print(f"CPU: {cpu_info().line()}")
     print(f"{'runtime':<12} {'precision':<9} {'batch':>5} {'median ms':>10} {'p90 ms':>8} {'img/s':>8}")
     for r in results:
+        if r.latency is None:
+            print(f"{r.runtime:<12} {r.precision:<9} {r.batch_size:>5}  skipped: {r.skipped}")
+            continue
         img_per_s = r.batch_size / r.latency.median_ms * 1e3
         print(
             f"{r.runtime:<12} {r.precision:<9} {r.batch_size:>5} {r.latency.median_ms:>10.3f} "
@@ -738,6 +761,13 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise MobileNetsError("give a budget: --max-latency-ms, --max-params or --max-madds")
     if args.results:
         rows = bench.load_grid(args.results)
+        measured_on, here = bench.load_grid_cpu(args.results), bench.cpu_info().line()
+        if args.max_latency_ms is not None and measured_on != here:
+            print(
+                f"note: the latencies in {args.results} were measured on {measured_on or 'an unrecorded CPU'}; "
+                f"this CPU is {here}: measure here for a budget that holds here (drop --results)",
+                file=sys.stderr,
+            )
     elif args.max_latency_ms is not None:
         runtime, _, precision = (args.runtime or "onnxruntime").partition("/")
         bench.check_runtime(runtime, precision or "fp32")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mobilenets import export as ex
+from mobilenets.deploy import export as deploy_export
 from mobilenets.cli import main
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
@@ -235,8 +236,8 @@ def tiny():
 
 
 def test_unknown_format_and_precision(tmp_path, tiny):
-    with pytest.raises(MobileNetsError, match="unknown export format 'tflite'; choose one of onnx"):
-        ex.export(tiny, tmp_path / "m.tflite", "tflite")
+    with pytest.raises(MobileNetsError, match="unknown export format 'coreml'; choose one of onnx"):
+        ex.export(tiny, tmp_path / "m.mlpackage", "coreml")
     with pytest.raises(MobileNetsError, match="onnx does not offer bf16"):
         ex.export(tiny, tmp_path / "m.onnx", "onnx", "bf16")
     with pytest.raises(MobileNetsError, match=r"onnx files end in \.onnx"):
@@ -273,7 +274,7 @@ def test_missing_optional_dependency(tmp_path, tiny, monkeypatch):
 def test_failed_verification_writes_nothing_and_keeps_old_file(tmp_path, tiny, monkeypatch):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous good file")
-    monkeypatch.setattr(ex, "run_model_file", lambda p, f, images, *a, **k: np.random.randn(len(images), 1000))
+    monkeypatch.setattr(deploy_export, "run_model_file", lambda p, f, images, *a, **k: np.random.randn(len(images), 1000))
     with pytest.raises(MobileNetsError, match="failed verification, nothing written") as e:
         ex.export(tiny, path, "onnx")
     assert "\n" not in str(e.value)

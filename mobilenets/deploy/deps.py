@@ -1,0 +1,55 @@
+"""Optional runtimes: import them where they are needed, with a one-line error naming the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mobilenets.errors import MobileNetsError
+
+# pip package that provides each optional module, and the extra that installs it, for the error message.
+PACKAGES = {
+    "onnx": ("onnx", "deploy"),
+    "onnxruntime": ("onnxruntime", "deploy"),
+    "onnxscript": ("onnxscript", "deploy"),
+    "executorch": ("executorch", "deploy"),
+    "torchao": ("torchao", "deploy"),
+    "openvino": ("openvino", "deploy"),
+    "nncf": ("nncf", "deploy"),
+    "skimage": ("scikit-image", "deploy"),
+    "litert_torch": ("litert-torch", "litert"),
+    "ai_edge_litert": ("ai-edge-litert", "litert"),
+}
+
+
+def require(module: str, purpose: str):
+    """Import an optional dependency, or fail with a one-line message naming the extra that installs it."""
+    try:
+        with quiet():
+            return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        package, extra = PACKAGES.get(top, (top, "deploy"))
+        raise MobileNetsError(
+            f"{purpose} needs the optional package {package!r} ({e.name or module} is not importable): "
+            f"install it with pip install 'mobilenets[{extra}]'"
+        ) from None
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the exporters' deprecation chatter (it is not about the user's model)."""
+    loggers = [logging.getLogger(n) for n in ("torch._dynamo", "torch.utils._pytree", "torch.onnx", "nncf")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -1,0 +1,172 @@
+"""ONNX files run by ONNX Runtime: writer, int8 quantizer (QDQ) and runner.
+
+int8 and saturation: ONNX Runtime's x86 kernels multiply u8 activations by s8 weights. CPUs with VNNI
+(AVX512_VNNI / AVX_VNNI) or AMX accumulate those products in 32 bits; AVX2-only x86 CPUs (Intel before
+Cascade/Ice Lake, AMD before Zen 4) add pairs of them in 16 bits (vpmaddubsw), which saturates once
+2·255·|w| > 32767. Weights quantized to 7 bits (|w| ≤ 64: 2·255·64 = 32640) cannot saturate there, and
+are exact everywhere else: ONNX Runtime's documented ``reduce_range``. That is our default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilenets.deploy.deps import quiet, require
+from mobilenets.errors import MobileNetsError
+
+FORMAT = "onnx"
+SUFFIX = ".onnx"
+RUNTIME = "ONNX Runtime"
+PRECISIONS = ("fp32", "int8")
+DEFAULT_OPSET = 17
+METADATA_KEY = "mobilenets"
+
+
+def _example(model: nn.Module, batch_size: int, resolution: int) -> torch.Tensor:
+    return torch.randn(batch_size, model.in_chans, resolution, resolution)
+
+
+def write(model: nn.Module, path: Path, resolution: int | None = None, opset: int = DEFAULT_OPSET) -> None:
+    """fp32 ONNX file with a dynamic batch axis (input "input", output "logits")."""
+    require("onnx", "ONNX export")
+    resolution = resolution or model.resolution
+    if opset < 17:
+        raise MobileNetsError(f"opset must be >= 17 (LayerNorm-era ops and our verification need it), got {opset}")
+    with quiet(), torch.no_grad():
+        torch.onnx.export(
+            model,
+            (_example(model, 2, resolution),),
+            str(path),
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+
+
+def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int, weight_bits: int = 7) -> None:
+    """Static int8 (QDQ, per-channel weights, MinMax-calibrated u8 activations) with ONNX Runtime's quantizer.
+
+    ``weight_bits`` 7 (the default) is safe on every CPU; 8 only on CPUs with VNNI/AMX or Arm (see module doc).
+    """
+    quantization = require("onnxruntime.quantization", "int8 ONNX export")
+    shape_inference = require("onnxruntime.quantization.shape_inference", "int8 ONNX export")
+    if weight_bits not in (7, 8):
+        raise MobileNetsError(f"int8 weight bits must be 7 (safe on every CPU) or 8 (VNNI only), got {weight_bits}")
+    fp32 = path.with_name("fp32_" + path.name)
+    pre = path.with_name("pre_" + path.name)
+    write(model, fp32, resolution)
+    with quiet():
+        shape_inference.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calib_images.split(1))
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch.numpy()}
+
+    with quiet():
+        quantization.quantize_static(
+            str(pre),
+            str(path),
+            Reader(),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=weight_bits == 7,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+        )
+    fp32.unlink()
+    pre.unlink()
+
+
+def set_metadata(path: Path, info: dict) -> None:
+    """Store ``info`` (what the file was built for) as the ONNX model's metadata_props["mobilenets"]."""
+    onnx = require("onnx", "ONNX export")
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(info, sort_keys=True))
+    onnx.save(proto, str(path))
+
+
+def metadata(path: Path) -> dict | None:
+    onnx = require("onnx", "reading ONNX files")
+    proto = onnx.load(str(path), load_external_data=False)
+    for p in proto.metadata_props:
+        if p.key == METADATA_KEY:
+            return json.loads(p.value)
+    return None
+
+
+def session(path: Path, threads: int | None = None):
+    ort = require("onnxruntime", "running ONNX files")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load(
+    path: Path, precision: str = "fp32", threads: int | None = None, batch_size: int | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a float32 NCHW batch to logits, running ``path`` with ONNX Runtime."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+def run(path: Path, images: torch.Tensor, precision: str = "fp32", threads: int | None = None) -> np.ndarray:
+    return load(path, precision, threads)(images.numpy())
+
+
+def int8_ranges(path: Path) -> list[dict]:
+    """Every quantized weight of an int8 file: its integer range, whether a depthwise conv uses it, and the
+    type of the activations it meets.
+
+    Read from the file itself (the DequantizeLinear nodes of weight initializers, and the zero points of the
+    activations' QuantizeLinear nodes), so a test can assert that a file cannot saturate on any CPU.
+    """
+    onnx = require("onnx", "reading ONNX files")
+    numpy_helper = require("onnx.numpy_helper", "reading ONNX files")
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    activation_types = set()
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
+            activation_types.add(str(numpy_helper.to_array(inits[node.input[2]]).dtype))
+    activation = "uint8" if "uint8" in activation_types else ("int8" if activation_types else "none")
+    # A weight is depthwise when the Conv it feeds has one group per input channel.
+    depthwise_inputs = set()
+    for node in proto.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and group > 1:
+            depthwise_inputs.add(node.input[1])
+    out = []
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            w = numpy_helper.to_array(inits[node.input[0]])
+            if w.dtype == np.int8 and w.ndim >= 2:
+                depthwise = node.output[0] in depthwise_inputs
+                out.append(
+                    {
+                        "name": node.input[0],
+                        "min": int(w.min()),
+                        "max": int(w.max()),
+                        "depthwise": depthwise,
+                        "activation": activation,
+                    }
+                )
+    return out

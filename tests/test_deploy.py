@@ -1,0 +1,191 @@
+"""The deploy package: int8 files that cannot saturate on any CPU (read back from the files themselves), files
+built for a target rather than for this machine, the CPU line, and the old import paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobilenets.deploy import FORMATS, runtime_module
+from mobilenets.deploy import bench as deploy_bench
+from mobilenets.deploy import export as ex
+from mobilenets.deploy.cpu import CpuInfo, cpu_info
+from mobilenets.deploy.images import real_images
+from mobilenets.deploy.verify import U8_SAFE_WEIGHT, int8_safety
+from mobilenets.errors import MobileNetsError
+from mobilenets.models import create_model
+
+INT8_FORMATS = [f for f in FORMATS if "int8" in ex.FORMAT_PRECISIONS[f]]
+
+
+@pytest.fixture(scope="module")
+def small():
+    """α=0.25 MobileNet at 64 px, BN statistics measured on real photos (logits are not ~0)."""
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v1", width_mult=0.25, resolution=64, num_classes=10)
+    images = real_images(48, 3, 64, split="train", seed=7)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval(), real_images(64, 3, 64, split="train")
+
+
+@pytest.fixture
+def avx2_only(monkeypatch):
+    """Pretend to be an AVX2-only x86 CPU (AMD Zen 3, Intel before Cascade Lake): no VNNI, bf16 or AMX."""
+    monkeypatch.setenv("MOBILENETS_CPU_FLAGS", "sse4_2 avx avx2 fma")
+    cpu_info.cache_clear()
+    yield
+    cpu_info.cache_clear()
+
+
+# ----------------------------------------------------------------------------------------------------
+# int8 that cannot saturate, read out of each file
+
+
+@pytest.mark.parametrize("format", INT8_FORMATS)
+def test_int8_file_cannot_saturate_on_any_cpu(tmp_path, small, format):
+    """The ranges come from the written file, so a VNNI machine fails this test exactly as an AVX2 one would."""
+    model, calib = small
+    path = tmp_path / f"m{ex.SUFFIXES[format]}"
+    result = ex.export(model, path, format, "int8", calib_images=calib, min_agreement=0.0)
+    ranges = runtime_module(format).int8_ranges(path)
+    assert len(ranges) == 28  # stem + 13 depthwise + 13 pointwise + classifier
+    activation = ranges[0]["activation"]
+    for r in ranges:
+        assert r.get("zero_point", 0) == 0  # symmetric weights
+        assert -127 <= r["min"] and r["max"] <= 127
+        if activation == "uint8" and not r.get("depthwise", False):
+            # u8 × s8 pairs summed in 16 bits (x86 without VNNI): 2·255·64 = 32640 ≤ 32767
+            assert -U8_SAFE_WEIGHT <= r["min"] and r["max"] <= U8_SAFE_WEIGHT, r
+    # u8 activations only where the weights are 7-bit; the others are signed int8 (XNNPACK, LiteRT)
+    assert activation == ("uint8" if format in ex.WEIGHT_BITS_FORMATS else "int8")
+    assert int8_safety(ranges).everywhere
+    info = runtime_module(format).metadata(path)
+    assert info == result.built_for and info["precision"] == "int8" and info["runs_on"].startswith("every CPU")
+
+
+@pytest.mark.parametrize("format", ex.WEIGHT_BITS_FORMATS)
+def test_full_range_weights_are_opt_in_and_refused_without_vnni(tmp_path, small, format, monkeypatch):
+    model, calib = small
+    path = tmp_path / f"m8{ex.SUFFIXES[format]}"
+    result = ex.export(model, path, format, "int8", calib_images=calib, weight_bits=8, verify=False)
+    safety = int8_safety(runtime_module(format).int8_ranges(path))
+    assert not safety.everywhere and "without VNNI" in safety.detail
+    assert "saturates" in result.built_for["runs_on"]
+    monkeypatch.setenv("MOBILENETS_CPU_FLAGS", "avx2 fma")
+    cpu_info.cache_clear()
+    try:
+        with pytest.raises(MobileNetsError, match="8-bit weights, which saturate on this CPU without VNNI") as e:
+            ex.run_model_file(path, format, calib[:2], "int8")
+        assert "\n" not in str(e.value)
+        # Exported on a CPU without VNNI: written, but its verification is skipped and says why.
+        again = ex.export(
+            model, tmp_path / f"n8{ex.SUFFIXES[format]}", format, "int8", calib_images=calib, weight_bits=8
+        )
+        assert again.verification is None and "without VNNI" in again.skipped[0]
+    finally:
+        cpu_info.cache_clear()
+
+
+def test_int8_safety_rules():
+    dense = {"name": "w", "min": -100, "max": 90, "activation": "uint8", "depthwise": False}
+    assert not int8_safety([dense]).everywhere
+    assert int8_safety([{**dense, "depthwise": True}]).everywhere  # depthwise widens to 32 bits everywhere
+    assert int8_safety([{**dense, "min": -64, "max": 64}]).everywhere
+    assert int8_safety([{**dense, "activation": "int8"}]).everywhere  # signed activations are widened first
+    assert not int8_safety([{**dense, "activation": "int8", "min": -128}]).everywhere
+    assert not int8_safety([]).everywhere
+
+
+def test_weight_bits_option_only_where_it_matters(tmp_path, small):
+    model, calib = small
+    with pytest.raises(MobileNetsError, match="executorch int8 uses signed activations"):
+        ex.export(model, tmp_path / "m.pte", "executorch", "int8", calib_images=calib, weight_bits=8)
+    with pytest.raises(MobileNetsError, match="must be 7 .* or 8"):
+        ex.export(model, tmp_path / "m.onnx", "onnx", "int8", calib_images=calib, weight_bits=6)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------
+# A file is built for a target, not for the machine that builds it
+
+
+def test_bf16_file_is_written_on_a_cpu_without_bf16(tmp_path, small, avx2_only):
+    model, _ = small
+    path = tmp_path / "m.xml"
+    result = ex.export(model, path, "openvino", "bf16")
+    assert path.exists() and path.with_suffix(".bin").exists()
+    assert result.verification is None
+    assert len(result.skipped) == 1 and "no bf16 math (AVX512_BF16 or AMX)" in result.skipped[0]
+    assert runtime_module("openvino").metadata(path)["precision"] == "bf16"
+    with pytest.raises(MobileNetsError, match="no bf16 math") as e:
+        ex.run_model_file(path, "openvino", real_images(2, 3, 64), "bf16")
+    assert "\n" not in str(e.value)
+    # The benchmark skips what this CPU cannot run and says why, instead of crashing.
+    results = deploy_bench.bench_model(
+        model, "m", ["eager", "openvino"], ["fp32", "bf16"], runs=2, warmup=1, skip_unsupported=True, pause=0
+    )
+    skipped = {(r.runtime, r.precision): r.skipped for r in results if r.latency is None}
+    assert set(skipped) == {("eager", "bf16"), ("openvino", "bf16")}
+    assert all("AVX512_BF16" in why for why in skipped.values())
+    assert all(r.latency.median_ms > 0 for r in results if r.latency is not None)
+
+
+def test_cli_export_reports_skipped_check(tmp_path, avx2_only, capsys):
+    from mobilenets.cli import main
+
+    out = tmp_path / "m.xml"
+    rc = main(
+        ["export", "mobilenet_v1_0.25_128", "--resolution", "32", "--format", "openvino", "--precision", "bf16"]
+        + ["-o", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0 and out.exists()
+    assert "not verified here" in captured.out and "AVX512_BF16" in captured.out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The CPU line, grid files and old import paths
+
+
+def test_cpu_line_names_the_instruction_sets():
+    x86 = CpuInfo("AMD EPYC 7B13", "x86_64", frozenset({"avx2", "fma"}))
+    assert x86.line() == "AMD EPYC 7B13 (x86_64; AVX2 yes, AVX-512 no, VNNI no, AVX512_BF16 no, AMX no)"
+    assert not x86.has("vnni") and not x86.has("bf16")
+    spr = CpuInfo("Xeon", "x86_64", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"}))
+    assert spr.has("vnni") and spr.has("bf16") and "AMX yes" in spr.line()
+    arm = CpuInfo("Neoverse-N1", "aarch64", frozenset({"asimd", "asimddp"}))
+    assert arm.line().endswith("(aarch64; NEON yes, dotprod yes)") and arm.has("vnni")
+    here = cpu_info()
+    assert here.model and ("AVX2" in here.line() or "NEON" in here.line())
+
+
+def test_grid_file_records_the_cpu(tmp_path):
+    rows = deploy_bench.bench_grid([0.25], [128], ["eager"], ["fp32"], runs=2, warmup=1)
+    path = deploy_bench.save_grid(rows, tmp_path / "grid.json")
+    data = json.loads(path.read_text())
+    assert data["cpu"]["line"] == cpu_info().line() and data["cpu"]["features"]
+    assert deploy_bench.load_grid(path)[0].latency_ms["eager/fp32"] > 0
+    assert deploy_bench.load_grid_cpu(path) == cpu_info().line()
+    assert deploy_bench.format_grid(rows).startswith("CPU: ")
+    # Files written before the CPU was recorded (a bare list) still load.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data["rows"]))
+    assert deploy_bench.load_grid(old)[0].model == rows[0].model and deploy_bench.load_grid_cpu(old) is None
+
+
+def test_old_import_paths_still_work():
+    from mobilenets import bench, export
+
+    assert export.export is ex.export and export.build_model is ex.build_model
+    assert bench.bench_model is deploy_bench.bench_model and bench.select is deploy_bench.select
+    assert np.isfinite(export.MIN_AGREEMENT["int8"])
