@@ -81,7 +81,10 @@ def load_teacher(spec: str, classes: Sequence[str], device: torch.device, channe
     """Load ``--teacher`` (see TrainConfig.teacher) for a dataset with these ``classes``, frozen, on ``device``."""
     path = Path(spec).expanduser()
     if spec == "pretrained" or (not path.exists() and spec in list_models()):
-        teacher = _from_weights(None if spec == "pretrained" else spec, None, spec)
+        try:
+            teacher = _from_weights(None if spec == "pretrained" else spec, None, spec)
+        except MobileNetsError as e:
+            raise MobileNetsError(f"--teacher {spec}: {e}") from None
     elif path.is_dir() or path.is_file():
         if path.is_dir():
             path = path / "model.pt"
