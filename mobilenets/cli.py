@@ -295,9 +295,19 @@ TRAIN_EPILOG = """examples:
   mobilenets train --dataset fashion-mnist --out-dir runs/fm --resume       # continue after a stop
   torchrun --nproc-per-node 4 -m mobilenets train --dataset ~/photos --sync-bn   # several GPUs/processes
 
+fine-tuning and distillation:
+  mobilenets train --dataset digits --width-mult 0.25 --epochs 3 --freeze   # linear probe: the classifier only
+  mobilenets train --dataset ~/photos --preset finetune --freeze-epochs 2 --epochs 10   # probe, then all weights
+  mobilenets train --dataset ~/photos --preset finetune --backbone-lr-scale 0.3   # backbone lr = 0.3 × lr
+  mobilenets train --dataset fashion-mnist --width-mult 1.0 --out-dir runs/teacher     # a big model first,
+  mobilenets train --dataset fashion-mnist --width-mult 0.25 --teacher runs/teacher --distill-weight 0.5
+      # then a small one learns from its logits too (loss = 0.5·CE + 0.5·T²·KL, T = --distill-temperature 4)
+
 presets (--preset): paper = RMSprop TF-style (decay 0.9, momentum 0.9, eps 1.0), exponential decay, no
 label smoothing, no weight decay on depthwise filters, crops ≥ 35% of the area; sgd = Nesterov SGD,
-cosine with warmup, label smoothing 0.1; adamw = AdamW, cosine with warmup, label smoothing, EMA.
+cosine with warmup, label smoothing 0.1; adamw = AdamW, cosine with warmup, label smoothing, EMA;
+finetune = for pretrained weights: Nesterov SGD at 1/8 of sgd's rate, 0.1-epoch warmup, cosine, no weight
+decay on depthwise filters and BN, the backbone at 0.1 × the classifier's learning rate.
 A flag left out takes the preset's value; the resolved config is saved as OUT_DIR/config.json.
 """
 

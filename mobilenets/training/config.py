@@ -40,6 +40,18 @@ class TrainConfig:
         schedule ("cosine", "exponential", "constant"), warmup_epochs, lr_decay (exponential: factor per
         epoch), label_smoothing, ema_decay (0: no EMA of weights), crop_scale_min (smallest random crop,
         as a fraction of the area; 1: no crops), translate (random shift, fraction of the side), flip.
+    Transfer (fine-tuning and distillation):
+        freeze: linear probe — the backbone (everything but ``model.classifier``) gets no gradients and its
+            BatchNorm layers stay in eval mode (running statistics frozen).
+        freeze_epochs: a linear probe for this many epochs, then every weight trains.
+        backbone_lr_scale: the backbone's learning rate is ``lr × backbone_lr_scale``, the classifier's ``lr``
+            (None: the preset's; 1 except for "finetune", 0.1).
+        teacher: distill from this model: "pretrained" (Google's ImageNet MobileNetV1, 1001 classes), a
+            registered name with weights (mobilenet_v1_1.0_160), or a run (its folder, model.pt or
+            checkpoint.pt) trained on the same classes. It sees the student's augmented batch at its own
+            resolution and normalization.
+        distill_weight: α of ``(1 − α)·CE(labels) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))``.
+        distill_temperature: T.
     Run:
         seed, device ("auto", "cpu", "cuda", "cuda:1"), amp ("auto": bf16 on GPU, off on CPU; "bf16",
         "fp16", "off"), channels_last (None: on), compile (torch.compile), sync_bn (DDP),
@@ -79,6 +91,13 @@ class TrainConfig:
     crop_scale_min: float | None = None
     translate: float | None = None
     flip: bool | None = None
+    # transfer
+    freeze: bool = False
+    freeze_epochs: int = 0
+    backbone_lr_scale: float | None = None
+    teacher: str | None = None
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
     # run
     seed: int = 0
     device: str = "auto"
@@ -131,9 +150,36 @@ class TrainConfig:
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
         ]
-        for ok, message in checks:
+        for ok, message in checks + self._transfer_checks():
             if not ok:
                 raise MobileNetsError(f"bad training config: {message}")
+
+    def _transfer_checks(self) -> list[tuple[bool, str]]:
+        w, t = self.distill_weight, self.distill_temperature
+        return [
+            (
+                not (self.freeze and self.freeze_epochs),
+                "give --freeze (a linear probe for the whole run) or --freeze-epochs N (a probe, then full "
+                "fine-tuning), not both",
+            ),
+            (self.freeze_epochs >= 0, "freeze_epochs must be >= 0"),
+            (
+                self.freeze_epochs < self.epochs,
+                f"freeze_epochs {self.freeze_epochs} leaves no epoch of full fine-tuning in {self.epochs} "
+                "epoch(s); lower --freeze-epochs below --epochs, or use --freeze for a linear probe",
+            ),
+            (
+                self.backbone_lr_scale > 0 and math.isfinite(self.backbone_lr_scale),
+                "backbone_lr_scale must be a finite number > 0 (use --freeze to keep the backbone fixed)",
+            ),
+            (0 <= w <= 1, "distill_weight must be in [0, 1]"),
+            (t > 0 and math.isfinite(t), "distill_temperature must be a finite number > 0"),
+            (w == 0 or self.teacher, f"--distill-weight {w} needs a --teacher to distill from"),
+            (
+                w > 0 or not self.teacher,
+                "--teacher needs --distill-weight above 0 (e.g. 0.5: half label loss, half distillation)",
+            ),
+        ]
 
 
 # The paper's recipe (§3.2, after Inception V3) and two that train faster on today's hardware.
@@ -152,6 +198,7 @@ PRESETS: dict[str, dict] = {
         ema_decay=0.0,
         crop_scale_min=0.35,  # "limit the size of small crops" (Inception uses 0.08)
         translate=0.0,
+        backbone_lr_scale=1.0,
     ),
     "sgd": dict(
         optimizer="sgd",
@@ -166,6 +213,7 @@ PRESETS: dict[str, dict] = {
         ema_decay=0.0,
         crop_scale_min=1.0,
         translate=0.1,
+        backbone_lr_scale=1.0,
     ),
     "adamw": dict(
         optimizer="adamw",
@@ -180,6 +228,25 @@ PRESETS: dict[str, dict] = {
         ema_decay=0.999,
         crop_scale_min=1.0,
         translate=0.1,
+        backbone_lr_scale=1.0,
+    ),
+    # Fine-tuning pretrained weights: 8x below sgd's rate, a short warmup, cosine, light weight decay and
+    # none on depthwise filters and BN (as the paper trains them), and the backbone at a tenth of the
+    # classifier's rate so the new classifier settles before the pretrained features move far.
+    "finetune": dict(
+        optimizer="sgd",
+        lr_per_256=0.05,
+        momentum=0.9,
+        weight_decay=1e-5,
+        depthwise_weight_decay=0.0,
+        schedule="cosine",
+        warmup_epochs=0.1,
+        lr_decay=1.0,
+        label_smoothing=0.1,
+        ema_decay=0.0,
+        crop_scale_min=1.0,
+        translate=0.1,
+        backbone_lr_scale=0.1,
     ),
 }
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
@@ -228,7 +295,7 @@ FIELD_HELP = {
     "max_train_samples": "train on a class-balanced subset of this size",
     "max_test_samples": "evaluate on a class-balanced subset of this size",
     "num_workers": "DataLoader worker processes decoding ImageFolder images",
-    "preset": "recipe: paper, sgd or adamw; other flags override its values",
+    "preset": "recipe: paper, sgd, adamw or finetune; other flags override its values",
     "epochs": "passes over the training set",
     "max_steps": "stop after this many optimizer steps (the schedule still spans --epochs)",
     "batch_size": "global batch size (split across torchrun processes and accumulation steps)",
@@ -246,6 +313,14 @@ FIELD_HELP = {
     "crop_scale_min": "smallest random crop as a fraction of the image area (1 = no crops)",
     "translate": "random shift as a fraction of the image side",
     "flip": "random horizontal flips (default: on, off for digits)",
+    "freeze": "linear probe: train only the classifier; the backbone's weights and BN statistics stay fixed",
+    "freeze_epochs": "linear probe for the first N epochs, then fine-tune every weight (e.g. --freeze-epochs 2)",
+    "backbone_lr_scale": "backbone learning rate = lr × this; the classifier gets lr (default: the preset's, "
+    "1; finetune: 0.1)",
+    "teacher": "distill from: pretrained (Google's ImageNet MobileNetV1, 1001 classes), a registered name with "
+    "weights (mobilenet_v1_1.0_160), or an earlier run on the same classes (its folder or model.pt)",
+    "distill_weight": "distillation weight α: loss = (1-α)·CE(labels) + α·T²·KL(teacher‖student)",
+    "distill_temperature": "distillation temperature T (softens both models' logits)",
     "seed": "seed of the initial weights, sample order and augmentation",
     "device": "auto, cpu, cuda or cuda:N",
     "amp": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16 or off",

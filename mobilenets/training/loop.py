@@ -52,8 +52,16 @@ from mobilenets.training.distributed import (
 from mobilenets.training.evaluate import EvalResult, evaluate
 from mobilenets.training.init import start_model
 from mobilenets.training.logs import _tensorboard, plot_confusion, plot_curves, write_metrics_csv
-from mobilenets.training.losses import classification_loss
-from mobilenets.training.optim import ModelEma, build_optimizer, lr_factor
+from mobilenets.training.losses import classification_loss, distillation_loss
+from mobilenets.training.optim import (
+    ModelEma,
+    backbone_bn_eval,
+    backbone_parameters,
+    build_optimizer,
+    lr_factor,
+    set_backbone_trainable,
+)
+from mobilenets.training.teacher import Teacher, load_teacher
 
 
 @dataclass
@@ -186,6 +194,8 @@ class _Run:
     eval_model: Any = None
     meta: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    teacher: Teacher | None = None
+    frozen_params: list = field(default_factory=list)  # the backbone's, while it is frozen
     # optimizer (_build_optimizer)
     optimizer: Any = None
     scheduler: Any = None
@@ -213,6 +223,7 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: Dist, on_step, wal
     run = _Run(cfg, device, dist_info, Path(cfg.out_dir))
     _setup_data(run)
     _build_model(run)
+    _load_teacher(run)
     _build_optimizer(run)
     _resume(run)
     _wrap_model(run)
@@ -275,9 +286,22 @@ def _build_model(run: _Run) -> None:
     run.config = asdict(cfg)
 
 
+def _load_teacher(run: _Run) -> None:
+    """The distillation teacher (frozen, on the device), recorded in the run's metadata."""
+    if run.cfg.teacher:
+        run.teacher = load_teacher(run.cfg.teacher, run.train_set.classes, run.device, run.channels_last)
+        run.meta["teacher"] = dict(run.teacher.info)
+
+
 def _build_optimizer(run: _Run) -> None:
-    """Optimizer, learning-rate schedule, EMA of the weights and the fp16 gradient scaler."""
+    """Optimizer, learning-rate schedule, EMA of the weights and the fp16 gradient scaler.
+
+    A --freeze backbone is frozen first, so the optimizer holds the classifier only. A --freeze-epochs
+    backbone is frozen per epoch (see _apply_freeze): the optimizer holds it from the start.
+    """
     cfg = run.cfg
+    if cfg.freeze:
+        set_backbone_trainable(run.model, False)
     run.optimizer = build_optimizer(run.model, cfg)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
         run.optimizer, lambda s: lr_factor(s, run.total_steps, run.steps_per_epoch, cfg)
@@ -336,8 +360,12 @@ def _wrap_model(run: _Run) -> None:
         run.model = nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
     run.train_model = run.model
     if dist_info.enabled:
+        # --freeze-epochs: DDP registers the backbone (trainable now) but gets no gradient for it while frozen.
         run.train_model = nn.parallel.DistributedDataParallel(
-            run.model, device_ids=[run.device.index] if on_gpu else None, broadcast_buffers=True
+            run.model,
+            device_ids=[run.device.index] if on_gpu else None,
+            broadcast_buffers=True,
+            find_unused_parameters=cfg.freeze_epochs > 0,
         )
     if cfg.compile:
         run.train_model = torch.compile(run.train_model)
@@ -424,6 +452,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, on_step) -> bool:
         file=sys.stderr,
     )
     run.train_model.train()
+    _apply_freeze(run, epoch)
     interrupted = False
     batches = _train_batches(run.train_set, order, first, steps_here, cfg, run.dist_info)
     for k, (images, labels, bad_paths) in enumerate(batches, start=first):
@@ -460,6 +489,19 @@ def _train_epoch(run: _Run, stop: _StopFlag, on_step) -> bool:
     return interrupted
 
 
+def _apply_freeze(run: _Run, epoch: int) -> None:
+    """--freeze: keep the backbone's BN in eval mode. --freeze-epochs N: the same for epochs < N, then unfreeze."""
+    cfg = run.cfg
+    frozen = cfg.freeze or epoch < cfg.freeze_epochs
+    if cfg.freeze_epochs:
+        set_backbone_trainable(run.model, not frozen)
+        if epoch == cfg.freeze_epochs and run.show:
+            print(f"epoch {epoch + 1}: the backbone is unfrozen; fine-tuning every weight", file=sys.stderr)
+    run.frozen_params = backbone_parameters(run.model) if frozen else []
+    if frozen:
+        backbone_bn_eval(run.model)
+
+
 def _forward_backward(
     run: _Run, images: torch.Tensor, labels: torch.Tensor, epoch: int, k: int, stop: _StopFlag
 ) -> torch.Tensor:
@@ -492,7 +534,7 @@ def _forward_backward(
             y = labels[idx]
             with _autocast(device, run.amp):
                 logits = run.train_model(x)
-                loss = classification_loss(logits, y, cfg.label_smoothing)
+                loss = _loss(run, x, logits, y)
             run.scaler.scale(loss * (len(idx) / len(labels))).backward()
         loss_sum += loss.detach().float() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
@@ -505,6 +547,17 @@ def _forward_backward(
         ]
     )
     return all_reduce(stats.cpu().double(), dist_info)
+
+
+def _loss(run: _Run, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The label loss, or with a teacher the distillation loss (its logits from the same batch, no gradients)."""
+    cfg = run.cfg
+    if run.teacher is None:
+        return classification_loss(logits, y, cfg.label_smoothing)
+    teacher_logits = run.teacher.logits(x, run.train_set.mean, run.train_set.std)
+    return distillation_loss(
+        logits, teacher_logits, y, cfg.distill_weight, cfg.distill_temperature, cfg.label_smoothing
+    )
 
 
 def _raise_non_finite(run: _Run, step_loss: float, step: int, epoch: int, k: int) -> None:
@@ -523,6 +576,8 @@ def _raise_non_finite(run: _Run, step_loss: float, step: int, epoch: int, k: int
 
 def _optimizer_step(run: _Run, step: int) -> float:
     """Apply the gradients, advance the schedule and the EMA; returns the learning rate the step used."""
+    for p in run.frozen_params:  # DDP with find_unused_parameters may hand a frozen weight a zero gradient
+        p.grad = None
     run.scaler.step(run.optimizer)
     run.scaler.update()
     lr = run.optimizer.param_groups[0]["lr"]

@@ -8,7 +8,9 @@ import math
 import torch
 from torch import nn
 
+from mobilenets.errors import MobileNetsError
 from mobilenets.training.config import TrainConfig
+from mobilenets.training.distributed import _unwrap
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -44,9 +46,20 @@ class RMSpropTF(torch.optim.Optimizer):
                 p.sub_(mom)
 
 
-def param_groups(model: nn.Module, weight_decay: float, depthwise_weight_decay: float) -> list[dict]:
-    """Weight decay on conv/linear weights; ``depthwise_weight_decay`` on depthwise filters; none on BN/bias."""
-    decay, depthwise, no_decay = [], [], []
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    depthwise_weight_decay: float,
+    lr: float | None = None,
+    backbone_lr_scale: float = 1.0,
+) -> list[dict]:
+    """Weight decay on conv/linear weights; ``depthwise_weight_decay`` on depthwise filters; none on BN/bias.
+
+    Parameters with ``requires_grad`` False (a frozen backbone) are left out. With ``backbone_lr_scale`` ≠ 1
+    each group is split in two, the classifier's first (at ``lr``), then the backbone's (at
+    ``lr × backbone_lr_scale``); each group is named, e.g. "head/decay" or "backbone/depthwise".
+    """
+    kinds: dict[str, list] = {"decay": [], "depthwise": [], "no_decay": []}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
@@ -57,26 +70,71 @@ def param_groups(model: nn.Module, weight_decay: float, depthwise_weight_decay: 
                 and module.groups > 1
                 and module.groups == module.in_channels
             ):
-                depthwise.append(p)
+                kinds["depthwise"].append(p)
             elif name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)):
-                decay.append(p)
+                kinds["decay"].append(p)
             else:
-                no_decay.append(p)
-    groups = [
-        dict(params=decay, weight_decay=weight_decay),
-        dict(params=depthwise, weight_decay=depthwise_weight_decay),
-        dict(params=no_decay, weight_decay=0.0),
-    ]
+                kinds["no_decay"].append(p)
+    decay = {"decay": weight_decay, "depthwise": depthwise_weight_decay, "no_decay": 0.0}
+    if backbone_lr_scale == 1.0:
+        groups = [dict(params=params, weight_decay=decay[kind]) for kind, params in kinds.items()]
+        return [g for g in groups if g["params"]]
+    if lr is None:
+        raise ValueError("param_groups: backbone_lr_scale needs the base lr")
+    head = {id(p) for p in head_module(model).parameters()}
+    groups = []
+    for part, part_lr in (("head", lr), ("backbone", lr * backbone_lr_scale)):
+        for kind, params in kinds.items():
+            mine = [p for p in params if (id(p) in head) == (part == "head")]
+            groups.append(dict(params=mine, weight_decay=decay[kind], lr=part_lr, name=f"{part}/{kind}"))
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay, cfg.lr, cfg.backbone_lr_scale)
     if cfg.optimizer == "rmsprop":
         return RMSpropTF(groups, lr=cfg.lr, decay=0.9, momentum=cfg.momentum, eps=1.0)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+# --- fine-tuning: which weights train -------------------------------------------------------------------
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classifier (every model here has ``.classifier``); everything else is the backbone."""
+    model = _unwrap(model)
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Module):
+        raise MobileNetsError(
+            f"{type(model).__name__} has no .classifier module, so its backbone cannot be told apart; "
+            "drop --freeze/--freeze-epochs/--backbone-lr-scale"
+        )
+    return head
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter outside the classifier."""
+    head = {id(p) for p in head_module(model).parameters()}
+    return [p for p in _unwrap(model).parameters() if id(p) not in head]
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze (``requires_grad`` False) or unfreeze every parameter outside the classifier."""
+    for p in backbone_parameters(model):
+        p.requires_grad_(trainable)
+
+
+def backbone_bn_eval(model: nn.Module) -> None:
+    """Put the backbone's BatchNorm layers in eval mode: a frozen backbone keeps its running statistics.
+
+    Call it after every ``model.train()``, which puts them back in training mode.
+    """
+    head = set(head_module(model).modules())
+    for m in _unwrap(model).modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in head:
+            m.eval()
 
 
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
