@@ -1,21 +1,23 @@
-"""A JPEG ImageFolder input pipeline that decodes whole batches, on the GPU when there is one.
+"""A JPEG ImageFolder input pipeline that decodes and crops whole batches on the GPU (threads on a CPU).
 
 The PIL path (:class:`mobilenets.data.ImageFolderDataset` behind a DataLoader) decodes, resizes and crops
 one image at a time in worker processes; on a fast GPU it cannot keep up (issue 12: 1,684 img/s with 15
-workers against a GPU that trains on 12k). Here the per-image work is reduced to reading the file:
+workers against a GPU that trains on 12k). Here, on a GPU, the per-image work is reduced to reading the file:
 
 1. threads read the files' bytes ahead of time (``prefetch`` batches in flight);
-2. ``torchvision.io.decode_jpeg`` decodes the batch in one call: nvJPEG with ``device="cuda"``,
-   libjpeg-turbo on the CPU (there the threads also decode, one file each);
-3. one ``roi_align`` per distinct image size cuts and resizes every image's random crop box to the
+2. on CUDA, ``torchvision.io.decode_jpeg(..., device="cuda")`` decodes the batch in one nvJPEG call;
+   one ``roi_align`` per distinct image size cuts and resizes every image's random crop box to the
    output square (with ``sampling_ratio=-1`` each output pixel averages ceil(box/output)² bilinear
    samples, so downscaling is antialiased); evaluation's center crop is one ``interpolate`` per size;
-4. flips and normalization are batch operations on the decode device.
+3. on the CPU, each thread decodes its file (libjpeg-turbo) and crops it with PyTorch's uint8
+   antialiased resize (no per-image Python objects cross a process boundary, unlike DataLoader workers);
+4. flips and normalization are batch operations on the device.
 
 Evaluation resizes the shorter side and takes the center crop exactly as the PIL path does
 (:meth:`ImageFolderDataset.load`), with PyTorch's antialiased bilinear filter (PIL's); training draws
-torchvision's RandomResizedCrop boxes (area fraction in ``scale``, aspect ratio in ``ratio``, 10 tries, then the
-center crop) from a generator seeded by (seed, epoch, batch), so a run's crops are reproducible.
+torchvision's RandomResizedCrop boxes (area fraction in ``scale``, aspect ratio in ``ratio``, 10 tries,
+then the center crop) from a generator seeded by (seed, epoch, batch): a run's crops are reproducible and
+the same on the CPU and the GPU.
 
 Bad files keep the PIL path's semantics: a file that cannot be read or decoded is left out of its batch
 and its path returned with the batch, to be counted (:class:`mobilenets.data.BadFiles`). Files the fast
@@ -126,22 +128,27 @@ def decode_batch(datas: Sequence[torch.Tensor | None], in_chans: int, device: to
 # Crop boxes (x1, y1, x2, y2) in pixel-edge coordinates: pixel j covers [j, j + 1)
 
 
+CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before falling back to the center
+
+
+def crop_randoms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's random numbers: uniforms for :func:`random_resized_boxes` (n, 10, 4) and flips (n,)."""
+    u = torch.rand(n, CROP_ATTEMPTS, 4, generator=generator, dtype=torch.float64)
+    return u, torch.rand(n, generator=generator) < 0.5
+
+
 def random_resized_boxes(
-    sizes: torch.Tensor,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator,
-    attempts: int = 10,
+    sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], u: torch.Tensor
 ) -> torch.Tensor:
     """torchvision's ``RandomResizedCrop.get_params`` for a whole batch: integer boxes (N, 4).
 
-    Per image: up to ``attempts`` draws of an area fraction in ``scale`` and a log-uniform aspect ratio in
-    ``ratio``; the first box that fits is placed uniformly at random; when none fits, the largest center
-    crop whose aspect ratio lies in ``ratio``.
+    Per image: up to ``u.shape[1]`` draws of an area fraction in ``scale`` and a log-uniform aspect ratio
+    in ``ratio``; the first box that fits is placed uniformly at random; when none fits, the largest center
+    crop whose aspect ratio lies in ``ratio``. ``u`` holds the uniforms, (N, attempts, 4) (:func:`crop_randoms`).
     """
     n = len(sizes)
     h, w = sizes[:, 0].double(), sizes[:, 1].double()
-    u = torch.rand(n, attempts, 4, generator=generator, dtype=torch.float64)
+    u = u.double()
     area = (h * w)[:, None] * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
@@ -199,6 +206,29 @@ def center_crops(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
         resized = F.interpolate(stack, size=(h2, w2), mode="bilinear", antialias=True, align_corners=False)
         out[torch.tensor(idx, device=out.device)] = resized[:, :, top : top + size, left : left + size]
     return out
+
+
+def crop_one(image: torch.Tensor, size: int, box: Sequence[int] | None = None, flip: bool = False) -> torch.Tensor:
+    """One uint8 (C, H, W) image → uint8 (C, S, S): the PIL path's center crop, or ``box`` resized; mirrored.
+
+    The CPU path: PyTorch's uint8 antialiased bilinear resize (the fast path torchvision's tensor
+    transforms use), in the reading threads, one image at a time.
+    """
+    import torch.nn.functional as F
+
+    x = image[None]
+    if box is None:
+        h, w = image.shape[-2:]
+        scale = size / min(h, w)
+        h2, w2 = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (h2 - size) // 2, (w2 - size) // 2
+        x = F.interpolate(x, size=(h2, w2), mode="bilinear", antialias=True, align_corners=False)
+        x = x[:, :, top : top + size, left : left + size]
+    else:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        x = F.interpolate(x[:, :, y1:y2, x1:x2], size=(size, size), mode="bilinear", antialias=True)
+    x = x[0]
+    return x.flip(-1) if flip else x
 
 
 def resized_crops(images: Sequence[torch.Tensor], boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -290,6 +320,7 @@ class JpegLoader:
         channels_last: bool = False,
         threads: int = 4,
         prefetch: int = 2,
+        batched: bool | None = None,
     ):
         if not isinstance(dataset, D.ImageFolderDataset):
             raise MobileNetsError(
@@ -312,55 +343,70 @@ class JpegLoader:
         self.seed, self.epoch = seed, epoch
         self.output, self.dtype, self.channels_last = output, dtype, channels_last
         self.threads, self.prefetch = threads, prefetch
+        self.batched = self.device.type == "cuda" if batched is None else batched
 
     def __len__(self) -> int:
         return len(self.batches)
 
     # --- per file, in the reading threads ------------------------------------------------------------
 
-    def _fetch(self, index: int):
-        """Bytes of one file (None when unreadable); on the CPU, already decoded."""
+    def _fetch(self, index: int, u: torch.Tensor | None, flip: bool):
+        """The file's bytes when ``batched``, else its finished uint8 (C, S, S) crop. None: unreadable."""
         path, _ = self.dataset.samples[index]
         try:
             data = read_bytes(path)
         except OSError:
             return None
-        if self.device.type == "cpu":
-            return decode_one(data, self.dataset.in_chans, self.device)
-        return data
+        if self.batched:
+            return data
+        image = decode_one(data, self.dataset.in_chans, self.device)
+        if image is None:
+            return None
+        box = None
+        if u is not None:
+            box = random_resized_boxes(torch.tensor([image.shape[-2:]]), self.scale, self.ratio, u[None])[0].tolist()
+        return crop_one(image, self.resolution, box, flip)
+
+    def _randoms(self, k: int, n: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Batch ``k``'s crop uniforms and flips, fixed by (seed, epoch, k)."""
+        if not self.train:
+            return None, torch.zeros(n, dtype=torch.bool)
+        u, flips = crop_randoms(n, D.step_generator(self.seed, self.epoch, k))
+        return u, flips & self.flip
 
     # --- per batch -----------------------------------------------------------------------------------
 
     def assemble(self, k: int, indices: Sequence[int], fetched: Sequence) -> JpegBatch:
-        """Batch ``k`` from its files' fetched bytes (CUDA) or decoded images (CPU)."""
+        """Batch ``k`` from its files' fetched crops, or their bytes (``batched``: decoded and cropped here)."""
         ds = self.dataset
-        if self.device.type == "cpu":
-            images = list(fetched)
-        else:
-            images = decode_batch(fetched, ds.in_chans, self.device)
-        good = [i for i, im in enumerate(images) if im is not None]
-        bad = [ds.samples[indices[i]][0] for i, im in enumerate(images) if im is None]
+        if self.batched:
+            fetched = decode_batch(fetched, ds.in_chans, self.device)
+        good = [i for i, im in enumerate(fetched) if im is not None]
+        bad = [ds.samples[indices[i]][0] for i in range(len(indices)) if fetched[i] is None]
         labels = torch.tensor([ds.samples[indices[i]][1] for i in good], dtype=torch.long)
         if not good:
             c, s = ds.in_chans, self.resolution
             dtype = torch.uint8 if self.output == "uint8" else self.dtype
             return JpegBatch(torch.empty(0, c, s, s, dtype=dtype, device=self.device), labels, bad)
-        images = [images[i] for i in good]
-        if self.train:
-            g = D.step_generator(self.seed, self.epoch, k)
-            sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.long)
-            boxes = random_resized_boxes(sizes, self.scale, self.ratio, g)
-            x = resized_crops(images, boxes, self.resolution)
-            if self.flip:
-                x = flip_some(x, torch.rand(len(images), generator=g) < 0.5)
+        images = [fetched[i] for i in good]
+        if not self.batched:
+            x = torch.stack(images)  # already cropped, resized and flipped in the threads
         else:
-            x = center_crops(images, self.resolution)
-        if self.output == "uint8":
-            x = x.round_().clamp_(0, 255).to(torch.uint8)
-        else:
-            x = normalize(x, ds.mean, ds.std).to(self.dtype)
+            u, flips = self._randoms(k, len(indices))
+            if u is None:
+                x = center_crops(images, self.resolution)
+            else:
+                sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.long)
+                x = resized_crops(images, random_resized_boxes(sizes, self.scale, self.ratio, u[good]), self.resolution)
+                x = flip_some(x, flips[good])
+            if self.output == "uint8":
+                x = x.round_().clamp_(0, 255).to(torch.uint8)
+        if self.output == "normalized":
+            x = normalize(x.float() if x.dtype == torch.uint8 else x, ds.mean, ds.std).to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.contiguous()
         return JpegBatch(x, labels.to(self.device, non_blocking=True), bad)
 
     def __iter__(self) -> Iterator[JpegBatch]:
@@ -376,7 +422,9 @@ class JpegLoader:
 
         def read_next() -> None:
             for k, idx in upcoming:
-                reads.append((k, idx, [pool.submit(self._fetch, i) for i in idx]))
+                u, flips = (None, [False] * len(idx)) if self.batched else self._randoms(k, len(idx))
+                rows = [u[j] if u is not None else None for j in range(len(idx))]
+                reads.append((k, idx, [pool.submit(self._fetch, i, r, bool(f)) for i, r, f in zip(idx, rows, flips)]))
                 return
 
         def build(k: int, idx: list[int], futures: list):
