@@ -185,3 +185,55 @@ def test_cuda_matches_cpu(folder):
     out = list(loader)
     assert sum(len(b.labels) for b in out) == len(ds) - 2 and sum(len(b.bad) for b in out) == 2
     assert all(b.images.dtype == torch.bfloat16 and b.images.shape[1:] == (3, 128, 128) for b in out)
+
+
+def test_training_with_the_jpeg_pipeline_tracks_the_pil_pipeline(folder, tmp_path, monkeypatch):
+    import shutil
+
+    from mobilenets.train import TrainConfig, train
+
+    # The 12 photos and the 2 unreadable files: batches of 7 meet every file once per epoch.
+    root = tmp_path / "photos"
+    for path in sorted(folder.rglob("*.jpg")):
+        if re.fullmatch(r"\d{6}|truncated|empty", path.stem):
+            (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / path.parent.name / path.name)
+    assembled = []
+    real_assemble = J.JpegLoader.assemble
+    monkeypatch.setattr(J.JpegLoader, "assemble", lambda self, *a: assembled.append(a[0]) or real_assemble(self, *a))
+
+    def run(pipeline: str):
+        cfg = TrainConfig(
+            model="mobilenet_v1",
+            width_mult=0.25,
+            dataset=str(root),
+            resolution=32,
+            batch_size=7,
+            epochs=2,
+            device="cpu",
+            data_pipeline=pipeline,
+            progress=False,
+            tensorboard=False,
+            plots=False,
+            out_dir=str(tmp_path / pipeline),
+        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return train(cfg)
+        finally:
+            torch.set_num_threads(threads)
+
+    pil = run("pil")
+    assert not assembled
+    jpeg = run("jpeg")
+    assert len(assembled) == 2 * 2 + 2 * 1  # two epochs of 2 training batches and one evaluation batch each
+    assert jpeg.skipped_files == pil.skipped_files == 4  # 2 unreadable files, counted in each epoch
+    # The same pixels within a level and the same augmentation: the first step's loss agrees to rounding;
+    # later steps also inherit weights that moved apart by that much.
+    assert len(jpeg.step_losses) == len(pil.step_losses) == 4
+    assert jpeg.step_losses[0] == pytest.approx(pil.step_losses[0], abs=1e-3)
+    assert jpeg.step_losses == pytest.approx(pil.step_losses, abs=3e-2)
+    assert jpeg.test_loss == pytest.approx(pil.test_loss, abs=3e-2)
+    with pytest.raises(MobileNetsError, match="data_pipeline must be pil or jpeg"):
+        TrainConfig(data_pipeline="nvjpeg").resolved()
