@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,7 @@ def software() -> dict:
     from mobilenets.reproduce import hardware
 
     info = hardware()
+    info["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on a shared machine skews CPU figures
     info.update(
         torchvision=torchvision.__version__,
         timm=timm.__version__,

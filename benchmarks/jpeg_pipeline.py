@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ def software() -> dict:
     from mobilenets.reproduce import hardware
 
     info = hardware()
+    info["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on a shared machine skews CPU figures
     info.update(torchvision=torchvision.__version__, pillow=PIL.__version__, cuda=torch.version.cuda)
     return info
 
@@ -140,7 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = tempfile.TemporaryDirectory(prefix="jpeg-bench-")
         root = prepare_folder(Path(tmp.name), args.images)
     info = software()
-    print(f"# {info['cpu']} ({info['cpu_count']} cores) | GPU: {info['gpu'] or 'none'} | device {device}")
+    print(
+        f"# {info['cpu']} ({info['cpu_count']} cores, load average {info['load_avg_1m']}) | "
+        f"GPU: {info['gpu'] or 'none'} | device {device}"
+    )
     print(
         f"# torch {info['torch']} | torchvision {info['torchvision']} | Pillow {info['pillow']} | "
         f"CUDA {info['cuda'] or '-'} | torch threads {torch.get_num_threads()}"
@@ -180,7 +185,8 @@ def write_report(out: Path, result: dict) -> None:
         f"`{result['command']}`",
         "",
         f"{m['cpu']} ({m['cpu_count']} cores); GPU: {m['gpu'] or 'none'}; torch {m['torch']}, torchvision "
-        f"{m['torchvision']}, Pillow {m['pillow']}, CUDA {m['cuda'] or '-'}.",
+        f"{m['torchvision']}, Pillow {m['pillow']}, CUDA {m['cuda'] or '-'}; load average {m['load_avg_1m']} "
+        "when it started.",
         "",
         "| pipeline | device | workers | img/s |",
         "|---|---|---|---|",
