@@ -27,6 +27,7 @@ decoder refuses (PNG in a JPEG folder, CMYK JPEGs on nvJPEG) are decoded by PIL 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import warnings
 from collections import deque
@@ -521,21 +522,25 @@ def write_photo_folder(
     photos = source_photos()
     rng = np.random.default_rng(seed)
     w_out, h_out = size
-    paths = []
+    jobs = []  # every random draw made here, in order, so the threads' scheduling changes nothing
     for i in range(num_images):
         k = i % len(photos)
-        photo = photos[k]
-        h, w = photo.shape[:2]
-        f = rng.uniform(0.6, 1.0)
-        cw = min(w, h * w_out / h_out) * f
+        h, w = photos[k].shape[:2]
+        cw = min(w, h * w_out / h_out) * rng.uniform(0.6, 1.0)
         ch = cw * h_out / w_out
         x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
-        im = Image.fromarray(photo).resize((w_out, h_out), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
-        if rng.random() < 0.5:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        folder = root / f"class_{k % num_classes}"
+        path = root / f"class_{k % num_classes}" / f"{i:06d}.jpg"
+        jobs.append((k, (x0, y0, x0 + cw, y0 + ch), rng.random() < 0.5, path))
+    for folder in sorted({job[3].parent for job in jobs}):
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{i:06d}.jpg"
+
+    def write(job) -> str:
+        k, box, mirror, path = job
+        im = Image.fromarray(photos[k]).resize((w_out, h_out), Image.BILINEAR, box=box)
+        if mirror:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
         im.save(path, "JPEG", quality=quality)
-        paths.append(str(path))
-    return paths
+        return str(path)
+
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while it works
+        return list(pool.map(write, jobs))
