@@ -114,7 +114,14 @@ def jpeg_loader(root: Path, args, device: torch.device):
         order = J.epoch_batches(len(ds), args.batch_size, seed=0, epoch=epoch[0], shuffle=True, drop_last=True)
         epoch[0] += 1
         yield from J.JpegLoader(
-            ds, order, resolution=args.resolution, device=device, train=True, threads=args.workers, prefetch=2
+            ds,
+            order,
+            resolution=args.resolution,
+            device=device,
+            train=True,
+            threads=args.workers,
+            prefetch=2,
+            builders=args.builders,
         )
 
     return batches, len(ds)
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images", type=int, default=1024, help="JPEGs in the folder")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--resolution", type=int, default=224)
+    p.add_argument(
+        "--builders", type=int, default=1, help="jpeg pipeline: batches decoded at once (threads, CUDA streams)"
+    )
     p.add_argument("--epochs", type=int, default=2, help="passes over the folder per pipeline (best counts)")
     p.add_argument("--data", help="folder of JPEGs to use or fill (default: a temporary one)")
     p.add_argument("--threads", type=int, help="torch CPU threads in the main process (default: torch's)")
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python benchmarks/jpeg_pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = dict(
         command=command,
-        settings=dict(images=args.images, batch_size=args.batch_size, resolution=args.resolution, workers=args.workers),
+        settings={k: getattr(args, k) for k in ("images", "batch_size", "resolution", "workers", "builders")},
         machine=info,
         rows=rows,
         ratio=round(ratio, 3),
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
 def write_report(out: Path, result: dict) -> None:
     from mobilenets.train import atomic_write_text
 
-    m = result["machine"]
+    m, st = result["machine"], result["settings"]
     lines = [
         "# JPEG input pipelines: PIL DataLoader vs mobilenets.jpeg_pipeline",
         "",
@@ -187,6 +197,8 @@ def write_report(out: Path, result: dict) -> None:
         f"{m['cpu']} ({m['cpu_count']} cores); GPU: {m['gpu'] or 'none'}; torch {m['torch']}, torchvision "
         f"{m['torchvision']}, Pillow {m['pillow']}, CUDA {m['cuda'] or '-'}; load average {m['load_avg_1m']} "
         "when it started.",
+        f"{st['images']} JPEGs of 500×375, batch {st['batch_size']}, RandomResizedCrop {st['resolution']} + flip + "
+        f"normalize; jpeg pipeline builders: {st['builders']}.",
         "",
         "| pipeline | device | workers | img/s |",
         "|---|---|---|---|",

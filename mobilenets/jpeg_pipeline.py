@@ -322,6 +322,7 @@ class JpegLoader:
         threads: int = 4,
         prefetch: int = 2,
         batched: bool | None = None,
+        builders: int = 1,
     ):
         if not isinstance(dataset, D.ImageFolderDataset):
             raise MobileNetsError(
@@ -330,8 +331,8 @@ class JpegLoader:
             )
         if output not in ("normalized", "uint8"):
             raise MobileNetsError(f"output must be 'normalized' or 'uint8', got {output!r}")
-        if threads < 1 or prefetch < 0 or resolution < 1:
-            raise MobileNetsError("JpegLoader: threads and resolution must be >= 1 and prefetch >= 0")
+        if threads < 1 or builders < 1 or prefetch < 0 or resolution < 1:
+            raise MobileNetsError("JpegLoader: threads, builders and resolution must be >= 1 and prefetch >= 0")
         if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
             raise MobileNetsError(f"bad crop ranges scale={scale} ratio={ratio}: need 0 < lo <= hi (scale hi <= 1)")
         self.dataset = dataset
@@ -345,6 +346,7 @@ class JpegLoader:
         self.output, self.dtype, self.channels_last = output, dtype, channels_last
         self.threads, self.prefetch = threads, prefetch
         self.batched = self.device.type == "cuda" if batched is None else batched
+        self.builders = builders
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -411,11 +413,11 @@ class JpegLoader:
         return JpegBatch(x, labels.to(self.device, non_blocking=True), bad)
 
     def __iter__(self) -> Iterator[JpegBatch]:
-        """Read ahead in threads; assemble the next batch in a background thread (a side CUDA stream on GPUs)."""
+        """Read ahead in threads; assemble the next batches in background threads (side CUDA streams on GPUs)."""
         on_gpu = self.device.type == "cuda"
-        side = torch.cuda.Stream(self.device) if on_gpu else None
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="jpeg-read")
-        builder = ThreadPoolExecutor(1, thread_name_prefix="jpeg-assemble")
+        builders = ThreadPoolExecutor(self.builders, thread_name_prefix="jpeg-assemble")
+        streams = threading.local()  # one side stream per assembling thread
         reads: deque = deque()
         built: deque = deque()
         upcoming = iter(enumerate(self.batches))
@@ -432,29 +434,33 @@ class JpegLoader:
             fetched = [f.result() for f in futures]
             if stop.is_set():
                 return None
-            if side is None:
+            if not on_gpu:
                 return self.assemble(k, idx, fetched), None
-            with torch.cuda.stream(side):
-                batch = self.assemble(k, idx, fetched)
-                done = torch.cuda.Event()
-                done.record(side)
+            with torch.cuda.device(self.device):
+                if not hasattr(streams, "side"):
+                    streams.side = torch.cuda.Stream(self.device)
+                with torch.cuda.stream(streams.side):
+                    batch = self.assemble(k, idx, fetched)
+                    done = torch.cuda.Event()
+                    done.record(streams.side)
             return batch, done
 
         def build_next() -> None:
             if reads:
-                built.append(builder.submit(build, *reads.popleft()))
+                built.append(builders.submit(build, *reads.popleft()))
                 read_next()
 
         try:
-            for _ in range(self.prefetch + 1):
+            for _ in range(self.prefetch + self.builders):
                 read_next()
-            build_next()
+            for _ in range(self.builders):
+                build_next()
             while built:
                 result = built.popleft().result()
                 build_next()
                 batch, done = result
                 if done is not None:
-                    # The batch was made on the side stream: the caller's stream waits for it, and the
+                    # The batch was made on a side stream: the caller's stream waits for it, and the
                     # allocator must not hand its memory back to the side stream while the caller uses it.
                     current = torch.cuda.current_stream(self.device)
                     current.wait_event(done)
@@ -463,7 +469,7 @@ class JpegLoader:
                 yield batch
         finally:
             stop.set()
-            builder.shutdown(wait=True, cancel_futures=True)
+            builders.shutdown(wait=True, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -99,7 +99,7 @@ def test_batched_path_matches_the_threaded_path(folder):
     for train in (False, True):
         kw = dict(resolution=96, train=train, output="uint8", threads=2)
         threaded = list(J.JpegLoader(ds, batches, batched=False, **kw))
-        batched = list(J.JpegLoader(ds, batches, batched=True, **kw))
+        batched = list(J.JpegLoader(ds, batches, batched=True, builders=3, **kw))  # 3 batches at once, in order
         for a, b in zip(threaded, batched, strict=True):
             assert a.bad == b.bad and torch.equal(a.labels, b.labels) and a.images.shape == b.images.shape
             diff = (a.images.float() - b.images.float()).abs()
