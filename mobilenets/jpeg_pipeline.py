@@ -49,7 +49,8 @@ warnings.filterwarnings(
 )
 
 PIPELINES = ("pil", "jpeg")
-_JPEG_SOI = b"\xff\xd8"
+_JPEG_SOI = b"\xff\xd8"  # start-of-image marker
+_JPEG_EOI = b"\xff\xd9"  # end-of-image marker
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -102,26 +103,35 @@ def decode_one(data: torch.Tensor, in_chans: int, device: torch.device) -> torch
         return None
 
 
-def decode_batch(datas: Sequence[torch.Tensor | None], in_chans: int, device: torch.device) -> list:
-    """Decode a batch of files' bytes in one ``decode_jpeg`` call; the files it refuses one by one.
+def ends_like_jpeg(data: torch.Tensor) -> bool:
+    """The end-of-image marker is among the last bytes (a truncated file's are image data)."""
+    return _JPEG_EOI in bytes(data[-32:].tolist())
 
+
+def decode_batch(datas: Sequence[torch.Tensor | None], in_chans: int, device: torch.device) -> list:
+    """Decode a batch of files' bytes in one ``decode_jpeg`` call on ``device``; the doubtful ones one by one.
+
+    Files that do not start and end like a JPEG (PNGs, truncated files, JPEGs with trailing data) and, when
+    the batch call fails, every file are decoded on the CPU (libjpeg-turbo, then PIL), whose errors mark a
+    file unreadable exactly as in the PIL path; nvJPEG may decode a truncated file without complaint.
     ``None`` in ``datas`` (a file that could not be read) and files no decoder reads give ``None``.
     """
     from torchvision.io import decode_jpeg
 
     out: list = [None] * len(datas)
-    jpeg = [i for i, d in enumerate(datas) if d is not None and looks_like_jpeg(d)]
-    other = [i for i, d in enumerate(datas) if d is not None and not looks_like_jpeg(d)]
-    if jpeg:
+    fast = [i for i, d in enumerate(datas) if d is not None and looks_like_jpeg(d) and ends_like_jpeg(d)]
+    careful = sorted({i for i, d in enumerate(datas) if d is not None} - set(fast))
+    if fast:
         try:
-            decoded = decode_jpeg([datas[i] for i in jpeg], mode=_read_mode(in_chans), device=device)
-            for i, x in zip(jpeg, decoded):
+            decoded = decode_jpeg([datas[i] for i in fast], mode=_read_mode(in_chans), device=device)
+            for i, x in zip(fast, decoded):
                 out[i] = x
         except RuntimeError:
-            # One bad file fails the whole call (decode_jpeg returns no partial results): find it.
-            other += jpeg
-    for i in other:
-        out[i] = decode_one(datas[i], in_chans, device)
+            careful = sorted(careful + fast)  # one bad file fails the whole call (no partial results)
+    cpu = torch.device("cpu")
+    for i in careful:
+        x = decode_one(datas[i], in_chans, cpu)
+        out[i] = x.to(device) if x is not None else None
     return out
 
 

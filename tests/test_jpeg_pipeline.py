@@ -237,3 +237,16 @@ def test_training_with_the_jpeg_pipeline_tracks_the_pil_pipeline(folder, tmp_pat
     assert jpeg.test_loss == pytest.approx(pil.test_loss, abs=3e-2)
     with pytest.raises(MobileNetsError, match="data_pipeline must be pil or jpeg"):
         TrainConfig(data_pipeline="nvjpeg").resolved()
+
+
+def test_decode_batch_sends_doubtful_files_to_the_careful_decoders(folder):
+    photo = J.read_bytes(str(folder / "class_0" / "000000.jpg"))
+    trailer = torch.cat([photo, torch.frombuffer(bytearray(b"camera maker data" * 8), dtype=torch.uint8)])
+    truncated = J.read_bytes(str(folder / "class_0" / "truncated.jpg"))
+    png = J.read_bytes(str(folder / "class_2" / "lossless.png"))
+    assert J.ends_like_jpeg(photo) and not J.ends_like_jpeg(trailer) and not J.ends_like_jpeg(truncated)
+    empty = torch.empty(0, dtype=torch.uint8)
+    out = J.decode_batch([photo, trailer, truncated, None, png, empty], 3, torch.device("cpu"))
+    assert [x is None for x in out] == [False, False, True, True, False, True]
+    assert torch.equal(out[0], out[1])  # bytes after the end-of-image marker change nothing
+    assert out[4].shape == (3, 375, 500)
