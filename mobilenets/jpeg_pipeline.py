@@ -555,7 +555,9 @@ def write_photo_folder(
         im = Image.fromarray(photos[k]).resize((w_out, h_out), Image.BILINEAR, box=box)
         if mirror:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        im.save(path, "JPEG", quality=quality)
+        tmp = path.with_suffix(".jpg.tmp")  # never a half-written JPEG under its real name
+        im.save(tmp, "JPEG", quality=quality)
+        os.replace(tmp, path)
         return str(path)
 
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while it works
