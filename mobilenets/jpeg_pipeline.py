@@ -48,7 +48,6 @@ warnings.filterwarnings(
     "ignore", message=".*decoding and encoding capabilities of TorchVision", category=DeprecationWarning
 )
 
-PIPELINES = ("pil", "jpeg")
 _JPEG_SOI = b"\xff\xd8"  # start-of-image marker
 _JPEG_EOI = b"\xff\xd9"  # end-of-image marker
 
@@ -96,7 +95,7 @@ def decode_one(data: torch.Tensor, in_chans: int, device: torch.device) -> torch
         try:
             return decode_jpeg(data, mode=_read_mode(in_chans), device=device)
         except RuntimeError:
-            pass  # e.g. truncated, or a JPEG flavour the decoder lacks (CMYK/progressive on nvJPEG): try PIL
+            pass  # e.g. truncated (an error, as in PIL), or a flavour this decoder lacks: PIL has the last word
     try:
         return decode_pil(data, in_chans).to(device)
     except Exception:  # noqa: BLE001 - any decoding failure means "unreadable file", as in the PIL path
