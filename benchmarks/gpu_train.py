@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--amp", choices=("bf16", "off"), default="bf16")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated subset of: {', '.join(IMPLS)}")
+    p.add_argument("--configs", help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
     p.add_argument("--smoke", action="store_true", help="tiny CPU run (fp32, batch 4, 1 step): checks the script")
     p.add_argument("--out", help="folder for results.json and results.md")
     args = p.parse_args(argv)
@@ -247,6 +248,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.compile == "both":
             args.compile = "off"  # inductor's C++ compilation takes minutes on a small CPU
         configs = SMOKE_CONFIGS
+    if args.configs:
+        wanted = [c.strip() for c in args.configs.split(",")]
+        unknown = sorted(set(wanted) - {c[0] for c in configs})
+        if unknown:
+            sys.exit(f"error: unknown --configs {', '.join(unknown)}; choose from {', '.join(c[0] for c in configs)}")
+        configs = [c for c in configs if c[0] in wanted]
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("error: no CUDA device; run on a GPU machine, or pass --smoke (tiny CPU run) or --device cpu")

@@ -52,6 +52,8 @@ def test_gpu_train_refuses_a_missing_gpu_and_unknown_impls():
             script.main(["--device", "cuda"])
     with pytest.raises(SystemExit, match="unknown --impls"):
         script.main(["--smoke", "--impls", "timm,theirs"])
+    with pytest.raises(SystemExit, match="unknown --configs 2.0-224"):
+        script.main(["--configs", "1.0-224,2.0-224"])
 
 
 def test_jpeg_pipeline_benchmark_compares_both_loaders(tmp_path):
