@@ -31,7 +31,11 @@ class TrainConfig:
         dataset: "fashion-mnist", "digits", or a path (ImageFolder root, CIFAR python-pickle folder).
         data_dir: folder with Fashion-MNIST's IDX files (default /usr/share/datasets/fashion-mnist).
         max_train_samples / max_test_samples: class-balanced subsets (None: all).
-        num_workers: DataLoader worker processes for ImageFolder data (in-memory sets need none).
+        num_workers: DataLoader worker processes for ImageFolder data (in-memory sets need none); with the
+            jpeg pipeline, its file-reading threads (0: 4).
+        data_pipeline: how ImageFolder files become batches: "pil" (DataLoader workers decoding with PIL)
+            or "jpeg" (:mod:`mobilenets.jpeg_pipeline`: batched nvJPEG decoding on the GPU, threads on the CPU;
+            the same pixels within one level).
     Schedule and optimizer (None: from ``preset``, one of "paper", "sgd", "adamw" — see PRESETS):
         epochs, max_steps (stop early after this many optimizer steps), batch_size (global, all ranks),
         accum_steps (micro-batches per step: batch_size / (processes × accum_steps) images per forward),
@@ -72,6 +76,7 @@ class TrainConfig:
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     num_workers: int = 0
+    data_pipeline: str = "pil"
     # schedule and optimizer
     preset: str = "sgd"
     epochs: int = 10
@@ -149,6 +154,7 @@ class TrainConfig:
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.data_pipeline in ("pil", "jpeg"), "data_pipeline must be pil or jpeg"),
         ]
         for ok, message in checks + self._transfer_checks():
             if not ok:
@@ -294,7 +300,9 @@ FIELD_HELP = {
     "data_dir": "folder with Fashion-MNIST's four IDX .gz files (default: /usr/share/datasets/fashion-mnist)",
     "max_train_samples": "train on a class-balanced subset of this size",
     "max_test_samples": "evaluate on a class-balanced subset of this size",
-    "num_workers": "DataLoader worker processes decoding ImageFolder images",
+    "num_workers": "DataLoader worker processes decoding ImageFolder images (jpeg pipeline: reading threads, 0: 4)",
+    "data_pipeline": "ImageFolder decoding: pil (DataLoader workers) or jpeg (batched nvJPEG on the GPU, "
+    "threads on the CPU; see mobilenets/jpeg_pipeline.py)",
     "preset": "recipe: paper, sgd, adamw or finetune; other flags override its values",
     "epochs": "passes over the training set",
     "max_steps": "stop after this many optimizer steps (the schedule still spans --epochs)",

@@ -43,10 +43,12 @@ def evaluate(
     channels_last: bool = False,
     num_workers: int = 0,
     dist_info: Dist | None = None,
+    data_pipeline: str = "pil",
 ) -> EvalResult:
     """Top-1/top-5, loss, per-class accuracy and confusion matrix of ``model`` on ``dataset``.
 
     Under torchrun each rank evaluates every world_size-th image and the counts are summed.
+    ``data_pipeline`` "jpeg" decodes ImageFolder files with :mod:`mobilenets.jpeg_pipeline` on ``device``.
     """
     dist_info = dist_info or Dist()
     device = torch.device(device)
@@ -60,7 +62,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64)
     k = min(5, n_cls)
     mine = torch.arange(dist_info.rank, len(dataset), dist_info.world_size)
-    for x, y in _eval_batches(dataset, mine, batch_size, num_workers):
+    for x, y in _eval_batches(dataset, mine, batch_size, num_workers, data_pipeline, device):
         x = D.prepare_batch(x.to(device), dataset.mean, dataset.std, resolution, in_chans, channels_last=channels_last)
         y = y.to(device)
         with _autocast(device, amp):
@@ -87,13 +89,30 @@ def evaluate(
     )
 
 
-def _eval_batches(dataset: D.Dataset, indices: torch.Tensor, batch_size: int, num_workers: int):
+def _eval_batches(
+    dataset: D.Dataset,
+    indices: torch.Tensor,
+    batch_size: int,
+    num_workers: int,
+    data_pipeline: str = "pil",
+    device: torch.device | str = "cpu",
+):
     if isinstance(dataset, D.ArrayDataset):
         for i in range(0, len(indices), batch_size):
             idx = indices[i : i + batch_size].to(dataset.images.device)
             yield dataset.images[idx], dataset.labels[idx]
         return
     batches = [indices[i : i + batch_size].tolist() for i in range(0, len(indices), batch_size)]
+    if data_pipeline == "jpeg":
+        from mobilenets.jpeg_pipeline import JpegLoader
+
+        loader = JpegLoader(
+            dataset, batches, resolution=dataset.image_size, device=device, output="uint8", threads=num_workers or 4
+        )
+        for x, y, _bad in loader:
+            if len(y):
+                yield x, y
+        return
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=D.collate_skip_bad
     )

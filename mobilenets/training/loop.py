@@ -389,6 +389,7 @@ def _evaluate(run: _Run) -> EvalResult:
         channels_last=run.channels_last,
         num_workers=run.cfg.num_workers,
         dist_info=run.dist_info,
+        data_pipeline=run.cfg.data_pipeline,
     )
 
 
@@ -454,7 +455,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, on_step) -> bool:
     run.train_model.train()
     _apply_freeze(run, epoch)
     interrupted = False
-    batches = _train_batches(run.train_set, order, first, steps_here, cfg, run.dist_info)
+    batches = _train_batches(run.train_set, order, first, steps_here, cfg, run.dist_info, run.device)
     for k, (images, labels, bad_paths) in enumerate(batches, start=first):
         t0 = time.perf_counter()
         run.bad.add(bad_paths)
@@ -695,11 +696,21 @@ def _finish(run: _Run, last_eval: EvalResult | None, interrupted: bool, wall_sta
     return result
 
 
-def _train_batches(train_set: D.Dataset, order: torch.Tensor, first: int, last: int, cfg: TrainConfig, dist_info: Dist):
+def _train_batches(
+    train_set: D.Dataset,
+    order: torch.Tensor,
+    first: int,
+    last: int,
+    cfg: TrainConfig,
+    dist_info: Dist,
+    device: torch.device | None = None,
+):
     """Batches ``first``..``last``-1 of an epoch: (uint8 images, labels, unreadable paths) for this rank.
 
     Global batch k is order[k·B:(k+1)·B]; rank r takes its r-th contiguous part, so the union over ranks
     is exactly what one process sees, and rank r's images are one process's r-th accumulation micro-batch.
+    With ``cfg.data_pipeline == "jpeg"`` ImageFolder batches are decoded on ``device`` (the same center
+    squares as the PIL path's; the augmentation happens later, in prepare_batch, either way).
     """
     B = cfg.batch_size
     index_lists = [_rank_part(order[k * B : (k + 1) * B], dist_info) for k in range(first, last)]
@@ -707,6 +718,18 @@ def _train_batches(train_set: D.Dataset, order: torch.Tensor, first: int, last: 
         for idx in index_lists:
             idx = idx.to(train_set.images.device)
             yield train_set.images[idx], train_set.labels[idx], []
+        return
+    if cfg.data_pipeline == "jpeg":
+        from mobilenets.jpeg_pipeline import JpegLoader
+
+        yield from JpegLoader(
+            train_set,
+            [idx.tolist() for idx in index_lists],
+            resolution=train_set.image_size,
+            device=device or "cpu",
+            output="uint8",
+            threads=cfg.num_workers or 4,
+        )
         return
     loader = torch.utils.data.DataLoader(
         train_set,
