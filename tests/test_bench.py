@@ -132,7 +132,9 @@ def test_cli_grid_and_select(tmp_path, capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "mobilenet_v1_0.25_128" in table and "onnxruntime/fp32 ms" in table and "top-1 %" in table
-    rows = json.loads((tmp_path / "grid.json").read_text())
+    data = json.loads((tmp_path / "grid.json").read_text())
+    assert "VNNI" in data["cpu"]["line"] or "NEON" in data["cpu"]["line"]  # the CPU it was measured on
+    rows = data["rows"]
     assert [r["model"] for r in rows] == ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_128"]
     assert set(rows[0]["latency_ms"]) == {"eager/fp32", "onnxruntime/fp32"}
     for png in ("accuracy_vs_mult_adds.png", "accuracy_vs_params.png", "latency_vs_mult_adds.png"):

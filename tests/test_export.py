@@ -115,7 +115,8 @@ def test_export_round_trip(tmp_path, format, name, res):
     assert out.shape == ref.shape == (5, 1000)
     assert np.abs(out - ref).max() <= 1e-3 * np.abs(ref).max()
     assert (out.argmax(1) == ref.argmax(1)).all()
-    expected = ["m.bin", "m.xml"] if format == "openvino" else [path.name]
+    # OpenVINO's weights and an ExecuTorch program's card (what it was built for) travel with the file.
+    expected = {"openvino": ["m.bin", "m.xml"], "executorch": ["m.pte", "m.pte.json"]}.get(format, [path.name])
     assert sorted(p.name for p in tmp_path.iterdir()) == expected  # no temp files left
 
 
@@ -404,9 +405,11 @@ def pretrained():
 @pytest.mark.slow
 @pytest.mark.parametrize("format", ["onnx", "openvino", "executorch"])
 def test_pretrained_int8_keeps_clear_imagenet_decisions(tmp_path, pretrained, format):
-    """int8 files of Google's ImageNet MobileNet keep ≥ 85% of the float model's clear top-1 decisions on
-    real photo crops (measured: ONNX Runtime and ExecuTorch ~92%, OpenVINO ~97%; ExecuTorch was 78% before
-    ReLU6 became relu → clamp for XNNPACK's quantizer)."""
+    """int8 files of Google's ImageNet MobileNet keep ≥ 90% of the float model's clear top-1 decisions on
+    real photo crops, on every CPU: the files cannot saturate (tests/test_deploy.py reads their ranges), so
+    what they compute does not depend on VNNI. Measured on 37 clear crops (Xeon with AVX-512 VNNI; the
+    same files on an AVX2-only EPYC before 7-bit weights: ONNX Runtime 56.8%, OpenVINO 75.7%): ONNX Runtime
+    97.3%, OpenVINO 100%, ExecuTorch 94.6%."""
     model, calib, verify = pretrained
     result = ex.export(
         model,
@@ -415,7 +418,7 @@ def test_pretrained_int8_keeps_clear_imagenet_decisions(tmp_path, pretrained, fo
         "int8",
         calib_images=calib,
         verify_images=verify,
-        min_agreement=0.85,
+        min_agreement=0.9,
     )
     v = result.verification
     print(v.summary())
