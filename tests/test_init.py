@@ -25,12 +25,15 @@ def cfg(**kw) -> T.TrainConfig:
 
 @pytest.fixture(scope="module", autouse=True)
 def cache(tmp_path_factory):
-    """Convert the installed graph into a test-owned cache, never the user's."""
+    """Convert the installed graph into a test-owned cache, never the user's; one thread (a shared machine)."""
     if W.find_pretrained_graph() is None:
         pytest.fail(f"the pretrained graph is not installed: {W.GET_PRETRAINED}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOBILENETS_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
