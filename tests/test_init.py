@@ -230,3 +230,27 @@ def test_bad_init_sources_say_what_is_wrong(tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(MobileNetsError, match="empty"):
         read_init(tmp_path / "empty.pt")
+
+
+def test_predict_checkpoint_of_a_gray_run_feeds_luma_like_training(digits_run, tmp_path):
+    from PIL import Image
+
+    from mobilenets.data import load_dataset, prepare_batch
+    from mobilenets.predict import checkpoint_model, predict_images
+
+    model, card = checkpoint_model(digits_run)
+    _, meta = T.load_model(digits_run)
+    assert card.class_names == meta["classes"] and card.preprocessing.mean == tuple(meta["mean"])
+    # Real digits at the run's 16 px, saved as RGB files: predict converts them back to gray (luma).
+    test = load_dataset("digits", "test")
+    images = test.images[:6].repeat_interleave(2, -1).repeat_interleave(2, -2)  # 8 → 16 px, exact
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(tmp_path / f"d{i}.png")
+        Image.fromarray(img[0].numpy()).convert("RGB").save(paths[-1])
+    got = predict_images(model, card, paths, topk=1)
+    with torch.no_grad():
+        probs = torch.softmax(model(prepare_batch(images, meta["mean"], meta["std"], 16, 1)), 1)
+    for r, p in zip(got, probs):
+        assert r.top[0][0] == int(p.argmax()) and r.top[0][2] == pytest.approx(float(p.max()), abs=1e-5)
+        assert r.top[0][1] == meta["classes"][int(p.argmax())]

@@ -163,10 +163,12 @@ def init_model_kwargs(model_name: str, run_kwargs: dict, src: InitSource, width_
     if asked is None and model_name != family:  # e.g. mobilenet_v1_0.5_160 names its α
         asked = model_defaults(model_name).get("width_mult")
     if asked is not None and src.width_mult is not None and abs(asked - src.width_mult) > 1e-9:
+        have, asked = float(src.width_mult), float(asked)
+        flags = model_name if width_mult is None else f"{model_name} --width-mult {width_mult}"
+        fix = "drop --width-mult" if width_mult is not None else f"train --model {src.arch}"
         raise MobileNetsError(
-            f"--init {src.source.get('init')} holds α={float(src.width_mult)} weights but the run asks for "
-            f"α={float(asked)} ({model_name}{'' if width_mult is None else f' --width-mult {width_mult}'}); "
-            f"train α={float(src.width_mult)} (--model {src.arch}) or start from weights of α={float(asked)}"
+            f"--init {src.source.get('init')} holds α={have} weights but the run asks for α={asked} ({flags}); "
+            f"{fix} to fine-tune α={have}, or start from weights of α={asked}"
         )
     kwargs = {k: v for k, v in src.model_kwargs.items() if k not in ("num_classes", "in_chans")}
     kwargs.update({k: v for k, v in run_kwargs.items() if k in RUN_KWARGS and v is not None})
