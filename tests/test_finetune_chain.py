@@ -29,7 +29,8 @@ def chain(tmp_path_factory):
         photos = sample_photo_folder(tmp / "photos", train_per_class=8, test_per_class=4, size=80)
         run = tmp / "runs" / "photos"
         # The README's command, at 64 px and fewer steps so that the test takes seconds.
-        argv = ["train", "--dataset", str(photos), "--init", "pretrained", "--resolution", "64", "--epochs", "3"]
+        argv = ["train", "--dataset", str(photos), "--init", "pretrained", "--preset", "finetune"]
+        argv += ["--resolution", "64", "--epochs", "3"]
         argv += ["--batch-size", "8", "--out-dir", str(run), "--no-progress", "--no-tensorboard", "--no-plots"]
         assert main(argv) == 0
         yield photos, run
