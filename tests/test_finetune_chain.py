@@ -33,12 +33,12 @@ def chain(tmp_path_factory):
         argv += ["--resolution", "64", "--epochs", "3"]
         argv += ["--batch-size", "8", "--out-dir", str(run), "--no-progress", "--no-tensorboard", "--no-plots"]
         assert main(argv) == 0
-        yield photos, run
+        yield photos, run, argv
     torch.set_num_threads(threads)
 
 
 def test_the_run_keeps_the_weights_conventions_and_says_where_they_came_from(chain):
-    _, run = chain
+    _, run, _ = chain
     model, meta = T.load_model(run / "model.pt")
     kw = meta["model_kwargs"]
     assert (kw["act"], kw["padding"], kw["bn_eps"], kw["num_classes"]) == ("relu6", "tf_same", 1e-3, 3)
@@ -49,7 +49,7 @@ def test_the_run_keeps_the_weights_conventions_and_says_where_they_came_from(cha
 
 
 def test_eval_and_predict_agree_and_name_the_classes(chain, capsys):
-    photos, run = chain
+    photos, run, _ = chain
     capsys.readouterr()
     assert main(["eval", str(run / "model.pt"), "--json"]) == 0
     top1 = json.loads(capsys.readouterr().out)["top1"]
@@ -67,9 +67,19 @@ def test_eval_and_predict_agree_and_name_the_classes(chain, capsys):
 
 
 def test_int8_export_of_the_checkpoint(chain, capsys):
-    _, run = chain
+    _, run, _ = chain
     out = run / "photos_int8.onnx"
     argv = ["export", "--checkpoint", str(run / "model.pt"), "--format", "onnx", "--precision", "int8"]
     assert main([*argv, "--calib", "64", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert out.stat().st_size > 100_000 and "wrote" in printed and Path(out).suffix == ".onnx"
+
+
+def test_a_run_started_from_weights_resumes_bit_for_bit(chain, tmp_path):
+    _, run, argv = chain
+    out = ["--out-dir", str(tmp_path / "resumed")]
+    assert main([*argv, *out, "--max-steps", "4"]) == 0  # stops inside epoch 2 of 3
+    assert main([*argv, *out, "--resume"]) == 0
+    a, b = T.load_checkpoint(run / "model.pt")["model"], T.load_checkpoint(tmp_path / "resumed" / "model.pt")["model"]
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []

@@ -93,6 +93,17 @@ def test_one_channel_data_sums_the_rgb_filters(reference, photo):
     assert theirs.abs().max() > 0.1
 
 
+def test_the_first_use_of_the_weights_does_not_shift_the_seed(tmp_path, monkeypatch):
+    # The first "pretrained" converts Google's graph (building a model); the run's seeded head must not change.
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    heads = []
+    for _ in ("cold cache", "warm cache"):
+        torch.manual_seed(0)
+        model, _ = start_model(cfg(init="pretrained", resolution=64, stem_stride=2), 3, 3)
+        heads.append(model.classifier.weight)
+    assert torch.equal(heads[0], heads[1])
+
+
 @pytest.mark.parametrize("resolution", [64, 72])
 def test_any_resolution(resolution):
     model, meta = start_model(cfg(init="pretrained", resolution=resolution, stem_stride=2), 5, 3)

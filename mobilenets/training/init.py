@@ -297,7 +297,10 @@ def start_model(
     run_kwargs = model_kwargs(cfg, num_classes, in_chans)
     if not cfg.init:
         return create_model(cfg.model, **run_kwargs), {}
-    src = read_init(cfg.init)
+    # Reading may build models (a first use converts Google's graph): keep it off the run's seeded RNG, so the
+    # new classifier's initialization does not depend on whether the weights cache existed.
+    with torch.random.fork_rng(devices=[]):
+        src = read_init(cfg.init)
     kwargs = init_model_kwargs(cfg.model, run_kwargs, src, cfg.width_mult)
     model = create_model(cfg.model, **kwargs)
     keep_head = bool(classes) and src.class_names == list(classes) and _head_fits(model, src)
