@@ -189,6 +189,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  mobilenets predict                      # the bundled demo photos\n"
         "  mobilenets predict cat.jpg photos/ --topk 3\n"
         "  mobilenets predict cat.png --weights mnv1.safetensors --json\n"
+        "  mobilenets predict photos/ --checkpoint runs/pets/model.pt   # a `mobilenets train` run: its classes\n"
         "without --weights: Google's MobileNetV1 1.0/224, converted once from the graph that\n"
         "`pip install --no-deps nudity==0.2.3` installs and cached in $MOBILENETS_CACHE\n"
         "(default $XDG_CACHE_HOME/mobilenets or ~/.cache/mobilenets)",
@@ -197,16 +198,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="*", help="image files or folders (default: the bundled demo photos)")
     p.add_argument("--model", help="expected model name, checked against the weights (e.g. mobilenet_v1_1.0_224)")
     p.add_argument("--weights", help="weights file (.safetensors, .pth or .pb); default: pretrained ImageNet")
+    p.add_argument("--checkpoint", help="model.pt/checkpoint.pt of `mobilenets train`: its classes and preprocessing")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mobilenets.predict import bundled_images, format_predictions, predict_images
+    from mobilenets.predict import bundled_images, checkpoint_model, format_predictions, predict_images
     from mobilenets.weights import load_weights, pretrained_model
 
-    if args.weights:
+    if args.weights and args.checkpoint:
+        raise MobileNetsError("give one source of weights: --weights FILE or --checkpoint FILE")
+    if args.checkpoint:
+        if args.model:
+            raise MobileNetsError("--model is for --weights; a --checkpoint rebuilds its own model")
+        model, card = checkpoint_model(args.checkpoint)
+    elif args.weights:
         model, card = load_weights(args.weights, model_name=args.model)
     else:
         model, card = pretrained_model(args.model)

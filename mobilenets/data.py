@@ -543,3 +543,47 @@ def prepare_batch(
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x.contiguous() if not channels_last else x
+
+
+# ----------------------------------------------------------------------------------------------------
+# A tiny ImageFolder of real photos (the README's fine-tuning walk-through and its test)
+
+SAMPLE_PHOTO_CLASSES = ("cat", "coffee", "flower")
+
+
+def sample_photo_folder(
+    root: str | os.PathLike, train_per_class: int = 12, test_per_class: int = 6, size: int = 96, seed: int = 0
+) -> Path:
+    """Write ``root/{train,test}/{cat,coffee,flower}/*.jpg``: random square crops of real photos.
+
+    The photos are scikit-image's ``chelsea`` (a cat) and ``coffee`` (a cup) and scikit-learn's ``flower.jpg``.
+    Crops cover 50–90% of the shorter side, half of them mirrored, resized to ``size`` px. Train and test crops
+    are drawn with different seeds but from the same three photos: a walk-through, not a benchmark.
+    """
+    from PIL import Image
+
+    try:
+        import skimage.data
+        from sklearn.datasets import load_sample_images
+    except ImportError as e:
+        raise MobileNetsError(
+            f"sample photos need scikit-image and scikit-learn ({e}); pip install scikit-image"
+        ) from None
+    samples = load_sample_images()
+    flower = next(img for f, img in zip(samples.filenames, samples.images) if "flower" in f)
+    photos = dict(zip(SAMPLE_PHOTO_CLASSES, (skimage.data.chelsea(), skimage.data.coffee(), flower)))
+    root = Path(root)
+    for split, count, split_seed in (("train", train_per_class, seed), ("test", test_per_class, seed + 1)):
+        rng = np.random.default_rng(split_seed)
+        for name, photo in photos.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            h, w = photo.shape[:2]
+            for i in range(count):
+                side = int(min(h, w) * rng.uniform(0.5, 0.9))
+                top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+                crop = Image.fromarray(photo[top : top + side, left : left + side, :3])
+                if rng.random() < 0.5:
+                    crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                crop.resize((size, size), Image.BILINEAR).save(folder / f"{name}_{i:03d}.jpg", quality=90)
+    return root

@@ -153,6 +153,42 @@ def preprocess(image: np.ndarray, pre: Preprocessing) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))
 
 
+def checkpoint_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelCard]:
+    """A ``model.pt``/``checkpoint.pt`` of ``mobilenets train`` as ``(model in eval mode, card)``.
+
+    The card names the dataset's classes and repeats the run's input pipeline: the shorter side resized to the
+    resolution (bilinear), the central square, the run's mean/std (the source weights' when it started from
+    them). ``card.source`` says where the weights came from.
+    """
+    from mobilenets.train import load_model
+    from mobilenets.training.init import family_of
+
+    path = Path(path)
+    if not path.is_file():
+        raise MobileNetsError(f"checkpoint {path} not found; give the model.pt that `mobilenets train` wrote")
+    model, meta = load_model(path)
+    classes = list(meta["classes"])
+    init = meta.get("init") or {}
+    source = {"format": "mobilenets_run", "file": path.name, "dataset": meta.get("dataset")}
+    if init.get("source"):
+        source["started_from"] = init["source"]
+    card = ModelCard(
+        arch=family_of(meta["model"]),
+        model_kwargs={**meta["model_kwargs"], "num_classes": len(classes)},
+        preprocessing=Preprocessing(
+            resolution=meta["resolution"],
+            crop="resize_shorter",
+            crop_pct=1.0,
+            interpolation="bilinear",
+            mean=tuple(meta["mean"]),
+            std=tuple(meta["std"]),
+        ),
+        class_names=classes,
+        source=source,
+    )
+    return model, card
+
+
 def _pil_filter(name: str):
     from PIL import Image
 
@@ -187,6 +223,9 @@ def predict_images(
         except MobileNetsError as e:
             results[i].error = str(e)
     model.eval()
+    if getattr(model, "in_chans", 3) == 1:  # a grayscale model: ITU-R 601 luma, as PIL's convert("L")
+        luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        inputs = [(i, (x * luma).sum(0, keepdim=True)) for i, x in inputs]
     k = min(topk, card.num_classes)
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]

@@ -27,6 +27,10 @@ class TrainConfig:
         stem_stride: 2 as in the paper; 1 is the small-image stem (28–32 px inputs keep a 2×2 final map
             instead of 1×1). None: 1 when resolution ≤ 64, else 2. MobileNets only.
         dropout: before the classifier; None keeps the model's (0).
+        init: start from weights instead of a random initialization: "pretrained" (Google's ImageNet
+            MobileNetV1 1.0), our ``.safetensors``, a ``model.pt``/``checkpoint.pt`` of an earlier run, a timm
+            state dict or a TF-slim ``.pb``. The weights' conventions (α, ReLU6, padding, BN ε, input mean/std)
+            carry through the run and its saved model; see :mod:`mobilenets.training.init`.
     Data:
         dataset: "fashion-mnist", "digits", or a path (ImageFolder root, CIFAR python-pickle folder).
         data_dir: folder with Fashion-MNIST's IDX files (default /usr/share/datasets/fashion-mnist).
@@ -70,6 +74,7 @@ class TrainConfig:
     resolution: int | None = None
     stem_stride: int | None = None
     dropout: float | None = None
+    init: str | None = None
     # data
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
@@ -296,6 +301,8 @@ FIELD_HELP = {
     "stem_stride": "first conv's stride: 2 as in the paper, 1 = small-image stem for 28-32 px inputs "
     "(default: 1 when resolution <= 64)",
     "dropout": "dropout before the classifier (default: the model's, 0)",
+    "init": "start from weights: 'pretrained' (Google's ImageNet MobileNetV1 1.0) or a file: .safetensors, "
+    "a run's model.pt/checkpoint.pt, a timm .pth, a TF-slim .pb (default: random)",
     "dataset": "fashion-mnist, digits, a CIFAR python folder or an ImageFolder root",
     "data_dir": "folder with Fashion-MNIST's four IDX .gz files (default: /usr/share/datasets/fashion-mnist)",
     "max_train_samples": "train on a class-balanced subset of this size",

@@ -267,8 +267,13 @@ def _build_model(run: _Run) -> None:
     """The network (seeded), on the device, and the metadata model.pt stores to rebuild it."""
     cfg, train_set = run.cfg, run.train_set
     torch.manual_seed(cfg.seed)
-    model, init_meta = start_model(cfg, train_set.num_classes, run.in_chans)
+    model, init_meta = start_model(cfg, train_set.num_classes, run.in_chans, train_set.classes)
     kwargs = init_meta.get("model_kwargs") or model_kwargs(cfg, train_set.num_classes, run.in_chans)
+    if init_meta:  # the weights' input convention (TF-slim's [-1, 1]) for training, evaluation and model.pt
+        for ds in (train_set, run.test_set):
+            ds.mean, ds.std = tuple(init_meta["mean"]), tuple(init_meta["std"])
+        if run.dist_info.is_main:
+            print("\n".join(init_meta["notes"]), file=sys.stderr)
     model = model.to(run.device)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -283,6 +288,8 @@ def _build_model(run: _Run) -> None:
         in_chans=run.in_chans,
         dataset=str(cfg.dataset),
     )
+    if init_meta:  # where the weights came from: model.pt's card
+        run.meta["init"] = dict(source=init_meta["source"], notes=init_meta["notes"])
     run.config = asdict(cfg)
 
 
