@@ -189,3 +189,42 @@ def test_old_import_paths_still_work():
     assert export.export is ex.export and export.build_model is ex.build_model
     assert bench.bench_model is deploy_bench.bench_model and bench.select is deploy_bench.select
     assert np.isfinite(export.MIN_AGREEMENT["int8"])
+
+
+_RUN_OPENVINO = """
+import sys, numpy as np, torch
+from pathlib import Path
+from mobilenets.deploy import openvino
+x = torch.from_numpy(np.load(sys.argv[2]))
+np.save(sys.argv[3], openvino.run(Path(sys.argv[1]), x, "int8"))
+"""
+
+
+@pytest.mark.slow
+def test_openvino_int8_computes_the_same_on_avx2_kernels(tmp_path, small):
+    """oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA=AVX2) makes OpenVINO run the AVX2 int8 kernels, whose u8×s8 pair
+    sums saturate in 16 bits. Our 7-bit file gives the same logits there as on this CPU's own kernels; a file
+    with full 8-bit weights does not (on a VNNI CPU; on an AVX2-only CPU both runs use the same kernels)."""
+    import os
+    import subprocess
+    import sys
+
+    model, calib = small
+    images = real_images(16, 3, 64, split="test")
+    np.save(tmp_path / "x.npy", images.numpy())
+    outputs = {}
+    for bits in (7, 8):
+        path = tmp_path / f"m{bits}.xml"
+        ex.export(model, path, "openvino", "int8", calib_images=calib, weight_bits=bits, verify=False)
+        for isa in ("native", "AVX2"):
+            env = dict(os.environ)
+            if isa == "AVX2":
+                env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+            out = tmp_path / f"y{bits}{isa}.npy"
+            cmd = [sys.executable, "-c", _RUN_OPENVINO, str(path), str(tmp_path / "x.npy"), str(out)]
+            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+            outputs[bits, isa] = np.load(out)
+    scale = np.abs(outputs[7, "native"]).max()
+    np.testing.assert_allclose(outputs[7, "AVX2"], outputs[7, "native"], rtol=0, atol=1e-3 * scale)
+    if cpu_info().has("vnni"):
+        assert np.abs(outputs[8, "AVX2"] - outputs[8, "native"]).max() > 0.05 * scale  # saturated

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from mobilenets import export as ex
-from mobilenets.deploy import export as deploy_export
 from mobilenets.cli import main
+from mobilenets.deploy import export as deploy_export
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
@@ -275,7 +275,9 @@ def test_missing_optional_dependency(tmp_path, tiny, monkeypatch):
 def test_failed_verification_writes_nothing_and_keeps_old_file(tmp_path, tiny, monkeypatch):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous good file")
-    monkeypatch.setattr(deploy_export, "run_model_file", lambda p, f, images, *a, **k: np.random.randn(len(images), 1000))
+    monkeypatch.setattr(
+        deploy_export, "run_model_file", lambda p, f, images, *a, **k: np.random.randn(len(images), 1000)
+    )
     with pytest.raises(MobileNetsError, match="failed verification, nothing written") as e:
         ex.export(tiny, path, "onnx")
     assert "\n" not in str(e.value)
