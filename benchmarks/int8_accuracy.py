@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mobilenets.data import load_fashion_mnist
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.cpu import cpu_info
 from mobilenets.deploy.images import normalize, real_images
-from mobilenets.data import load_fashion_mnist
 
 
 def main() -> int:
