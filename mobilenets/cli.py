@@ -734,6 +734,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{r.runtime:<12} {r.precision:<9} {r.batch_size:>5} {r.latency.median_ms:>10.3f} "
             f"{r.latency.p90_ms:>8.3f} {img_per_s:>8.1f}"
         )
+    for batch in sorted({r.batch_size for r in results if r.latency is not None}):
+        best = min(
+            (r for r in results if r.latency is not None and r.batch_size == batch), key=lambda r: r.latency.median_ms
+        )
+        print(
+            f"fastest on this CPU at batch {batch}: {best.runtime} {best.precision} ({best.latency.median_ms:.3f} ms)"
+        )
     return 0
 
 
