@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import shlex
@@ -308,6 +309,20 @@ def run_plan(plan: Plan, out_dir: Path, verbose: bool = False) -> tuple[list[dic
 # Summaries (records -> results.json)
 
 
+def mult_adds(cfg: dict) -> int:
+    """Mult-Adds of one 1-channel image through a run's network (10 classes), counted by the profiler."""
+    return _mult_adds(cfg["model"], cfg["width_mult"], cfg["resolution"], cfg["stem_stride"])
+
+
+@functools.cache
+def _mult_adds(model: str, width_mult: float, resolution: int, stem_stride: int) -> int:
+    from mobilenets import create_model, profile
+
+    net = create_model(model, width_mult=width_mult, resolution=resolution, stem_stride=stem_stride, in_chans=1)
+    net.reset_classifier(10)
+    return profile(net).mult_adds
+
+
 def _row(record: dict) -> dict:
     cfg, res, tc = record["config"], record["result"], record.get("train_config", {})
     return {
@@ -327,6 +342,7 @@ def _row(record: dict) -> dict:
         "lr": tc.get("lr"),
         "backbone_lr_scale": tc.get("backbone_lr_scale"),
         "train_images": tc.get("max_train_samples") or cfg.get("max_train_samples"),
+        "mult_adds": mult_adds(cfg),
         "top1": 100 * res["test_acc"],
         "top5": 100 * res["test_top5"],
         "train_time_s": res["train_time_s"],
@@ -430,6 +446,7 @@ def _recipe(row: dict) -> str:
 
 def _run_cells(row: dict) -> list[str]:
     return [
+        f"{row['mult_adds'] / 1e6:.1f}",
         f"{row['resolution']} px",
         f"{row['steps']:,}",
         f"{row['epochs']}",
@@ -438,7 +455,7 @@ def _run_cells(row: dict) -> list[str]:
     ]
 
 
-RUN_HEADER = ["input", "steps", "epochs", "batch", "train / wall (s)"]
+RUN_HEADER = ["M Mult-Adds", "input", "steps", "epochs", "batch", "train / wall (s)"]
 
 
 def _finetune_section(res: dict) -> list[str]:

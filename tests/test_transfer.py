@@ -112,8 +112,10 @@ def test_report_from_known_records(tf, tmp_path, alone, distilled, verdict):
     assert f"Distilled − alone: **{gain:+.2f} points**" in report and f"**{verdict}**" in report
     assert "all 10,000 test images" in report and "§4.7" in report and "FaceNet" in report
     # Every run states its input size, steps, epochs and times.
-    assert report.count("| 96 px | 313 | 10 | 32 | 131 / 123 |") == 3
-    assert report.count("| 64 px | 938 |") == 3  # the teacher and the two student rows
+    # Mult-Adds of 1-channel, 10-class networks (the profiler's count, tested against the paper in test_profile).
+    assert report.count("| 103.0 | 96 px | 313 | 10 | 32 | 131 / 123 |") == 3
+    assert report.count("| 45.8 | 64 px | 938 |") == 1  # the teacher
+    assert report.count("| 3.2 | 64 px | 938 |") == 2  # the students, alone and with the teacher
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "results.json", "transfer.png"]
 
