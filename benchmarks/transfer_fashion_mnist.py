@@ -343,11 +343,27 @@ def _row(record: dict) -> dict:
         "backbone_lr_scale": tc.get("backbone_lr_scale"),
         "train_images": tc.get("max_train_samples") or cfg.get("max_train_samples"),
         "mult_adds": mult_adds(cfg),
+        "recipe": {k: tc.get(k) for k in RECIPE_FIELDS},
         "top1": 100 * res["test_acc"],
         "top5": 100 * res["test_top5"],
         "train_time_s": res["train_time_s"],
         "wall_time_s": res["wall_time_s"],
     }
+
+
+RECIPE_FIELDS = (
+    "optimizer",
+    "momentum",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "depthwise_weight_decay",
+    "label_smoothing",
+    "ema_decay",
+    "crop_scale_min",
+    "translate",
+    "flip",
+)
 
 
 def _sd(values: list[float]) -> float | None:
@@ -442,6 +458,23 @@ def _recipe(row: dict) -> str:
     if row.get("backbone_lr_scale") not in (None, 1, 1.0) and not row["freeze"]:
         text += f" (backbone ×{row['backbone_lr_scale']:g})"
     return text
+
+
+def _recipes_text(rows: list[dict]) -> str:
+    """Each engine preset the runs used, with its resolved values."""
+    seen: dict[str, str] = {}
+    for row in rows:
+        rc = row.get("recipe") or {}
+        if row["preset"] in seen or not rc.get("optimizer"):
+            continue
+        seen[row["preset"]] = (
+            f"`{row['preset']}`: {rc['optimizer']} (momentum {rc['momentum']}), {rc['schedule']} schedule, "
+            f"{rc['warmup_epochs']} warmup epochs, weight decay {rc['weight_decay']} ({rc['depthwise_weight_decay']} "
+            f"on depthwise filters, none on BN), label smoothing {rc['label_smoothing']}, EMA {rc['ema_decay']}, "
+            f"random crops ≥ {rc['crop_scale_min']} of the area, shifts ±{rc['translate']}, "
+            f"flips {'on' if rc['flip'] else 'off'}"
+        )
+    return "<br>".join(seen.values()) + ("<br>" if seen else "") + "lr: linear in the batch size (per row below)"
 
 
 def _run_cells(row: dict) -> list[str]:
@@ -567,6 +600,12 @@ def render_markdown(res: dict) -> str:
                     "Data",
                     "Fashion-MNIST (28×28 grey) resized on the fly to each run's input side; test top-1 on "
                     + res["test_images"],
+                ],
+                [
+                    "Recipes",
+                    _recipes_text(
+                        res["finetune"]["rows"] + [res["distill"]["teacher"]] + res["distill"]["alone"]["rows"]
+                    ),
                 ],
                 [
                     "Compute",
