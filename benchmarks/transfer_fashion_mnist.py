@@ -696,18 +696,49 @@ def build_results(records: list[dict], plan: Plan, command: str, trained: int, w
     return res
 
 
+def override_plan(plan: Plan, settings: list[str]) -> Plan:
+    """``plan`` with ``FIELD=VALUE`` settings applied (values parsed as the field's type; "none" for None)."""
+    fields = {f.name: f for f in dataclasses.fields(Plan) if f.name not in ("name", "description")}
+    changes: dict = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or key not in fields:
+            raise MobileNetsError(f"--set {setting!r}: give FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        current = getattr(plan, key)
+        try:
+            if text.lower() == "none" and "None" in str(fields[key].type):
+                changes[key] = None
+            elif isinstance(current, str):
+                changes[key] = text
+            else:
+                changes[key] = float(text) if isinstance(current, float) else int(text)
+        except ValueError:
+            raise MobileNetsError(f"--set {setting!r}: {text!r} is not a valid {key}") from None
+    if not changes:
+        return plan
+    note = ", ".join(f"{k}={v}" for k, v in changes.items())
+    return dataclasses.replace(plan, **changes, description=f"{plan.description}; changed: {note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="reports/transfer-fashion-mnist", help="report folder (cells/ is the cache)")
     p.add_argument("--quick", action="store_true", help="smoke test: a few hundred images per run")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one size of the plan, e.g. --set student_epochs=1 (fields: see Plan); the report says so",
+    )
     p.add_argument("--verbose", action="store_true", help="the engine's progress bars")
     args = p.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
             raise MobileNetsError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    plan = PLANS["quick" if args.quick else "full"]
+    plan = override_plan(PLANS["quick" if args.quick else "full"], args.set)
     out_dir = Path(args.out)
     command = shlex.join(
         [".venv/bin/python", "benchmarks/transfer_fashion_mnist.py", *(argv if argv is not None else sys.argv[1:])]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mobilenets.train import TrainConfig
 
@@ -47,6 +48,16 @@ def test_each_comparison_changes_one_thing(tf):
     for arm in arms.values():
         missing = set(arm.config) - known
         assert missing <= TRANSFER_FIELDS, missing
+
+
+def test_plan_overrides(tf):
+    plan = tf.override_plan(tf.PLANS["full"], ["student_epochs=1", "test_samples=2000", "teacher_train_samples=none"])
+    assert (plan.student_epochs, plan.test_samples, plan.teacher_train_samples) == (1, 2000, None)
+    assert plan.description.endswith("changed: student_epochs=1, test_samples=2000, teacher_train_samples=None")
+    assert tf.PLANS["full"].student_epochs == 2  # the preset itself is untouched
+    for bad, msg in (("student_epoch=1", "FIELD one of"), ("seeds=two", "not a valid seeds"), ("seeds", "FIELD=VALUE")):
+        with pytest.raises(tf.MobileNetsError, match=msg):
+            tf.override_plan(tf.PLANS["full"], [bad])
 
 
 def _record(tf, arm, top1: float, steps: int = 313) -> dict:
@@ -135,7 +146,11 @@ def test_quick_run_end_to_end(tf, tmp_path):
         pytest.skip(f"Fashion-MNIST not available: {e}")
 
     out = tmp_path / "report"
-    assert tf.main(["--quick", "--out", str(out), "--threads", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert tf.main(["--quick", "--out", str(out), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     res = json.loads((out / "results.json").read_text())
     assert res["runs"] == 8 and res["trained_runs"] == 8
     rows = res["finetune"]["rows"]
@@ -146,5 +161,5 @@ def test_quick_run_end_to_end(tf, tmp_path):
     assert len(records) == 2 and all(r["train_config"]["teacher"].endswith(teacher_run) for r in records)
     assert all(0 <= r["top1"] <= 100 for r in rows)
     # A second invocation trains nothing: every run comes from cells/.
-    assert tf.main(["--quick", "--out", str(out), "--threads", "1"]) == 0
+    assert tf.main(["--quick", "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["trained_runs"] == 0
