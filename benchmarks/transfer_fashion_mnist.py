@@ -248,7 +248,13 @@ def run_arm(arm: Arm, out_dir: Path, teacher_runs: dict[str, str], verbose: bool
         return record, False
     fields = {k: v for k, v in config.items() if k != "cache_version"}
     if "teacher" in fields:
-        fields["teacher"] = str(out_dir / "runs" / fields["teacher"])
+        teacher_dir = out_dir / "runs" / fields["teacher"]
+        if not (teacher_dir / "model.pt").is_file():
+            raise MobileNetsError(
+                f"the teacher's weights {teacher_dir / 'model.pt'} are gone (runs/ deleted?) but its record is "
+                f"cached: delete {out_dir / 'cells' / fields['teacher']}.json to retrain the teacher"
+            )
+        fields["teacher"] = str(teacher_dir)
     # Channels-last makes MobileNets' depthwise convs several times faster on CPU (oneDNN).
     cfg = TrainConfig(
         **fields,

@@ -163,3 +163,8 @@ def test_quick_run_end_to_end(tf, tmp_path):
     # A second invocation trains nothing: every run comes from cells/.
     assert tf.main(["--quick", "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["trained_runs"] == 0
+    # A student to retrain whose teacher's weights were deleted: a clear error before any training.
+    (out / "runs" / teacher_run / "model.pt").unlink()
+    next((out / "cells").glob("distilled-s1-*.json")).unlink()
+    with pytest.raises(tf.MobileNetsError, match="teacher's weights .* are gone"):
+        tf.main(["--quick", "--out", str(out)])
