@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/transfer_fashion_mnist.py --out reports/transfer-fashion-mnist --threads 2
     .venv/bin/python benchmarks/transfer_fashion_mnist.py --quick --out /tmp/transfer      # smoke test
 
+The full plan is 11 runs: about 29 minutes of single-thread CPU time (each piece timed with the engine on one
+thread: (a) 7, the teacher 6.5, the four students 15), about 20 minutes on 2 idle cores with --threads 2.
+``--set student_epochs=1`` saves about 7 minutes.
+
 (a) Small-data fine-tuning (the paper's §4.3 on Stanford Dogs, in miniature). MobileNet 1.0 trained on 1,000
     Fashion-MNIST training images (100 per class, a fixed class-balanced subset) three ways, with the same
     steps and input size: the ImageNet-pretrained network fine-tuned, the same network as a linear probe
@@ -96,7 +100,8 @@ PLANS = {
         name="full",
         description=(
             "the issue's sizes: (a) 1,000 training images, 96 px, 10 epochs; (b) the 60,000 training images at 64 px, "
-            "teacher 1 epoch, students 2 epochs; 11 runs, about 20–25 minutes on 2 CPU cores"
+            "teacher 1 epoch, students 2 epochs; 11 runs, ~29 min of single-thread CPU time (measured per piece), "
+            "about 20 minutes on 2 idle cores"
         ),
         finetune_train_samples=1000,
         finetune_resolution=96,
