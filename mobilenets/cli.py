@@ -63,7 +63,8 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "profile",
         help="exact Mult-Adds and parameters of a model (per layer, by type as paper Table 2)",
         epilog="examples:\n  mobilenets profile mobilenet_v1_1.0_224 --per-layer\n"
-        "  mobilenets profile mobilenet_v1 --width-mult 0.5 --resolution 160 --json",
+        "  mobilenets profile mobilenet_v1 --width-mult 0.5 --resolution 160 --json\n"
+        "  mobilenets profile mobilenet_v1 --features-only --resolution 300   # an SSD300 backbone",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", help="registered model name (see `mobilenets list`)")
@@ -72,6 +73,11 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
     p.add_argument("--in-chans", type=int, help="input channels (default 3)")
     p.add_argument("--per-layer", action="store_true", help="print every conv/FC layer")
+    p.add_argument(
+        "--features-only",
+        action="store_true",
+        help="count the backbone alone: no classifier, up to the stride-32 feature map (as a detector uses it)",
+    )
     p.add_argument(
         "--grid",
         action="store_true",
@@ -97,6 +103,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         num_classes=args.num_classes,
         in_chans=args.in_chans,
+        features_only=args.features_only,
     )
     prof = profile(model)
     if args.json:

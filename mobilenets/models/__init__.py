@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier
+from mobilenets.models.backbone import Backbone
+from mobilenets.models.base import FeatureInfo, ImageClassifier
 from mobilenets.models.densenet import DenseNet, densenet121, densenet169, densenet201
 from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, make_divisible, scale_channels
 from mobilenets.models.mobilenet_v1 import (
@@ -22,9 +23,11 @@ from mobilenets.models.mobilenet_v1 import (
 from mobilenets.models.squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
 
 __all__ = [
+    "Backbone",
     "ConvBNAct",
     "DenseNet",
     "DepthwiseSeparable",
+    "FeatureInfo",
     "ImageClassifier",
     "MobileNetV1",
     "MobileNetV1Config",
@@ -85,18 +88,29 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **kwargs) -> ImageClassifier:
+def create_model(
+    name: str, features_only: bool = False, out_indices: Sequence[int] | None = None, **kwargs
+) -> ImageClassifier | Backbone:
     """Build a registered model. Keyword arguments override the name's defaults.
 
     Every family takes ``num_classes``, ``in_chans``, ``resolution`` and ``dropout``; the MobileNets also
     take ``width_mult``, ``act``, ``padding``, ``bn_eps`` and ``stem_stride`` (see MobileNetV1Config).
+
+    Args:
+        features_only: return a :class:`Backbone` whose forward gives the list of feature maps (as timm's),
+            by default the stride-8/16/32 maps; ``.feature_info`` gives their channels and reductions.
+        out_indices: with ``features_only``, the levels to return, indices into the model's ``feature_info``
+            (MobileNets: 0..4 = strides 2, 4, 8, 16, 32).
     """
+    if out_indices is not None and not features_only:
+        raise MobileNetsError("out_indices selects feature maps: pass features_only=True with it")
     builder, defaults = _lookup(name)
     kwargs = {**defaults, **{k: v for k, v in kwargs.items() if v is not None}}
     try:
-        return builder(**kwargs)
+        model = builder(**kwargs)
     except TypeError as e:
         if "unexpected keyword argument" not in str(e):
             raise
         bad = str(e).split("argument")[-1].strip()
         raise MobileNetsError(f"{name} does not take the option {bad}") from None
+    return Backbone(model, out_indices) if features_only else model

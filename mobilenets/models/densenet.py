@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier, check_resolution
+from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
 
 # DenseNet paper Table 1 (the "BC" variants, as torchvision builds them): dense layers per block.
 BLOCK_CONFIGS = {
@@ -93,18 +93,25 @@ class DenseNet(ImageClassifier):
             pool0=nn.MaxPool2d(3, 2, 1),
         )
         channels = num_init_features
+        # (name, out_channels, stride) per layer for feature_info: relu0, each dense block, relu5 as timm taps.
+        specs = [(f"features.{n}", channels, s) for n, s in (("conv0", 2), ("norm0", 2), ("relu0", 2), ("pool0", 4))]
         block_config = BLOCK_CONFIGS[depth]
         for i, num_layers in enumerate(block_config):
             layers[f"denseblock{i + 1}"] = DenseBlock(num_layers, channels, growth_rate, bn_size)
             channels += num_layers * growth_rate
+            specs.append((f"features.denseblock{i + 1}", channels, specs[-1][2]))
             if i != len(block_config) - 1:
                 out_channels = int(channels * compression)
                 layers[f"transition{i + 1}"] = Transition(channels, out_channels)
                 channels = out_channels
+                specs.append((f"features.transition{i + 1}", channels, specs[-1][2] * 2))
         layers["norm5"] = nn.BatchNorm2d(channels)
         layers["relu5"] = nn.ReLU(inplace=True)
+        specs += [("features.norm5", channels, specs[-1][2]), ("features.relu5", channels, specs[-1][2])]
         self.features = nn.Sequential(layers)
         self.num_features = channels
+        self.feature_layer_names = [name for name, _, _ in specs]
+        self.feature_info = feature_levels(specs)
 
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier, check_resolution
+from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -106,16 +106,22 @@ class MobileNetV1(ImageClassifier):
 
         channels = scale_channels(STEM[0], cfg.width_mult)
         self.stem = ConvBNAct(cfg.in_chans, channels, 3, cfg.stem_stride, **layer)
+        reduction = cfg.stem_stride
+        layers = [("stem", channels, reduction)]  # (name, out_channels, stride so far) for feature_info
         blocks = []
-        for out_channels, stride in cfg.blocks():
+        for i, (out_channels, stride) in enumerate(cfg.blocks()):
             out_channels = scale_channels(out_channels, cfg.width_mult)
             if cfg.variant == "conv":
                 blocks.append(ConvBNAct(channels, out_channels, 3, stride, **layer))
             else:
                 blocks.append(DepthwiseSeparable(channels, out_channels, stride, **layer))
-            channels = out_channels
+            channels, reduction = out_channels, reduction * stride
+            layers.append((f"blocks.{i}", channels, reduction))
         self.blocks = nn.Sequential(*blocks)
         self.num_features = channels
+        # Backbone taps: the last block at each stride (blocks.0/2/4/10/12 at strides 2..32, as timm's stages).
+        self.feature_layer_names = [name for name, _, _ in layers]
+        self.feature_info = feature_levels(layers)
 
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier, check_resolution
+from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
 
 # SqueezeNet paper Table 1 / Fig. 2, as torchvision builds it. Each fire module i has e_i expand filters
 # (half 1×1, half 3×3 at pct_3x3 = 0.5) and s_i = squeeze_ratio · e_i squeeze filters (SR = 0.125).
@@ -67,14 +67,21 @@ class SqueezeNet(ImageClassifier):
             nn.MaxPool2d(3, 2, ceil_mode=True),
         ]
         channels = stem_channels
+        # (name, out_channels, nominal stride) per layer for feature_info; the unpadded stem and ceil-mode pools
+        # make the real maps a pixel or two smaller than input / stride. The deepest level is stride 16.
+        specs = [("features.0", channels, 2), ("features.1", channels, 2), ("features.2", channels, 4)]
         for i, expand in enumerate(FIRE_EXPANDS):
             if i in pool_before:
                 layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
+                specs.append((f"features.{len(layers) - 1}", channels, specs[-1][2] * 2))
             expand3x3 = round(expand * pct_3x3)
             layers.append(Fire(channels, max(1, round(expand * squeeze_ratio)), expand - expand3x3, expand3x3))
             channels = expand
+            specs.append((f"features.{len(layers) - 1}", channels, specs[-1][2]))
         self.features = nn.Sequential(*layers)
         self.num_features = channels
+        self.feature_layer_names = [name for name, _, _ in specs]
+        self.feature_info = feature_levels(specs)
         self.dropout = nn.Dropout(dropout)
         self.reset_classifier(num_classes)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
