@@ -265,3 +265,16 @@ def test_predict_checkpoint_of_a_gray_run_feeds_luma_like_training(digits_run, t
     for r, p in zip(got, probs):
         assert r.top[0][0] == int(p.argmax()) and r.top[0][2] == pytest.approx(float(p.max()), abs=1e-5)
         assert r.top[0][1] == meta["classes"][int(p.argmax())]
+
+
+def test_resume_needs_the_checkpoint_not_the_source(digits_run, tmp_path):
+    src = tmp_path / "source.pt"
+    src.write_bytes(digits_run.read_bytes())
+    kw = dict(dataset="digits", init=str(src), batch_size=64, epochs=1, progress=False, tensorboard=False, plots=False)
+    full = T.train(T.TrainConfig(**kw, out_dir=str(tmp_path / "full")))
+    T.train(T.TrainConfig(**kw, out_dir=str(tmp_path / "split"), max_steps=3))
+    src.unlink()  # e.g. a downloaded file cleaned up between the two halves
+    resumed = T.train(T.TrainConfig(**kw, out_dir=str(tmp_path / "split"), resume=True))
+    assert resumed.steps == full.steps and resumed.step_losses == full.step_losses
+    meta = T.load_model(tmp_path / "split" / "model.pt")[1]
+    assert meta["init"]["source"]["init"] == str(src) and meta["init"]["source"]["format"] == "mobilenets_run"
