@@ -278,3 +278,19 @@ def test_resume_needs_the_checkpoint_not_the_source(digits_run, tmp_path):
     assert resumed.steps == full.steps and resumed.step_losses == full.step_losses
     meta = T.load_model(tmp_path / "split" / "model.pt")[1]
     assert meta["init"]["source"]["init"] == str(src) and meta["init"]["source"]["format"] == "mobilenets_run"
+
+
+def test_tensors_that_do_not_fit_are_named_and_none_fitting_is_an_error():
+    src_model = create_model("mobilenet_v1", width_mult=0.25, resolution=32, num_classes=4)
+    tensors = {k: v for k, v in src_model.state_dict().items() if not k.startswith("blocks.12.")}
+    src = InitSource(tensors, "mobilenet_v1", {}, (0.5,) * 3, (0.5,) * 3, None, {"init": "partial.pt"})
+    target = create_model("mobilenet_v1", width_mult=0.25, resolution=32, num_classes=2)
+    loaded, _, notes = adapt_state(target, src)
+    assert "blocks.12.pointwise.conv.weight" not in loaded and torch.equal(
+        loaded["blocks.11.pointwise.conv.weight"], tensors["blocks.11.pointwise.conv.weight"]
+    )
+    assert notes[-1].startswith("warning: 10 tensor(s) keep their random initialization")
+    other = InitSource(dict(create_model("squeezenet1_1").state_dict()), "squeezenet1_1", {}, (0.5,) * 3, (0.5,) * 3)
+    other.source = {"init": "squeeze.pt"}
+    with pytest.raises(MobileNetsError, match="squeeze.pt: none of its tensors fit the model"):
+        adapt_state(target, other)
