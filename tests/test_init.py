@@ -265,3 +265,32 @@ def test_predict_checkpoint_of_a_gray_run_feeds_luma_like_training(digits_run, t
     for r, p in zip(got, probs):
         assert r.top[0][0] == int(p.argmax()) and r.top[0][2] == pytest.approx(float(p.max()), abs=1e-5)
         assert r.top[0][1] == meta["classes"][int(p.argmax())]
+
+
+def test_resume_needs_the_checkpoint_not_the_source(digits_run, tmp_path):
+    src = tmp_path / "source.pt"
+    src.write_bytes(digits_run.read_bytes())
+    kw = dict(dataset="digits", init=str(src), batch_size=64, epochs=1, progress=False, tensorboard=False, plots=False)
+    full = T.train(T.TrainConfig(**kw, out_dir=str(tmp_path / "full")))
+    T.train(T.TrainConfig(**kw, out_dir=str(tmp_path / "split"), max_steps=3))
+    src.unlink()  # e.g. a downloaded file cleaned up between the two halves
+    resumed = T.train(T.TrainConfig(**kw, out_dir=str(tmp_path / "split"), resume=True))
+    assert resumed.steps == full.steps and resumed.step_losses == full.step_losses
+    meta = T.load_model(tmp_path / "split" / "model.pt")[1]
+    assert meta["init"]["source"]["init"] == str(src) and meta["init"]["source"]["format"] == "mobilenets_run"
+
+
+def test_tensors_that_do_not_fit_are_named_and_none_fitting_is_an_error():
+    src_model = create_model("mobilenet_v1", width_mult=0.25, resolution=32, num_classes=4)
+    tensors = {k: v for k, v in src_model.state_dict().items() if not k.startswith("blocks.12.")}
+    src = InitSource(tensors, "mobilenet_v1", {}, (0.5,) * 3, (0.5,) * 3, None, {"init": "partial.pt"})
+    target = create_model("mobilenet_v1", width_mult=0.25, resolution=32, num_classes=2)
+    loaded, _, notes = adapt_state(target, src)
+    assert "blocks.12.pointwise.conv.weight" not in loaded and torch.equal(
+        loaded["blocks.11.pointwise.conv.weight"], tensors["blocks.11.pointwise.conv.weight"]
+    )
+    assert notes[-1].startswith("warning: 10 tensor(s) keep their random initialization")
+    other = InitSource(dict(create_model("squeezenet1_1").state_dict()), "squeezenet1_1", {}, (0.5,) * 3, (0.5,) * 3)
+    other.source = {"init": "squeeze.pt"}
+    with pytest.raises(MobileNetsError, match="squeeze.pt: none of its tensors fit the model"):
+        adapt_state(target, other)

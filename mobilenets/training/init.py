@@ -297,6 +297,9 @@ def start_model(
     run_kwargs = model_kwargs(cfg, num_classes, in_chans)
     if not cfg.init:
         return create_model(cfg.model, **run_kwargs), {}
+    resumed = _resumed_init(cfg)
+    if resumed is not None:  # the checkpoint holds the weights: the source file need not exist any more
+        return create_model(cfg.model, **resumed["model_kwargs"]), resumed
     # Reading may build models (a first use converts Google's graph): keep it off the run's seeded RNG, so the
     # new classifier's initialization does not depend on whether the weights cache existed.
     with torch.random.fork_rng(devices=[]):
@@ -317,6 +320,21 @@ def start_model(
         notes=notes,
     )
     return model, init_meta
+
+
+def _resumed_init(cfg: TrainConfig) -> dict | None:
+    """``init_meta`` as saved in ``out_dir/checkpoint.pt`` when the run resumes one started from ``cfg.init``."""
+    from mobilenets.training.checkpoint import load_checkpoint
+
+    path = Path(cfg.out_dir) / "checkpoint.pt"
+    if not cfg.resume or not path.is_file():
+        return None
+    meta = load_checkpoint(path).get("meta") or {}
+    saved = meta.get("init") or {}
+    if saved.get("source", {}).get("init") != str(cfg.init):
+        return None  # another start: resuming is refused later, naming the difference
+    kwargs = dict(meta["model_kwargs"])
+    return dict(source=saved["source"], mean=meta["mean"], std=meta["std"], model_kwargs=kwargs, notes=saved["notes"])
 
 
 def _head_fits(model: nn.Module, src: InitSource) -> bool:
