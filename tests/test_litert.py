@@ -1,0 +1,209 @@
+"""LiteRT (.tflite): files written by litert-torch and run by ai-edge-litert's interpreter match PyTorch on real
+images; int8 files are full-integer, keep the decisions of a trained model and cannot saturate on any CPU."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("litert_torch", reason="LiteRT tests need pip install 'mobilenets[litert]'")
+pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT tests need pip install 'mobilenets[litert]'")
+
+from mobilenets import export as ex  # noqa: E402
+from mobilenets.deploy import litert  # noqa: E402
+from mobilenets.errors import MobileNetsError  # noqa: E402
+from mobilenets.models import create_model  # noqa: E402
+
+
+def calibrated(name: str, **kw) -> nn.Module:
+    """A random-init model whose BN statistics are measured on real photos, so its logits are not ~0."""
+    torch.manual_seed(0)
+    model = create_model(name, **kw)
+    images = ex.real_images(48, model.in_chans, model.resolution, split="train", seed=7)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    return ex.static_padding(ex.fold_bn(model), model.resolution)
+
+
+def test_fp32_round_trip_matches_pytorch(tmp_path):
+    model = calibrated("mobilenet_v1_0.25_128", resolution=64)
+    path = tmp_path / "m.tflite"
+    start = time.perf_counter()
+    litert.write(deployable(model), path, 64)
+    print(f"fp32 conversion {time.perf_counter() - start:.1f}s")
+    images = ex.real_images(16, 3, 64, split="test", seed=3)
+    with torch.no_grad():
+        ref = model(images).numpy()  # the unfolded model: folding, padding and conversion are all checked
+    out = litert.run(path, images)
+    assert out.shape == ref.shape == (16, 1000)
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert (out.argmax(1) == ref.argmax(1)).all()
+    # The file takes NHWC float input of batch 1, like TF-slim's published MobileNet files.
+    interp = litert._interpreter(path)
+    inp = interp.get_input_details()[0]
+    assert list(inp["shape"]) == [1, 64, 64, 3] and inp["dtype"] == np.float32
+    assert litert.metadata(path) is None
+    # Metadata goes into the file (atomically) and changes nothing of what it computes.
+    litert.set_metadata(path, {"format": "tflite", "precision": "fp32"})
+    assert litert.metadata(path) == {
+        "format": "tflite",
+        "precision": "fp32",
+        "input_layout": "NHWC",
+        "input_shape": [1, 64, 64, 3],
+    }
+    assert np.array_equal(litert.run(path, images), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+
+
+@pytest.fixture(scope="module")
+def fashion_model():
+    """α=0.25, stem stride 1, 28 px MobileNet trained ~20 s on Fashion-MNIST (one thread: 2 shared cores)."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        try:
+            train_x, train_y = ex.fashion_mnist("train")
+            test_x, test_y = ex.fashion_mnist("test")
+        except MobileNetsError as e:
+            pytest.skip(str(e))
+        torch.manual_seed(0)
+        model = create_model("mobilenet_v1", width_mult=0.25, resolution=28, num_classes=10, in_chans=1, stem_stride=1)
+        steps, batch = 300, 64
+        opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+        g = torch.Generator().manual_seed(0)
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(0, 50000, (batch,), generator=g)
+            loss = nn.functional.cross_entropy(
+                model(ex.normalize(train_x[idx], 28, ex.FASHION_MNIST_STATS)), train_y[idx]
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        test_images = ex.normalize(test_x[:2000], 28, ex.FASHION_MNIST_STATS)
+        calib = ex.normalize(train_x[50000:50256], 28, ex.FASHION_MNIST_STATS)  # held out from training steps
+        yield model, test_images, test_y[:2000], calib
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+@pytest.fixture(scope="module")
+def fashion_int8(fashion_model, tmp_path_factory):
+    model, _, _, calib = fashion_model
+    path = tmp_path_factory.mktemp("litert") / "q.tflite"
+    start = time.perf_counter()
+    litert.quantize(deployable(model), path, calib, 28)
+    print(f"int8 conversion (256 calibration images) {time.perf_counter() - start:.1f}s")
+    return path
+
+
+@pytest.mark.slow
+def test_int8_keeps_fashion_mnist_accuracy(fashion_model, fashion_int8):
+    model, images, labels, _ = fashion_model
+    with torch.no_grad():
+        ref = model(images)
+    fp32_acc = float((ref.argmax(1) == labels).float().mean())
+    assert fp32_acc >= 0.70, "the fixture's training did not learn"
+    out = litert.run(fashion_int8, images, "int8")
+    int8_acc = float((torch.from_numpy(out).argmax(1) == labels).float().mean())
+    print(f"LiteRT: fp32 {100 * fp32_acc:.1f}%  int8 {100 * int8_acc:.1f}%")
+    assert int8_acc >= fp32_acc - 0.015  # goal ≤ 1 point; 1.5 allows 2000-image noise
+    assert ex.compare_outputs(ref, out, "LiteRT", "int8").top1_agreement >= 0.9
+    # Full-integer: int8 in, int8 out; a quarter of the fp32 weight bytes, give or take the graph.
+    interp = litert._interpreter(fashion_int8)
+    assert interp.get_input_details()[0]["dtype"] == np.int8 and interp.get_output_details()[0]["dtype"] == np.int8
+    n_params = sum(p.numel() for p in model.parameters())
+    assert fashion_int8.stat().st_size < 0.6 * 4 * n_params + 100_000
+
+
+@pytest.mark.slow
+def test_int8_cannot_saturate(fashion_model, fashion_int8):
+    """Read from the file: symmetric per-channel int8 weights within [-127, 127] and int8 activations, which
+    XNNPACK accumulates in 32 bits on every CPU. Then check it on this CPU: XNNPACK gives what LiteRT's portable
+    reference kernels (plain int32 arithmetic) give, up to requantization rounding."""
+    model, images, _, _ = fashion_model
+    ranges = litert.int8_ranges(fashion_int8)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(ranges) == len(convs)  # every conv and the classifier hold int8 weights
+    assert all(-127 <= r["min"] and r["max"] <= 127 and r["zero_point"] == 0 for r in ranges)
+    assert max(max(-r["min"], r["max"]) for r in ranges) == 127  # per-channel scales use the full range
+    assert {r["activation"] for r in ranges} == {"int8"}
+    assert sum(r["depthwise"] for r in ranges) == 13  # MobileNetV1's 13 depthwise convs
+    assert litert.int8_weight_ranges(fashion_int8)[0] == tuple(
+        ranges[0][k] for k in ("name", "min", "max", "activation")
+    )
+    x = images[:200]
+    fast, exact = litert.run(fashion_int8, x), litert.run_reference(fashion_int8, x)
+    assert (fast.argmax(1) == exact.argmax(1)).mean() >= 0.98
+    assert np.abs(fast - exact).max() <= 0.1 * np.abs(exact).max()
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    try:
+        model, stats = ex.build_model("mobilenet_v1_1.0_224", pretrained=True)
+    except MobileNetsError as e:  # `make test` installs them; a bare `pytest` elsewhere may not have them
+        pytest.skip(str(e))
+    calib = ex.real_images(100, 3, 224, "train", stats=stats)
+    verify = ex.real_images(64, 3, 224, "test", stats=stats)
+    return model, calib, verify
+
+
+@pytest.mark.slow
+def test_pretrained_int8_keeps_clear_imagenet_decisions(tmp_path, pretrained):
+    """The int8 file of Google's ImageNet MobileNet keeps ≥ 95% of the float model's clear top-1 decisions on 64
+    real photo crops (the issue's goal for every runtime)."""
+    model, calib, verify = pretrained
+    path = tmp_path / "q.tflite"
+    start = time.perf_counter()
+    litert.quantize(deployable(model), path, calib, 224)
+    print(f"pretrained int8 conversion (100 calibration images) {time.perf_counter() - start:.1f}s")
+    with torch.no_grad():
+        ref = model(verify)
+    v = ex.compare_outputs(ref, litert.run(path, verify, "int8"), "LiteRT", "int8")
+    print(v.summary())
+    assert v.clear_images >= 20 and v.clear_agreement >= 0.95 and v.top1_agreement >= 0.6
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad input: one clear line
+
+
+def test_bad_files_and_inputs_fail_in_one_line(tmp_path):
+    not_tflite = tmp_path / "x.tflite"
+    not_tflite.write_bytes(b"\x00" * 64)
+    for call in (litert.metadata, litert.int8_ranges, litert.load):
+        with pytest.raises(MobileNetsError, match="not a LiteRT"):
+            call(not_tflite)
+    with pytest.raises(MobileNetsError, match="cannot read"):
+        litert.load(tmp_path / "missing.tflite")
+    model = calibrated("mobilenet_v1_0.25_128", resolution=32)
+    path = tmp_path / "m.tflite"
+    litert.write(deployable(model), path, 32)
+    with pytest.raises(MobileNetsError, match=r"takes images of shape \[1, 32, 32, 3\]"):
+        litert.run(path, torch.zeros(2, 3, 64, 64))
+    assert litert.int8_ranges(path) == []  # an fp32 file has no int8 weights
+
+
+def test_missing_package_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # import litert_torch now raises ImportError
+    with pytest.raises(MobileNetsError, match=r"'litert-torch'.*pip install 'mobilenets\[litert\]'") as e:
+        litert.write(nn.Conv2d(3, 3, 1), None, 32)
+    assert "\n" not in str(e.value)
