@@ -145,7 +145,8 @@ def test_int8_cannot_saturate(fashion_model, fashion_int8):
     assert all(-127 <= r["min"] and r["max"] <= 127 and r["zero_point"] == 0 for r in ranges)
     assert max(max(-r["min"], r["max"]) for r in ranges) == 127  # per-channel scales use the full range
     assert {r["activation"] for r in ranges} == {"int8"}
-    assert sum(r["depthwise"] for r in ranges) == 13  # MobileNetV1's 13 depthwise convs
+    # MobileNetV1's 13 depthwise convs, and the 1-channel stem, which LiteRT also writes as a depthwise conv.
+    assert sum(r["depthwise"] for r in ranges) == 14
     assert litert.int8_weight_ranges(fashion_int8)[0] == tuple(
         ranges[0][k] for k in ("name", "min", "max", "activation")
     )
