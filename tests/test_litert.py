@@ -183,6 +183,10 @@ def test_pretrained_int8_keeps_clear_imagenet_decisions(tmp_path, pretrained):
     v = ex.compare_outputs(ref, litert.run(path, verify, "int8"), "LiteRT", "int8")
     print(v.summary())
     assert v.clear_images >= 20 and v.clear_agreement >= 0.85 and v.top1_agreement >= 0.6
+    ranges = litert.int8_ranges(path)  # 27 convs + the classifier; not the int8 scalars that clamp at 6
+    assert len(ranges) == 28 and sum(r["depthwise"] for r in ranges) == 13
+    assert all(-127 <= r["min"] and r["max"] <= 127 and r["zero_point"] == 0 for r in ranges)
+    assert {r["activation"] for r in ranges} == {"int8"}
 
 
 # ----------------------------------------------------------------------------------------------------

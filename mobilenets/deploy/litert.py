@@ -298,25 +298,26 @@ def int8_ranges(path: Path) -> list[dict]:
     activations of the same graph ("int8", "uint8" or "none").
 
     Each dict: {"name", "min", "max", "zero_point" (the largest in magnitude, per channel), "activation",
-    "shape", "depthwise"}. Weights are the int8 tensors with data in the file; activations the quantized
-    tensors without.
+    "shape", "depthwise"}. Weights are the int8 filters of convolutions and fully connected layers;
+    activations the quantized tensors without data in the file.
     """
     schema, model = _model(path)
-    types = schema.TensorType
-    depthwise_ops = {
-        i
-        for i in range(model.OperatorCodesLength())
-        if max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
-        == schema.BuiltinOperator.DEPTHWISE_CONV_2D
-    }
+    types, ops = schema.TensorType, schema.BuiltinOperator
+    # Ops whose input 1 is a weight multiplied with activations; other int8 constants (the scalar of a
+    # MINIMUM that clamps at 6, say) meet activations in elementwise int32 arithmetic only.
+    dense, depthwise = {ops.CONV_2D, ops.FULLY_CONNECTED, ops.TRANSPOSE_CONV}, {ops.DEPTHWISE_CONV_2D}
+    code = {}
+    for i in range(model.OperatorCodesLength()):
+        c = model.OperatorCodes(i)
+        code[i] = max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
     ranges = []
     for g in range(model.SubgraphsLength()):
         graph = model.Subgraphs(g)
-        depthwise = {
-            int(graph.Operators(i).Inputs(1))
-            for i in range(graph.OperatorsLength())
-            if graph.Operators(i).OpcodeIndex() in depthwise_ops
-        }
+        filters: dict[int, bool] = {}  # weight tensor → depthwise?
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            if code[op.OpcodeIndex()] in dense | depthwise and op.InputsLength() > 1:
+                filters[int(op.Inputs(1))] = code[op.OpcodeIndex()] in depthwise  # TRANSPOSE_CONV's too
         activations, weights = set(), []
         for t in range(graph.TensorsLength()):
             tensor = graph.Tensors(t)
@@ -327,7 +328,7 @@ def int8_ranges(path: Path) -> list[dict]:
             if not constant:
                 activations.add({types.INT8: "int8", types.UINT8: "uint8", types.INT16: "int16"}[tensor.Type()])
                 continue
-            if tensor.Type() != types.INT8:
+            if tensor.Type() != types.INT8 or t not in filters:
                 continue
             if buffer.DataLength() == 0:
                 raise MobileNetsError(f"{path}: weight {tensor.Name().decode()} is stored outside the flatbuffer")
@@ -341,7 +342,7 @@ def int8_ranges(path: Path) -> list[dict]:
                     "max": int(values.max()),
                     "zero_point": int(zero_points[np.argmax(np.abs(zero_points))]),
                     "shape": [int(d) for d in tensor.ShapeAsNumpy()],
-                    "depthwise": t in depthwise,
+                    "depthwise": filters[t],
                 }
             )
         activation = "uint8" if "uint8" in activations else ("int8" if "int8" in activations else "none")
