@@ -177,12 +177,15 @@ def _from_file(y: np.ndarray, detail: dict) -> np.ndarray:
     return (y.astype(np.float32) - zero_point) * np.float32(scale)
 
 
-def load(path: Path, precision: str = "fp32", threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def load(
+    path: Path, precision: str = "fp32", threads: int | None = None, batch_size: int | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function from a float32 NCHW batch to float32 logits.
 
-    The file has batch 1, so images run one by one; NCHW is transposed to the file's NHWC, and an int8 file's
-    input is quantized and its output dequantized with the parameters stored in the file. ``precision`` is
-    read from the file, not from the argument (kept for the common runtime interface).
+    The file has batch 1, so images run one by one (``batch_size`` is accepted for the common runtime interface
+    and changes nothing); NCHW is transposed to the file's NHWC, and an int8 file's input is quantized and its
+    output dequantized with the parameters stored in the file. ``precision`` is read from the file, not from
+    the argument.
     """
     interp = _interpreter(Path(path), threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
