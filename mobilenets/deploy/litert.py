@@ -141,6 +141,7 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
             prepared(img.permute(0, 2, 3, 1))
         converted = pt2e_utils.move_exported_model_to_eval(pt2e.convert_pt2e(prepared, fold_quantize=False))
     converted.in_chans = getattr(model, "in_chans", 3)
+    converted.training = False  # its ops are in eval form already; exported modules refuse .eval()
     _convert(converted, path, resolution, quant_config.QuantConfig(pt2e_quantizer=quantizer))
 
 
