@@ -19,7 +19,7 @@ RUNTIME_MODULES = {
     "onnx": "mobilenets.deploy.onnx",
     "executorch": "mobilenets.deploy.executorch",
     "openvino": "mobilenets.deploy.openvino",
-    # "tflite": "mobilenets.deploy.litert",
+    "tflite": "mobilenets.deploy.litert",
 }
 FORMATS = tuple(RUNTIME_MODULES)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,8 +42,11 @@ def require(module: str, purpose: str):
 
 @contextmanager
 def quiet() -> Iterator[None]:
-    """Silence the exporters' deprecation chatter (it is not about the user's model)."""
-    loggers = [logging.getLogger(n) for n in ("torch._dynamo", "torch.utils._pytree", "torch.onnx", "nncf")]
+    """Silence the exporters' deprecation chatter and progress lines (they are not about the user's model)."""
+    old = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"  # litert-torch prints its progress to stdout
+    names = ("torch._dynamo", "torch.utils._pytree", "torch.onnx", "torch.export", "nncf")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -53,3 +57,7 @@ def quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        if old is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old

@@ -7,7 +7,6 @@ in 32 bits (vpmaddwd on AVX2, VNNI/AMX where present, sdot or smlal on Arm): no 
 
 from __future__ import annotations
 
-import copy
 import importlib.resources
 import json
 import re
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from mobilenets.deploy.deps import quiet, require
+from mobilenets.deploy.fold import correct_bias_for_int8_weights, relu6_as_relu_clamp
 from mobilenets.errors import MobileNetsError
 
 FORMAT = "executorch"
@@ -49,30 +49,12 @@ def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
     path.write_bytes(_lower(exported))
 
 
-class _ReLUThenClamp6(nn.Module):
-    """ReLU6 written as relu → clamp(max=6), the same function.
-
-    XNNPACK's PT2E quantizer fuses conv → relu (the conv's int8 output covers [0, max]) but not
-    conv → hardtanh (ReLU6): there the conv output is quantized over its whole pre-activation range and the
-    clip inherits that coarse grid. On the pretrained MobileNet this raised top-1 agreement with the float
-    model on 64 photo crops from 53% to 75%.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x).clamp(max=6.0)
-
-
-def relu6_as_relu_clamp(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReLU6):
-                setattr(parent, name, _ReLUThenClamp6())
-    return model
-
-
 def quantized_graph(model: nn.Module, calib_images: torch.Tensor, resolution: int) -> torch.fx.GraphModule:
-    """The PT2E-quantized graph (XNNPACK quantizer, per-channel symmetric weights) before lowering."""
+    """The PT2E-quantized graph (XNNPACK quantizer, per-channel symmetric weights) before lowering.
+
+    Biases first absorb the mean error of the int8 weights (``fold.correct_bias_for_int8_weights``):
+    on the pretrained MobileNet top-1 agreement with the float model on 64 photo crops went from 73% to 88%.
+    """
     xnn_quantizer = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "int8 ExecuTorch export")
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "int8 ExecuTorch export")
     quantizer = xnn_quantizer.XNNPACKQuantizer().set_global(
@@ -80,6 +62,7 @@ def quantized_graph(model: nn.Module, calib_images: torch.Tensor, resolution: in
     )
     example = _example(model, resolution)
     with quiet(), torch.no_grad():
+        model = correct_bias_for_int8_weights(model, calib_images)
         graph = torch.export.export(relu6_as_relu_clamp(model), (example,)).module()
         prepared = pt2e.prepare_pt2e(graph, quantizer)
         for img in calib_images.split(1):

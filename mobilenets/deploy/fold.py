@@ -94,3 +94,70 @@ def _fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         fused.weight.copy_((conv.weight.double() * scale.view(-1, 1, 1, 1)).to(dtype))
         fused.bias.copy_(((bias - bn.running_mean.double()) * scale + shift).to(dtype))
     return fused
+
+
+class _ReLUThenClamp6(nn.Module):
+    """ReLU6 written as relu → clamp(max=6), the same function.
+
+    The PT2E quantizers of XNNPACK and litert-torch fuse conv → relu (the conv's int8 output covers [0, max])
+    but not conv → hardtanh (ReLU6): there the conv output is quantized over its whole pre-activation range
+    and the clip inherits that coarse grid. On the pretrained MobileNet this raised top-1 agreement with the
+    float model on 64 photo crops from 53% to 75% (ExecuTorch) and from 3% to ~95% of the clear ones (LiteRT).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).clamp(max=6.0)
+
+
+def relu6_as_relu_clamp(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ReLU6 written as relu → clamp(6), for int8 quantizers."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU6):
+                setattr(parent, name, _ReLUThenClamp6())
+    return model
+
+
+def correct_bias_for_int8_weights(model: nn.Module, calib_images: torch.Tensor, qmax: int = 127) -> nn.Module:
+    """A copy of ``model`` whose conv/linear biases absorb the mean error of rounding their weights to int8.
+
+    Per-channel symmetric int8 weights ``Ŵ`` (scale = max|W|/``qmax`` per output channel, the scheme of the
+    XNNPACK and LiteRT quantizers) shift each output channel's mean by ``(Ŵ − W)·E[x]``. Subtracting that shift
+    from the bias, with ``E[x]`` the mean input of each layer over ``calib_images``, is empirical bias correction
+    (Nagel et al., 2019, "Data-Free Quantization"), the step OpenVINO's NNCF runs. The quantizer then computes
+    the same scales (the weights are unchanged) and the outputs' means come back. Needs biased convs: call it
+    on a BN-folded model.
+    """
+    model = copy.deepcopy(model).eval()
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None]
+    means: dict[nn.Module, torch.Tensor] = {}
+
+    def record(module, inputs, _out):
+        x = inputs[0].detach().double()
+        mean = x.mean(dim=(0, 2, 3)) if x.ndim == 4 else x.mean(dim=0)
+        means[module] = means.get(module, 0) + mean
+
+    hooks = [m.register_forward_hook(record) for m in layers]
+    batches = calib_images.split(32)
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        for m in layers:
+            w = m.weight.double()
+            scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / qmax
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            error = (w / scale.view(shape)).round().clamp(-qmax, qmax) * scale.view(shape) - w
+            mean_in = means[m] / len(batches)
+            if isinstance(m, nn.Linear):
+                shift = error @ mean_in
+            elif m.groups == 1:
+                shift = error.sum(dim=(2, 3)) @ mean_in
+            else:  # depthwise (and grouped): each output channel sees its own group's inputs
+                per_group = mean_in.view(m.groups, -1).repeat_interleave(m.out_channels // m.groups, dim=0)
+                shift = (error.sum(dim=(2, 3)) * per_group).sum(1)
+            m.bias.copy_((m.bias.double() - shift).to(m.bias.dtype))
+    return model

@@ -17,66 +17,27 @@ Needs ``pip install 'mobilenets[litert]'``: litert-torch converts without Tensor
 
 from __future__ import annotations
 
-import copy
-import importlib
 import json
-import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.deps import quiet as _quiet
+from mobilenets.deploy.deps import require as _require
+from mobilenets.deploy.fold import correct_bias_for_int8_weights, relu6_as_relu_clamp
 from mobilenets.errors import MobileNetsError
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"
 RUNTIME = "LiteRT"
 PRECISIONS = ("fp32", "int8")
-# module → pip package, for the error message; all come with the extra below.
-PACKAGES = {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert", "torchao": "torchao"}
-EXTRA = "litert"
 # Name of the model-metadata entry (a flatbuffer Metadata: name → buffer) that holds what the file was built for.
 METADATA_NAME = "mobilenets"
-
-
-def _require(module: str, purpose: str):
-    try:
-        with _quiet():
-            return importlib.import_module(module)
-    except ImportError as e:
-        package = PACKAGES.get(module.split(".")[0], module.split(".")[0])
-        raise MobileNetsError(
-            f"{purpose} needs the optional package {package!r} ({e.name or module} is not importable): "
-            f"install it with pip install 'mobilenets[{EXTRA}]'"
-        ) from None
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """No progress lines from litert-torch (they go to stdout) and no exporter deprecation chatter."""
-    old = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
-    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    loggers = [logging.getLogger(n) for n in ("torch._dynamo", "torch.utils._pytree", "torch.export")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-        if old is None:
-            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
-        else:
-            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old
 
 
 def _nhwc_example(model: nn.Module, resolution: int) -> torch.Tensor:
@@ -99,30 +60,12 @@ def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
     _convert(nhwc, path, resolution)
 
 
-class _ReLUThenClamp6(nn.Module):
-    """ReLU6 written as relu → clamp(max=6), the same function.
-
-    litert-torch's PT2E quantizer, like XNNPACK's, fuses conv → relu (the conv's int8 output then covers
-    [0, max]) but not conv → hardtanh (ReLU6). Left as ReLU6, the pretrained MobileNet's int8 file agreed with
-    the float model on 3% of the clear predictions of 64 photo crops; written this way, on about 95%.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x).clamp(max=6.0)
-
-
-def _relu6_as_relu_clamp(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReLU6):
-                setattr(parent, name, _ReLUThenClamp6())
-    return model
-
-
 def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int | None = None) -> None:
     """Full-integer int8 LiteRT file: PT2E quantization with litert-torch's quantizer (per-channel symmetric
-    int8 weights, int8 activations observed by histogram on ``calib_images``, normalized NCHW float)."""
+    int8 weights, int8 activations observed by histogram on ``calib_images``, normalized NCHW float).
+
+    Biases first absorb the mean error of the int8 weights (``fold.correct_bias_for_int8_weights``): on the
+    pretrained MobileNet top-1 agreement with the float model on 64 photo crops went from ~72% to 89%."""
     litert_torch = _require("litert_torch", "int8 LiteRT export")
     pt2e_quantizer = _require("litert_torch.quantize.pt2e_quantizer", "int8 LiteRT export")
     quant_config = _require("litert_torch.quantize.quant_config", "int8 LiteRT export")
@@ -132,7 +75,8 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
     )
-    nhwc = litert_torch.to_channel_last_io(_relu6_as_relu_clamp(model), args=[0]).eval()
+    model = correct_bias_for_int8_weights(model, calib_images)
+    nhwc = litert_torch.to_channel_last_io(relu6_as_relu_clamp(model), args=[0]).eval()
     example = _nhwc_example(model, resolution)
     with _quiet(), torch.no_grad():
         graph = torch.export.export(nhwc, (example,)).module()
