@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from mobilenets.deploy import FORMATS, runtime_module
 from mobilenets.deploy import bench as deploy_bench
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.cpu import CpuInfo, cpu_info
-from mobilenets.deploy.images import real_images
+from mobilenets.deploy.images import calibrate_bn, real_images
 from mobilenets.deploy.verify import U8_SAFE_WEIGHT, int8_safety
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
@@ -27,15 +26,8 @@ def small():
     """α=0.25 MobileNet at 64 px, BN statistics measured on real photos (logits are not ~0)."""
     torch.manual_seed(0)
     model = create_model("mobilenet_v1", width_mult=0.25, resolution=64, num_classes=10)
-    images = real_images(48, 3, 64, split="train", seed=7)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(images)
-    return model.eval(), real_images(64, 3, 64, split="train")
+    model = calibrate_bn(model, real_images(48, 3, 64, split="train", seed=7))
+    return model, real_images(64, 3, 64, split="train")
 
 
 @pytest.fixture

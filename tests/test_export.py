@@ -14,6 +14,7 @@ from torch import nn
 from mobilenets import export as ex
 from mobilenets.cli import main
 from mobilenets.deploy import export as deploy_export
+from mobilenets.deploy.images import calibrate_bn
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
@@ -25,16 +26,7 @@ def calibrated(name: str, **kw) -> nn.Module:
     """
     torch.manual_seed(0)
     model = create_model(name, **kw)
-    res = model.resolution
-    images = ex.real_images(48, model.in_chans, res, split="train", seed=7)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batch
-    model.train()
-    with torch.no_grad():
-        model(images)
-    return model.eval()
+    return calibrate_bn(model, ex.real_images(48, model.in_chans, model.resolution, split="train", seed=7))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT tests need pip 
 
 from mobilenets import export as ex  # noqa: E402
 from mobilenets.deploy import litert  # noqa: E402
+from mobilenets.deploy.images import calibrate_bn  # noqa: E402
 from mobilenets.errors import MobileNetsError  # noqa: E402
 from mobilenets.models import create_model  # noqa: E402
 
@@ -24,15 +25,7 @@ def calibrated(name: str, **kw) -> nn.Module:
     """A random-init model whose BN statistics are measured on real photos, so its logits are not ~0."""
     torch.manual_seed(0)
     model = create_model(name, **kw)
-    images = ex.real_images(48, model.in_chans, model.resolution, split="train", seed=7)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(images)
-    return model.eval()
+    return calibrate_bn(model, ex.real_images(48, model.in_chans, model.resolution, split="train", seed=7))
 
 
 def deployable(model: nn.Module) -> nn.Module:

@@ -24,6 +24,7 @@ from torch import nn
 
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.cpu import cpu_info
+from mobilenets.deploy.deps import atomic_write
 from mobilenets.deploy.fold import fold_bn, static_padding
 from mobilenets.deploy.images import real_images
 from mobilenets.errors import MobileNetsError
@@ -365,7 +366,7 @@ def save_grid(rows: list[GridRow], path: str | os.PathLike) -> Path:
     path = Path(path)
     cpu = cpu_info()
     data = {"cpu": {**cpu.to_dict(), "line": cpu.line()}, "rows": [r.to_dict() for r in rows]}
-    _atomic_write(path, json.dumps(data, indent=2).encode())
+    atomic_write(path, json.dumps(data, indent=2).encode())
     return path
 
 
@@ -390,20 +391,6 @@ def load_grid(path: str | os.PathLike) -> list[GridRow]:
         ) from None
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         raise MobileNetsError(f"{path}: not a grid results file written by `mobilenets bench --grid` ({e})") from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise MobileNetsError(f"cannot write {path}: the folder {folder} does not exist or is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:

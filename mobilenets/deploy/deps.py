@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from mobilenets.errors import MobileNetsError
 
@@ -61,3 +63,18 @@ def quiet() -> Iterator[None]:
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder: never a half-written file."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise MobileNetsError(f"cannot write {path}: the folder {folder} does not exist or is not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

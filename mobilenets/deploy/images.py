@@ -93,3 +93,19 @@ def real_images(
         f"no built-in real images for in_chans={in_chans} (photos have 3 channels, Fashion-MNIST 1): "
         "pass the images yourself (calib_images= / verify_images=)"
     )
+
+
+def calibrate_bn(model: torch.nn.Module, images: torch.Tensor) -> torch.nn.Module:
+    """``model`` (in eval mode) with its BatchNorm statistics measured on ``images`` instead of left at (0, 1).
+
+    A randomly initialized network with fresh BN statistics has nearly constant logits, which makes int8
+    calibration and top-1 agreement meaningless; one pass over real images gives it realistic activations.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the pass
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()

@@ -18,8 +18,6 @@ Needs ``pip install 'mobilenets[litert]'``: litert-torch converts without Tensor
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.deps import atomic_write
 from mobilenets.deploy.deps import quiet as _quiet
 from mobilenets.deploy.deps import require as _require
 from mobilenets.deploy.fold import correct_bias_for_int8_weights, relu6_as_relu_clamp
@@ -220,15 +219,7 @@ def set_metadata(path: Path, info: dict) -> None:
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME.encode(), len(model.buffers) - 1
     model.metadata.append(entry)
-    content = flatbuffer_utils.convert_object_to_bytearray(model)
-    fd, tmp = tempfile.mkstemp(prefix=".metadata-", suffix=SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
 
 
 def metadata(path: Path) -> dict | None:
