@@ -39,6 +39,7 @@ def test_bench_model_every_runtime():
         ("onnxruntime", "fp32", 1),
         ("onnxruntime", "fp32", 4),
         ("executorch", "fp32", 1),
+        ("litert", "fp32", 1),
         ("openvino", "fp32", 1),
         ("openvino", "fp32", 4),
         ("onnxruntime", "int8", 2),

@@ -288,7 +288,7 @@ def test_cli_export(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--format", "tflite"], "unknown export format 'tflite'"),
+        (["--format", "coreml"], "unknown export format 'coreml'"),
         (["--precision", "fp8"], "unknown precision 'fp8'"),
         (["-o", "/nonexistent-dir/x.onnx"], "does not exist"),
         (["--checkpoint", "/nonexistent.pt"], "checkpoint /nonexistent.pt not found"),
