@@ -486,6 +486,17 @@ class Augment:
         return self.crop_scale == (1.0, 1.0) and self.translate == 0 and not self.flip
 
 
+def match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A (N, C, H, W) batch with ``in_chans`` channels: grayscale repeated for RGB, RGB averaged for grayscale."""
+    if x.shape[1] == in_chans:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, in_chans, -1, -1)
+    if in_chans == 1:
+        return x.mean(1, keepdim=True)
+    raise MobileNetsError(f"cannot feed {x.shape[1]}-channel images to a model with in_chans={in_chans}")
+
+
 def prepare_batch(
     images: torch.Tensor,
     mean: Sequence[float],
@@ -506,13 +517,7 @@ def prepare_batch(
     mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     x = (x - mean_t) / std_t
-    if x.shape[1] != in_chans:
-        if x.shape[1] == 1:
-            x = x.expand(-1, in_chans, -1, -1)
-        elif in_chans == 1:
-            x = x.mean(1, keepdim=True)
-        else:
-            raise MobileNetsError(f"cannot feed {x.shape[1]}-channel images to a model with in_chans={in_chans}")
+    x = match_channels(x, in_chans)
     n = x.shape[0]
     if augment is not None and not augment.is_identity and n:
         if rand is None:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.data import match_channels
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import list_models
 from mobilenets.training.checkpoint import load_model
@@ -62,13 +63,7 @@ def teacher_input(
 
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     x = x * column(student_std) + column(student_mean)  # back to pixel values in [0, 1]
-    if x.shape[1] != in_chans:
-        if x.shape[1] == 1:
-            x = x.expand(-1, in_chans, -1, -1)
-        elif in_chans == 1:
-            x = x.mean(1, keepdim=True)
-        else:
-            raise MobileNetsError(f"cannot feed a {x.shape[1]}-channel batch to a {in_chans}-channel teacher")
+    x = match_channels(x, in_chans)
     if tuple(x.shape[-2:]) != (resolution, resolution):
         x = F.interpolate(
             x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=resolution < x.shape[-1]
