@@ -26,7 +26,6 @@ FORMAT = "executorch"
 SUFFIX = ".pte"
 RUNTIME = "ExecuTorch-XNNPACK"
 PRECISIONS = ("fp32", "int8")
-METADATA_METHOD = "mobilenets_metadata"
 
 
 def _example(model: nn.Module, resolution: int) -> torch.Tensor:
