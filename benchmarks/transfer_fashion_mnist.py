@@ -234,8 +234,11 @@ def arms(plan: Plan) -> list[Arm]:
 
 
 def run_record_config(arm: Arm, teacher_runs: dict[str, str]) -> dict:
-    """What determines an arm's numbers: its config, with the teacher named by its own cached run."""
-    config = {"cache_version": CACHE_VERSION, **arm.config}
+    """What determines an arm's numbers: its config, the values of its preset (a retuned preset retrains its
+    runs), with the teacher named by its own cached run."""
+    from mobilenets.training.config import PRESETS
+
+    config = {"cache_version": CACHE_VERSION, **arm.config, "preset_values": dict(PRESETS[arm.config["preset"]])}
     if "teacher" in config:
         config["teacher"] = teacher_runs[config["teacher"]]
     return config
@@ -251,7 +254,7 @@ def run_arm(arm: Arm, out_dir: Path, teacher_runs: dict[str, str], verbose: bool
     record = load_cached(path, config)
     if record is not None:
         return record, False
-    fields = {k: v for k, v in config.items() if k != "cache_version"}
+    fields = {k: v for k, v in config.items() if k not in ("cache_version", "preset_values")}
     if "teacher" in fields:
         teacher_dir = out_dir / "runs" / fields["teacher"]
         if not (teacher_dir / "model.pt").is_file():
