@@ -36,7 +36,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 
 test: $(BIN)/.installed data lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
