@@ -8,7 +8,8 @@ all in bf16 autocast and channels-last on the same device:
   ours          mobilenets.models.create_model("mobilenet_v1", width_mult=..., resolution=...)
   ours-engine   our model driven the way `mobilenets train` drives it: uint8 batches resident on the
                 device, augmentation and normalization by mobilenets.data.prepare_batch, the schedule's
-                LambdaLR step and the per-step read-back of loss/accuracy (a host synchronization)
+                LambdaLR step, and loss/accuracy kept on the device and read back every GPU_SYNC_EVERY
+                steps (the loop's --sync-every default: one host synchronization per window)
 
 The timm and ours rows share one step (synthetic normalized input, cross-entropy with label smoothing 0.1,
 the sgd preset's optimizer from mobilenets.train.build_optimizer), so they compare the networks; the engine
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from mobilenets import data as D
 from mobilenets.models import create_model
 from mobilenets.train import TrainConfig, build_optimizer, lr_factor
+from mobilenets.training.config import GPU_SYNC_EVERY
 
 # (label, width_mult, resolution): issue 12's two configurations.
 CONFIGS = [("1.0-224", 1.0, 224), ("0.25-128", 0.25, 128)]
@@ -142,6 +144,7 @@ def make_engine_step(model: nn.Module, run_model, s: Settings, resolution: int):
     images = torch.randint(0, 256, (s.batch_size, 3, resolution, resolution), dtype=torch.uint8, device=s.device)
     labels = torch.randint(0, s.num_classes, (s.batch_size,), device=s.device)
     k = [0]
+    window: list[torch.Tensor] = []
 
     def step() -> None:
         rand = D.augment_rand(s.batch_size, D.step_generator(0, 0, k[0]))
@@ -153,8 +156,10 @@ def make_engine_step(model: nn.Module, run_model, s: Settings, resolution: int):
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         loss.backward()
         correct = (logits.detach().argmax(1) == labels).sum()
-        stats = torch.stack([loss.detach().float() * s.batch_size, correct.float()]).cpu()  # the loop's read-back
-        float(stats[0])
+        window.append(torch.stack([loss.detach().float() * s.batch_size, correct.float()]))
+        if len(window) >= GPU_SYNC_EVERY:  # the loop's read-back: the host waits for the GPU here only
+            float(torch.stack(window).cpu()[:, 0].sum())
+            window.clear()
         optimizer.step()
         scheduler.step()
 

@@ -514,15 +514,16 @@ def prepare_batch(
     ``rand`` holds the batch's uniform random numbers, (N, AUGMENT_RANDOMS), e.g. from :func:`augment_rand`.
     """
     x = images.float().div_(255)
-    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    # Host-to-GPU copies without waiting for the GPU (a blocking copy would synchronize every step).
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(x.device, non_blocking=True)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(x.device, non_blocking=True)
     x = (x - mean_t) / std_t
     x = match_channels(x, in_chans)
     n = x.shape[0]
     if augment is not None and not augment.is_identity and n:
         if rand is None:
             raise MobileNetsError("prepare_batch: augmentation needs rand=augment_rand(batch_size, generator)")
-        rand = rand.to(x.device)
+        rand = rand.to(x.device, non_blocking=True)
         lo, hi = augment.crop_scale
         area = lo + (hi - lo) * rand[:, 0]
         r_lo, r_hi = math.log(augment.crop_ratio[0]), math.log(augment.crop_ratio[1])

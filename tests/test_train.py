@@ -103,6 +103,58 @@ def test_rmsprop_tf_matches_tensorflow_formula():
     np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-12)
 
 
+def test_rmsprop_tf_updates_every_weight_of_every_group_together():
+    # The foreach update over groups with and without weight decay, weights of several shapes, and a weight
+    # without a gradient (left alone), against TF1's formula per weight.
+    rng = np.random.default_rng(1)
+    shapes = [(3, 2), (4,), (2, 2, 3)]
+    w0 = [rng.normal(size=s) for s in shapes]
+    lr, decay, momentum, eps, wd = 0.05, 0.9, 0.9, 1.0, 0.01
+    params = [nn.Parameter(torch.tensor(w)) for w in w0]
+    frozen = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = T.RMSpropTF(
+        [dict(params=params[:2] + [frozen], weight_decay=wd), dict(params=params[2:], weight_decay=0.0)],
+        lr=lr,
+        decay=decay,
+        momentum=momentum,
+        eps=eps,
+    )
+    ref = [(w.copy(), np.ones(w.shape), np.zeros(w.shape)) for w in w0]
+    for _ in range(3):
+        grads = [rng.normal(size=s) for s in shapes]
+        for i, (g, (w, ms, mom)) in enumerate(zip(grads, ref)):
+            g = g + (wd * w if i < 2 else 0)
+            ms = decay * ms + (1 - decay) * g * g
+            mom = momentum * mom + lr * g / np.sqrt(ms + eps)
+            ref[i] = (w - mom, ms, mom)
+        for p, g in zip(params, grads):
+            p.grad = torch.tensor(g)
+        opt.step()
+    for p, (w, _, _) in zip(params, ref):
+        np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-12)
+    assert torch.equal(frozen.detach(), torch.ones(2, dtype=torch.float64)) and frozen not in opt.state
+
+
+def test_ema_moves_float_tensors_toward_the_model_and_copies_counters():
+    from mobilenets.models import create_model
+
+    model = create_model("mobilenet_v1", width_mult=0.25, resolution=32, num_classes=10)
+    ema = T.ModelEma(model, decay=0.9)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.train()
+    model(torch.randn(4, 3, 32, 32))  # BN statistics and batch counters move too
+    ema.update(model, step=100)  # decay min(0.9, 101/110) = 0.9
+    now = model.state_dict()
+    for k, v in ema.module.state_dict().items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(v, before[k] + 0.1 * (now[k] - before[k]), rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(v, now[k]) and not torch.equal(v, before[k]), k
+
+
 def test_lr_schedules():
     cfg = T.TrainConfig(preset="sgd", warmup_epochs=1.0).resolved()
     f = [T.lr_factor(s, 100, 10, cfg) for s in range(100)]
@@ -241,6 +293,39 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
 
+def test_reading_the_loss_back_every_few_steps_changes_nothing_else(reference, tmp_path):
+    # --sync-every only moves the host's read-backs (a GPU waits at each): the same steps, bits and files.
+    # 7 is no divisor of the 42 steps per epoch, and checkpoint_every 4 forces read-backs in between.
+    out = tmp_path / "sync7"
+    r = run_inprocess(out_dir=str(out), checkpoint_every=4, sync_every=7)
+    assert r.step_losses == reference.step_losses and len(r.step_losses) == 84
+    for key in ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc"):
+        assert [h[key] for h in r.history] == [h[key] for h in reference.history], key
+    assert_same_weights(out / "model.pt", Path(reference.out_dir) / "model.pt")
+    assert T.load_checkpoint(out / "checkpoint.pt")["state"]["step_losses"] == reference.step_losses
+
+
+def test_a_late_read_back_still_names_the_bad_step_and_keeps_a_good_checkpoint(tmp_path, monkeypatch):
+    from mobilenets.training import loop
+
+    real_loss = loop._loss
+
+    def nan_at_step_6(run, x, logits, y):  # the 6th step's loss is NaN (step index 5)
+        loss = real_loss(run, x, logits, y)
+        return loss * float("nan") if run.state["step"] == 5 else loss
+
+    monkeypatch.setattr(loop, "_loss", nan_at_step_6)
+    out = tmp_path / "nan-late"
+    # Read-backs after steps 3, 5 (a checkpoint), 8: step 6's NaN is seen at step 8, two updates later.
+    with pytest.raises(MobileNetsError, match=r"loss is nan at step 6 .*stopped 2 step\(s\) later") as err:
+        run_inprocess(out_dir=str(out), checkpoint_every=5, sync_every=3)
+    assert "the last good checkpoint" in str(err.value) and "(step 5)" in str(err.value)
+    saved = T.load_checkpoint(out / "checkpoint.pt")
+    assert saved["state"]["step"] == 5 and len(saved["state"]["step_losses"]) == 5
+    assert all(np.isfinite(saved["state"]["step_losses"]))
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
 def test_unreadable_images_are_skipped_counted_and_reported(tmp_path, capsys):
     from test_data import add_bad_files, make_image_folder
 
@@ -303,6 +388,51 @@ def test_ddp_two_processes_track_one_process(tmp_path):
 
     single_w = flat(Path(single.out_dir) / "model.pt")
     assert (flat(ddp_out / "model.pt") - single_w).norm() < 1e-4 * single_w.norm()
+
+
+# --- GPU (skipped without CUDA; CI has none: run on a GPU machine) -------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_a_gpu_step_never_waits_for_the_gpu(tmp_path, monkeypatch):
+    # Issue 12: no host synchronization inside a step. CUDA's sync debug mode raises on any call that makes
+    # the host wait (.item(), .cpu(), a blocking host-to-device copy) inside forward/backward and the update.
+    from mobilenets.training import loop
+
+    def strict(fn):
+        def wrapped(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+        return wrapped
+
+    monkeypatch.setattr(loop, "_forward_backward", strict(loop._forward_backward))
+    monkeypatch.setattr(loop, "_optimizer_step", strict(loop._optimizer_step))
+    r = T.train(T.TrainConfig(**{**TINY, "device": "cuda", "out_dir": str(tmp_path / "gpu")}))
+    assert r.steps == 84 and np.isfinite(r.step_losses).all()
+    assert r.test_acc > 0.5  # it learns, in bf16 and channels-last (the GPU defaults), as the CPU run does
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs a GPU per process: 2 GPUs")
+def test_torchrun_nccl_tracks_one_gpu_process(tmp_path):
+    n = min(torch.cuda.device_count(), 4)
+    kw = dict(TINY, batch_size=16 * n, max_steps=8, epochs=1, device="cuda", amp="off")
+    out = tmp_path / "nccl"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items() if not isinstance(v, bool)]
+    flags += ["--no-progress", "--no-tensorboard", "--no-plots", f"--out-dir={out}", "--json"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}", "--standalone"]
+    proc = subprocess.run(torchrun + ["-m", "mobilenets", "train"] + flags, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((out / "result.json").read_text())
+    single = run_inprocess(**kw, accum_steps=n, out_dir=str(tmp_path / "single"))
+    assert ddp["steps"] == single.steps == 8
+    # cuDNN's TF32 convolutions and reduction orders differ between the runs: close, not bit-equal.
+    np.testing.assert_allclose(ddp["step_losses"], single.step_losses, rtol=0, atol=2e-3)
 
 
 # --- CLI ---------------------------------------------------------------------------------------------

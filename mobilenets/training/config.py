@@ -64,8 +64,9 @@ class TrainConfig:
         seed, device ("auto", "cpu", "cuda", "cuda:1"), amp ("auto": bf16 on GPU, off on CPU; "bf16",
         "fp16", "off"), channels_last (None: on), compile (torch.compile), sync_bn (DDP),
         gpu_data (None: keep in-memory sets on the GPU), out_dir, checkpoint_every (steps; 0: epoch ends
-        only), resume (continue from ``out_dir``/checkpoint.pt), eval_every (epochs), progress (tqdm),
-        tensorboard, plots.
+        only), sync_every (steps between reading the loss back to the host, which waits for the GPU; None: 1 on
+        CPU, where it costs nothing, GPU_SYNC_EVERY on GPU), resume (continue from ``out_dir``/checkpoint.pt),
+        eval_every (epochs), progress (tqdm), tensorboard, plots.
     """
 
     # model
@@ -118,6 +119,7 @@ class TrainConfig:
     gpu_data: bool | None = None
     out_dir: str = "runs/train"
     checkpoint_every: int = 0
+    sync_every: int | None = None
     resume: bool = False
     eval_every: int = 1
     progress: bool = True
@@ -157,6 +159,7 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1) (0 turns EMA off)"),
             (0 < self.crop_scale_min <= 1, "crop_scale_min must be in (0, 1]"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (self.sync_every is None or self.sync_every >= 1, "sync_every must be >= 1"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.data_pipeline in ("pil", "jpeg"), "data_pipeline must be pil or jpeg"),
@@ -263,6 +266,10 @@ PRESETS: dict[str, dict] = {
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
 # Fields that may differ between a run and the run it resumes (they do not change the numbers).
+# Steps between host synchronizations on a GPU: the loss/accuracy read-back, the NaN check, the stop flag and
+# the progress bar. Each read waits for the GPU to drain; in between the CPU queues the next steps ahead.
+GPU_SYNC_EVERY = 25
+
 RESUME_FREE = {
     "resume",
     "progress",
@@ -274,6 +281,7 @@ RESUME_FREE = {
     "epochs",
     "max_steps",
     "checkpoint_every",
+    "sync_every",
     "eval_every",
 }
 
@@ -345,6 +353,8 @@ FIELD_HELP = {
     "gpu_data": "keep in-memory datasets on the GPU (default: on GPU)",
     "out_dir": "where checkpoints, metrics, plots and TensorBoard events go",
     "checkpoint_every": "also checkpoint every N steps (0 = at epoch ends only)",
+    "sync_every": "read the loss and accuracy back from the GPU every N steps (default: 1 on CPU, "
+    f"{GPU_SYNC_EVERY} on GPU; a non-finite loss is caught up to N steps late, the saved checkpoint stays good)",
     "resume": "continue bit-for-bit from OUT_DIR/checkpoint.pt",
     "eval_every": "evaluate on the test split every N epochs",
     "progress": "tqdm progress bars",

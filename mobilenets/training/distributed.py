@@ -36,6 +36,8 @@ def setup_distributed(device_kind: str) -> Dist:
     import torch.distributed as dist
 
     here = False
+    if device_kind == "cuda":  # NCCL's communicators and barriers use the current device: this rank's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
         here = True
@@ -43,10 +45,15 @@ def setup_distributed(device_kind: str) -> Dist:
 
 
 def all_reduce(t: torch.Tensor, dist_info: Dist) -> torch.Tensor:
-    if dist_info.enabled:
-        import torch.distributed as dist
+    """The sum of ``t`` over the processes, on ``t``'s device (NCCL reduces GPU tensors only: a CPU tensor
+    makes the trip through this rank's GPU)."""
+    if not dist_info.enabled:
+        return t
+    import torch.distributed as dist
 
-        dist.all_reduce(t)
+    if t.device.type == "cpu" and dist.get_backend() == "nccl":
+        return all_reduce(t.to(torch.device("cuda", torch.cuda.current_device())), dist_info).cpu()
+    dist.all_reduce(t)
     return t
 
 

@@ -57,9 +57,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     n_cls = dataset.num_classes
-    confusion = torch.zeros(n_cls, n_cls, dtype=torch.float64)
-    top5_hits = torch.zeros((), dtype=torch.float64)
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    # Counts stay on the device until the end: no host synchronization per batch.
+    confusion = torch.zeros(n_cls * n_cls, dtype=torch.float64, device=device)
+    top5_hits = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     k = min(5, n_cls)
     mine = torch.arange(dist_info.rank, len(dataset), dist_info.world_size)
     for x, y in _eval_batches(dataset, mine, batch_size, num_workers, data_pipeline, device):
@@ -68,11 +69,11 @@ def evaluate(
         with _autocast(device, amp):
             logits = model(x)
         logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         topk = logits.topk(k, dim=1).indices
-        top5_hits += (topk == y[:, None]).any(1).sum().double().cpu()
-        confusion += torch.bincount(y.cpu() * n_cls + topk[:, 0].cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
-    packed = all_reduce(torch.cat([confusion.flatten(), top5_hits[None], loss_sum[None]]), dist_info)
+        top5_hits += (topk == y[:, None]).any(1).sum().double()
+        confusion.index_add_(0, y * n_cls + topk[:, 0], torch.ones(len(y), dtype=torch.float64, device=device))
+    packed = all_reduce(torch.cat([confusion, top5_hits[None], loss_sum[None]]), dist_info).cpu()
     confusion = packed[: n_cls * n_cls].view(n_cls, n_cls)
     top5_hits, loss_sum = packed[-2], packed[-1]
     model.train(was_training)
@@ -98,8 +99,9 @@ def _eval_batches(
     device: torch.device | str = "cpu",
 ):
     if isinstance(dataset, D.ArrayDataset):
+        indices = indices.to(dataset.images.device)  # once: slicing it per batch copies nothing
         for i in range(0, len(indices), batch_size):
-            idx = indices[i : i + batch_size].to(dataset.images.device)
+            idx = indices[i : i + batch_size]
             yield dataset.images[idx], dataset.labels[idx]
         return
     batches = [indices[i : i + batch_size].tolist() for i in range(0, len(indices), batch_size)]

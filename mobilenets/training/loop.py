@@ -15,7 +15,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -40,7 +39,7 @@ from mobilenets.training.checkpoint import (
     atomic_write_text,
     load_checkpoint,
 )
-from mobilenets.training.config import RESUME_FREE, TrainConfig, model_kwargs
+from mobilenets.training.config import GPU_SYNC_EVERY, RESUME_FREE, TrainConfig, model_kwargs
 from mobilenets.training.distributed import (
     Dist,
     _autocast,
@@ -187,6 +186,7 @@ class _Run:
     last_step: int = 0
     amp: str = "off"
     channels_last: bool = True
+    sync_every: int = 1
     augment: Any = None
     # model (_build_model, _wrap_model)
     model: Any = None
@@ -257,6 +257,7 @@ def _setup_data(run: _Run) -> None:
     # Channels-last runs MobileNets' depthwise/pointwise convs faster on GPUs and on CPUs (oneDNN, ~1.4x).
     run.channels_last = True if cfg.channels_last is None else cfg.channels_last
     run.amp = ("bf16" if on_gpu else "off") if cfg.amp == "auto" else cfg.amp
+    run.sync_every = cfg.sync_every or (GPU_SYNC_EVERY if on_gpu else 1)
     if isinstance(train_set, D.ArrayDataset) and (cfg.gpu_data if cfg.gpu_data is not None else on_gpu):
         train_set, test_set = train_set.to(device), test_set.to(device)
     run.train_set, run.test_set = train_set, test_set
@@ -441,7 +442,13 @@ def _epoch_loop(run: _Run, on_step) -> tuple[EvalResult | None, bool]:
 
 
 def _train_epoch(run: _Run, stop: _StopFlag, on_step) -> bool:
-    """The steps of one epoch (from where a resumed run left off); True when a signal asked to stop."""
+    """The steps of one epoch (from where a resumed run left off); True when a signal asked to stop.
+
+    A step's loss and accuracy stay on the device until a read-back, every ``sync_every`` steps and before
+    every checkpoint: reading them waits for the GPU, so in between the CPU queues steps ahead of it.
+    A read-back checks the window's losses before the window's last optimizer step; with sync_every 1 (the
+    CPU's default) a non-finite loss stops the run before it touches the weights.
+    """
     from tqdm.auto import tqdm
 
     cfg, state = run.cfg, run.state
@@ -462,6 +469,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, on_step) -> bool:
     run.train_model.train()
     _apply_freeze(run, epoch)
     interrupted = False
+    window: list[_PendingStep] = []  # steps whose stats are still on the device
     batches = _train_batches(run.train_set, order, first, steps_here, cfg, run.dist_info, run.device)
     for k, (images, labels, bad_paths) in enumerate(batches, start=first):
         t0 = time.perf_counter()
@@ -472,29 +480,77 @@ def _train_epoch(run: _Run, stop: _StopFlag, on_step) -> bool:
             continue
         step = state["step"]
         stats = _forward_backward(run, images, labels, epoch, k, stop)
-        step_loss = float(stats[0] / stats[2])
-        if not math.isfinite(step_loss):
-            run.writer.close()
-            bar.close()
-            _raise_non_finite(run, step_loss, step, epoch, k)
-        lr = _optimizer_step(run, step)
+        window.append(_PendingStep(step, k, stats, run.optimizer.param_groups[0]["lr"]))
+        checkpoint_due = bool(cfg.checkpoint_every) and (step + 1) % cfg.checkpoint_every == 0
+        read_now = len(window) >= run.sync_every or checkpoint_due or k + 1 >= steps_here or step + 1 >= run.last_step
+        values = _read_back(run, window, epoch, bar) if read_now else None
+        _optimizer_step(run, step)
         state["step"] = step + 1
         state["step_in_epoch"] = k + 1
-        for i in range(3):
-            state["epoch_stats"][i] += float(stats[i])
-        state["step_losses"].append(step_loss)
-        dt = time.perf_counter() - t0
-        state["train_time_s"] += dt
-        _log_step(run, bar, epoch, step_loss, lr, dt, on_step)
-        if bool(stats[3]):
-            interrupted = True
+        window[-1].time_s = time.perf_counter() - t0
+        if values is not None:
+            interrupted = _log_window(run, bar, epoch, window, values, on_step)
+            window = []
+        if interrupted:
             break
-        if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+        if checkpoint_due:
             _save_checkpoint(run)
         if state["step"] >= run.last_step:
             break
+    if window:  # the epoch's last batches were unreadable: log the steps before them
+        interrupted = _log_window(run, bar, epoch, window, _read_back(run, window, epoch, bar), on_step)
     bar.close()
     return interrupted
+
+
+@dataclass
+class _PendingStep:
+    step: int
+    k: int  # the batch's index in its epoch
+    stats: torch.Tensor  # [loss sum, correct, images, stop requested], on the device
+    lr: float
+    time_s: float = 0.0
+
+
+def _read_back(run: _Run, window: list[_PendingStep], epoch: int, bar) -> torch.Tensor:
+    """The window's stats on the host, (steps, 4) float64: one synchronization. Raises on a non-finite loss."""
+    values = torch.stack([p.stats for p in window]).cpu()
+    losses = values[:, 0] / values[:, 2]
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        run.writer.close()
+        bar.close()
+        _raise_non_finite(run, float(losses[i]), window[i].step, epoch, window[i].k, len(window) - 1 - i)
+    return values
+
+
+def _log_window(run: _Run, bar, epoch: int, window: list[_PendingStep], values: torch.Tensor, on_step) -> bool:
+    """Account for the window's steps (epoch stats, step losses, time, progress, TensorBoard, ``on_step``);
+    True when a signal asked to stop."""
+    state = run.state
+    for pending, row in zip(window, values.tolist()):
+        for i in range(3):
+            state["epoch_stats"][i] += row[i]
+        step_loss = row[0] / row[2]
+        state["step_losses"].append(step_loss)
+        state["train_time_s"] += pending.time_s
+        if run.dist_info.is_main:
+            run.writer.add_scalar("train/loss", step_loss, pending.step + 1)
+            run.writer.add_scalar("train/lr", pending.lr, pending.step + 1)
+            if on_step is not None:
+                on_step(pending.step + 1, dict(epoch=epoch, loss=step_loss, lr=pending.lr))
+    if run.show:
+        es = state["epoch_stats"]
+        window_s = sum(p.time_s for p in window)
+        bar.set_postfix(
+            loss=f"{state['step_losses'][-1]:.3f}",
+            acc=f"{es[1] / es[2]:.3f}",
+            img_s=f"{run.cfg.batch_size * len(window) / max(window_s, 1e-9):.0f}",
+            refresh=False,
+        )
+        bar.update(len(window))
+    return bool(values[:, 3].any())
 
 
 def _apply_freeze(run: _Run, epoch: int) -> None:
@@ -513,7 +569,8 @@ def _apply_freeze(run: _Run, epoch: int) -> None:
 def _forward_backward(
     run: _Run, images: torch.Tensor, labels: torch.Tensor, epoch: int, k: int, stop: _StopFlag
 ) -> torch.Tensor:
-    """Gradients of one global batch; returns [loss sum, correct, images, stop requested] summed over ranks."""
+    """Gradients of one global batch; returns [loss sum, correct, images, stop requested] summed over ranks,
+    float64 on the device. Nothing here waits for the GPU."""
     cfg, device, dist_info = run.cfg, run.device, run.dist_info
     # Per-step seed for dropout and the crops: a resumed run replays exactly these numbers.
     torch.manual_seed(_step_seed(cfg.seed, run.state["step"], dist_info.rank))
@@ -523,38 +580,34 @@ def _forward_backward(
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
-    # Gradient accumulation: micro-batches of the rank's share, gradients summed before the step.
-    chunks = torch.arange(len(labels), device=device).tensor_split(cfg.accum_steps)
+    # Gradient accumulation: micro-batches of the rank's share, gradients summed before the step. The
+    # micro-batches are contiguous slices (bounds computed on the host: no index tensor to copy).
+    chunks = torch.arange(len(labels)).tensor_split(cfg.accum_steps)
     for j, idx in enumerate(chunks):
         last_chunk = j == len(chunks) - 1
+        part = slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
         sync = run.train_model.no_sync() if dist_info.enabled and not last_chunk else contextlib.nullcontext()
         with sync:
             x = D.prepare_batch(
-                images[idx],
+                images[part],
                 run.train_set.mean,
                 run.train_set.std,
                 cfg.resolution,
                 run.in_chans,
                 run.augment,
-                rand[idx.cpu()][: len(idx)],
+                rand[part],
                 run.channels_last,
             )
-            y = labels[idx]
+            y = labels[part]
             with _autocast(device, run.amp):
                 logits = run.train_model(x)
                 loss = _loss(run, x, logits, y)
             run.scaler.scale(loss * (len(idx) / len(labels))).backward()
         loss_sum += loss.detach().float() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
-    stats = torch.stack(
-        [
-            loss_sum,
-            correct.float(),
-            torch.tensor(float(len(labels)), device=device),
-            torch.tensor(float(stop.signum is not None), device=device),
-        ]
-    )
-    return all_reduce(stats.cpu().double(), dist_info)
+    counts = torch.tensor([float(len(labels)), float(stop.signum is not None)], dtype=torch.float64)
+    stats = torch.cat([torch.stack([loss_sum, correct.float()]).double(), counts.to(device, non_blocking=True)])
+    return all_reduce(stats, dist_info)
 
 
 def _loss(run: _Run, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -568,17 +621,21 @@ def _loss(run: _Run, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> 
     )
 
 
-def _raise_non_finite(run: _Run, step_loss: float, step: int, epoch: int, k: int) -> None:
+def _raise_non_finite(run: _Run, step_loss: float, step: int, epoch: int, k: int, steps_after: int = 0) -> None:
     ckpt_path = run.ckpt_path
     where = (
         f"the last good checkpoint {ckpt_path} (step {_ckpt_step(ckpt_path)})"
         if ckpt_path.exists()
         else "no checkpoint was written yet"
     )
+    when = (
+        "before updating the weights"
+        if not steps_after
+        else f"{steps_after} step(s) later (the next read-back, --sync-every)"
+    )
     raise MobileNetsError(
         f"loss is {step_loss} at step {step + 1} (epoch {epoch + 1}, batch {k + 1}); stopped "
-        f"before updating the weights, keeping {where}. Lower --lr, check the data, "
-        "or use --amp off"
+        f"{when}, keeping {where}. Lower --lr, check the data, or use --amp off"
     )
 
 
@@ -593,24 +650,6 @@ def _optimizer_step(run: _Run, step: int) -> float:
     if run.ema is not None:
         run.ema.update(run.model, step)
     return lr
-
-
-def _log_step(run: _Run, bar, epoch: int, step_loss: float, lr: float, dt: float, on_step) -> None:
-    state = run.state
-    if run.show:
-        es = state["epoch_stats"]
-        bar.set_postfix(
-            loss=f"{step_loss:.3f}",
-            acc=f"{es[1] / es[2]:.3f}",
-            img_s=f"{run.cfg.batch_size / max(dt, 1e-9):.0f}",
-            refresh=False,
-        )
-        bar.update(1)
-    if run.dist_info.is_main:
-        run.writer.add_scalar("train/loss", step_loss, state["step"])
-        run.writer.add_scalar("train/lr", lr, state["step"])
-        if on_step is not None:
-            on_step(state["step"], dict(epoch=epoch, loss=step_loss, lr=lr))
 
 
 def _end_epoch(run: _Run, epoch: int) -> EvalResult | None:
@@ -720,12 +759,13 @@ def _train_batches(
     squares as the PIL path's; the augmentation happens later, in prepare_batch, either way).
     """
     B = cfg.batch_size
-    index_lists = [_rank_part(order[k * B : (k + 1) * B], dist_info) for k in range(first, last)]
     if isinstance(train_set, D.ArrayDataset):
-        for idx in index_lists:
-            idx = idx.to(train_set.images.device)
+        order = order.to(train_set.images.device)  # once per epoch: slicing it per step copies nothing
+        for k in range(first, last):
+            idx = _rank_part(order[k * B : (k + 1) * B], dist_info)
             yield train_set.images[idx], train_set.labels[idx], []
         return
+    index_lists = [_rank_part(order[k * B : (k + 1) * B], dist_info) for k in range(first, last)]
     if cfg.data_pipeline == "jpeg":
         from mobilenets.jpeg_pipeline import JpegLoader
 

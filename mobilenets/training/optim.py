@@ -20,6 +20,8 @@ class RMSpropTF(torch.optim.Optimizer):
     square root, and the learning rate multiplies the update before it enters the momentum buffer:
         ms ← decay·ms + (1−decay)·g²;  mom ← momentum·mom + lr·g/√(ms+ε);  w ← w − mom
     With ε = 1.0 (the paper's setting via Inception V3) the step is close to SGD's early on.
+    Each group's tensors are updated together (``torch._foreach_*``): a handful of kernel launches per
+    step on a GPU instead of a handful per weight.
     """
 
     def __init__(
@@ -30,20 +32,26 @@ class RMSpropTF(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["weight_decay"]:
-                    g = g.add(p, alpha=group["weight_decay"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["ms"] = torch.ones_like(p)
                     state["mom"] = torch.zeros_like(p)
-                ms, mom = state["ms"], state["mom"]
-                ms.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
-                mom.mul_(group["momentum"]).addcdiv_(g, (ms + group["eps"]).sqrt_(), value=group["lr"])
-                p.sub_(mom)
+            ms = [self.state[p]["ms"] for p in params]
+            mom = [self.state[p]["mom"] for p in params]
+            torch._foreach_mul_(ms, group["decay"])
+            torch._foreach_addcmul_(ms, grads, grads, value=1 - group["decay"])
+            denom = torch._foreach_add(ms, group["eps"])
+            torch._foreach_sqrt_(denom)
+            torch._foreach_mul_(mom, group["momentum"])
+            torch._foreach_addcdiv_(mom, grads, denom, value=group["lr"])
+            torch._foreach_sub_(params, mom)
 
 
 def param_groups(
@@ -167,8 +175,12 @@ class ModelEma(nn.Module):
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
+        ema_f, model_f = [], []  # floating tensors, lerped together (one foreach launch per kernel on a GPU)
         for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
             if ema_v.dtype.is_floating_point:
-                ema_v.lerp_(v.detach(), 1 - d)
+                ema_f.append(ema_v)
+                model_f.append(v.detach())
             else:
                 ema_v.copy_(v)
+        if ema_f:
+            torch._foreach_lerp_(ema_f, model_f, 1 - d)
