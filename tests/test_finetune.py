@@ -86,9 +86,15 @@ def test_freeze_epochs_probes_then_unfreezes_and_resumes_across_the_switch(tmp_p
 
 
 def test_backbone_lr_scale_in_the_param_groups_and_the_finetune_preset():
-    cfg = TrainConfig(preset="finetune", batch_size=256).resolved()
-    assert (cfg.backbone_lr_scale, cfg.lr, cfg.schedule, cfg.depthwise_weight_decay) == (0.1, 0.05, "cosine", 0.0)
-    assert cfg.warmup_epochs < TrainConfig(preset="sgd").resolved().warmup_epochs
+    preset = TrainConfig(preset="finetune", batch_size=256).resolved()
+    assert (preset.backbone_lr_scale, preset.lr, preset.schedule, preset.depthwise_weight_decay) == (
+        1.0,
+        0.1,
+        "cosine",
+        0.0,
+    )
+    assert preset.warmup_epochs < TrainConfig(preset="sgd").resolved().warmup_epochs
+    cfg = TrainConfig(preset="finetune", batch_size=256, backbone_lr_scale=0.1).resolved()
     model = create_model("mobilenet_v1", width_mult=0.25, num_classes=10)
     opt = build_optimizer(model, cfg)
     head = {id(p) for p in model.classifier.parameters()}
