@@ -175,3 +175,45 @@ def test_quick_run_end_to_end(tf, tmp_path):
     next((out / "cells").glob("distilled-s1-*.json")).unlink()
     with pytest.raises(tf.MobileNetsError, match="teacher's weights .* are gone"):
         tf.main(["--quick", "--out", str(out)])
+
+
+# --- benchmarks/finetune_sweep.py: the preset's learning rates, chosen without the test set ---------------
+
+SWEEP = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune_sweep.py"
+
+
+@pytest.fixture(scope="module")
+def sweep(tf):
+    spec = importlib.util.spec_from_file_location("finetune_sweep", SWEEP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_sweep_tunes_the_transfer_arm_on_images_it_never_trains_or_tests_on(sweep, tf):
+    from mobilenets import data as D
+
+    base = sweep.base_config(quick=False)
+    assert base == next(a for a in tf.arms(tf.PLANS["full"]) if a.key == "finetune").config
+    val = sweep.validation_split(base, 2000)
+    train = D.load_dataset("fashion-mnist", "train", max_samples=base["max_train_samples"], seed=base["seed"])
+    assert len(val) == 2000 and val.split == "val" and torch.bincount(val.labels).tolist() == [200] * 10
+    as_rows = lambda images: {bytes(img.numpy()) for img in images}  # noqa: E731
+    assert not as_rows(val.images) & as_rows(train.images)  # no training image is scored
+
+
+def test_sweep_quick_run_reports_the_best_point_and_reuses_its_cells(sweep, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["--quick", "--out", str(out), "--threads", "1", "--lrs", "0.1,0.4", "--scales", "1"]
+    assert sweep.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["trained_runs"] == 2 and len(res["rows"]) == 2 and res["val_samples"] == 200
+    best = max(res["rows"], key=lambda r: r["val_top1"])
+    assert res["best"] == best["name"] and 0.1 < best["val_top1"] <= 1  # 10 classes: above chance
+    report = (out / "report.md").read_text()
+    assert f"**{100 * best['val_top1']:.2f}**" in report and "never on the test set" in report
+    assert (out / "sweep.png").stat().st_size > 5000
+    assert sweep.main(argv) == 0  # cached: nothing retrains
+    assert json.loads((out / "results.json").read_text())["trained_runs"] == 0
+    with pytest.raises(sweep.MobileNetsError, match="comma-separated numbers"):
+        sweep.main(["--quick", "--out", str(out), "--lrs", "fast"])
