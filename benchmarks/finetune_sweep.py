@@ -1,6 +1,6 @@
 """Fine-tuning learning rates, chosen on held-out training images (never the test set), CPU only.
 
-    .venv/bin/python benchmarks/finetune_sweep.py --out reports/finetune-sweep --threads 2    # ~20 min, 2 cores
+    .venv/bin/python benchmarks/finetune_sweep.py --out reports/finetune-sweep --threads 2    # ~16 min, 2 cores
     .venv/bin/python benchmarks/finetune_sweep.py --quick --out /tmp/finetune-sweep            # smoke test
 
 Every run is transfer_fashion_mnist.py's fine-tuned arm (a): MobileNet 1.0 from Google's ImageNet weights on
