@@ -321,8 +321,8 @@ fine-tuning and distillation:
 presets (--preset): paper = RMSprop TF-style (decay 0.9, momentum 0.9, eps 1.0), exponential decay, no
 label smoothing, no weight decay on depthwise filters, crops ≥ 35% of the area; sgd = Nesterov SGD,
 cosine with warmup, label smoothing 0.1; adamw = AdamW, cosine with warmup, label smoothing, EMA;
-finetune = for pretrained weights: Nesterov SGD at 1/8 of sgd's rate, 0.1-epoch warmup, cosine, no weight
-decay on depthwise filters and BN, the backbone at 0.1 × the classifier's learning rate.
+finetune = for pretrained weights: Nesterov SGD at 1/4 of sgd's rate, 0.1-epoch warmup, cosine, light weight
+decay and none on depthwise filters and BN, every layer at the same rate (benchmarks/finetune_sweep.py).
 A flag left out takes the preset's value; the resolved config is saved as OUT_DIR/config.json.
 """
 
