@@ -4,7 +4,6 @@ int8 keeps the accuracy of a model trained here on Fashion-MNIST; bad input fail
 from __future__ import annotations
 
 import importlib
-import time
 
 import numpy as np
 import pytest
@@ -129,40 +128,6 @@ def test_onnx_has_dynamic_batch_and_opset(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------
 # int8 on a model trained here (Fashion-MNIST)
-
-
-@pytest.fixture(scope="module")
-def fashion_model():
-    """α=0.25, stem stride 1, 28 px MobileNet trained ~20 s on Fashion-MNIST (one thread: 2 shared cores)."""
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        train_x, train_y = ex.fashion_mnist("train")
-        test_x, test_y = ex.fashion_mnist("test")
-        model = create_model("mobilenet_v1", width_mult=0.25, resolution=28, num_classes=10, in_chans=1, stem_stride=1)
-        model = model.to(memory_format=torch.channels_last)
-        steps, batch = 300, 64
-        opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-        g = torch.Generator().manual_seed(0)
-        model.train()
-        start = time.time()
-        for _ in range(steps):
-            idx = torch.randint(0, 50000, (batch,), generator=g)
-            x = ex.normalize(train_x[idx], 28, ex.FASHION_MNIST_STATS).contiguous(memory_format=torch.channels_last)
-            loss = nn.functional.cross_entropy(model(x), train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        model = model.to(memory_format=torch.contiguous_format).eval()
-        test_images = ex.normalize(test_x[:2000], 28, ex.FASHION_MNIST_STATS)
-        calib = ex.normalize(train_x[50000:50256], 28, ex.FASHION_MNIST_STATS)  # held out from training steps
-        print(f"trained in {time.time() - start:.1f}s")
-        yield model, test_images, test_y[:2000], calib
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 @pytest.mark.slow

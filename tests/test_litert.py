@@ -63,41 +63,6 @@ def test_fp32_round_trip_matches_pytorch(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fashion_model():
-    """α=0.25, stem stride 1, 28 px MobileNet trained ~20 s on Fashion-MNIST (one thread: 2 shared cores)."""
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            train_x, train_y = ex.fashion_mnist("train")
-            test_x, test_y = ex.fashion_mnist("test")
-        except MobileNetsError as e:
-            pytest.skip(str(e))
-        torch.manual_seed(0)
-        model = create_model("mobilenet_v1", width_mult=0.25, resolution=28, num_classes=10, in_chans=1, stem_stride=1)
-        steps, batch = 300, 64
-        opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-        g = torch.Generator().manual_seed(0)
-        model.train()
-        for _ in range(steps):
-            idx = torch.randint(0, 50000, (batch,), generator=g)
-            loss = nn.functional.cross_entropy(
-                model(ex.normalize(train_x[idx], 28, ex.FASHION_MNIST_STATS)), train_y[idx]
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        model.eval()
-        test_images = ex.normalize(test_x[:2000], 28, ex.FASHION_MNIST_STATS)
-        calib = ex.normalize(train_x[50000:50256], 28, ex.FASHION_MNIST_STATS)  # held out from training steps
-        yield model, test_images, test_y[:2000], calib
-    finally:
-        torch.set_num_threads(old_threads)
-
-
-@pytest.fixture(scope="module")
 def fashion_int8(fashion_model, tmp_path_factory):
     model, _, _, calib = fashion_model
     path = tmp_path_factory.mktemp("litert") / "q.tflite"
