@@ -17,7 +17,6 @@ sweep.png are rewritten atomically from the cache at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -31,7 +30,8 @@ import transfer_fashion_mnist as transfer  # noqa: E402  (the sibling script: th
 
 from mobilenets import data as D  # noqa: E402
 from mobilenets.errors import MobileNetsError  # noqa: E402
-from mobilenets.reproduce import config_hash, hardware, write_json_atomic  # noqa: E402
+from mobilenets.reproduce import config_hash, hardware, load_cached, write_json_atomic  # noqa: E402
+from mobilenets.training.checkpoint import atomic_write_text  # noqa: E402
 
 CACHE_VERSION = 1
 LRS = (0.05, 0.1, 0.2, 0.4)  # per 256 images; at batch 32 the rate is an eighth of it
@@ -58,15 +58,6 @@ def validation_split(cfg: dict, n: int) -> D.ArrayDataset:
     return D.ArrayDataset(full.name, "val", full.images[pick], full.labels[pick], full.classes, full.mean, full.std)
 
 
-def _cached(path: Path, config: dict) -> dict | None:
-    """The record at ``path`` if it is complete and was made with exactly ``config``."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if record.get("config") == config and "val_top1" in record else None
-
-
 def run_point(base: dict, lr_per_256: float, scale: float, val: D.ArrayDataset, out_dir: Path) -> tuple[dict, bool]:
     """Train one grid point and score it on ``val``, or reuse its cached record: (record, trained now)."""
     from mobilenets.train import TrainConfig, load_model, train
@@ -85,7 +76,7 @@ def run_point(base: dict, lr_per_256: float, scale: float, val: D.ArrayDataset, 
     }
     name = f"lr{lr_per_256:g}-bb{scale:g}-{config_hash(config)}"
     path = out_dir / "cells" / f"{name}.json"
-    record = _cached(path, config)
+    record = load_cached(path, config, done=("val_top1",))
     if record is not None:
         return record, False
     fields = {k: v for k, v in config.items() if k not in ("cache_version", "preset_values", "val_samples", "val_seed")}
@@ -251,10 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         raise MobileNetsError(msg) from None
     if any(v <= 0 for v in lrs + scales):
         raise MobileNetsError("--lrs and --scales must be positive")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise MobileNetsError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    transfer.set_threads(args.threads)
     base = base_config(args.quick)
     val = validation_split(base, VAL_SAMPLES["quick" if args.quick else "full"])
     out_dir = Path(args.out)
@@ -277,15 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "results.json", res)
-    transfer.write_text_atomic(out_dir / "report.md", render_markdown(res))
+    atomic_write_text(out_dir / "report.md", render_markdown(res))
     write_plot(res, out_dir / "sweep.png")
     print(f"wrote {out_dir / 'report.md'}, {out_dir / 'results.json'}, {out_dir / 'sweep.png'}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MobileNetsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    transfer.run_script(main)

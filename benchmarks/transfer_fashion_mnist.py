@@ -734,6 +734,23 @@ def override_plan(plan: Plan, settings: list[str]) -> Plan:
     return dataclasses.replace(plan, **changes, description=f"{plan.description}; changed: {note}")
 
 
+def set_threads(threads: int | None) -> None:
+    """--threads: torch's CPU threads (None keeps torch's default)."""
+    if threads is not None:
+        if threads < 1:
+            raise MobileNetsError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def run_script(main) -> None:
+    """Run a benchmark's ``main()``: a MobileNetsError is one line on stderr and exit status 2."""
+    try:
+        sys.exit(main())
+    except MobileNetsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="reports/transfer-fashion-mnist", help="report folder (cells/ is the cache)")
@@ -748,10 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--verbose", action="store_true", help="the engine's progress bars")
     args = p.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise MobileNetsError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     plan = override_plan(PLANS["quick" if args.quick else "full"], args.set)
     out_dir = Path(args.out)
     command = shlex.join(
@@ -766,8 +780,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MobileNetsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -348,14 +348,20 @@ def write_json_atomic(path: Path, obj) -> None:
             tmp.unlink()
 
 
-def load_cached(path: Path, config: dict) -> dict | None:
-    """The cached record at ``path`` if it is complete and was made with exactly ``config``."""
+def load_cached(path: Path, config: dict, done: tuple[str, ...] = ("result", "test_acc")) -> dict | None:
+    """The cached record at ``path`` if it was made with exactly ``config`` and is complete: the key path
+    ``done`` (by default ``record["result"]["test_acc"]``) leads to a value."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("config") != config or "test_acc" not in record.get("result", {}):
+    if record.get("config") != config:
         return None
+    value = record
+    for key in done:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
     return record
 
 

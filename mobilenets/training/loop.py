@@ -639,17 +639,15 @@ def _raise_non_finite(run: _Run, step_loss: float, step: int, epoch: int, k: int
     )
 
 
-def _optimizer_step(run: _Run, step: int) -> float:
-    """Apply the gradients, advance the schedule and the EMA; returns the learning rate the step used."""
+def _optimizer_step(run: _Run, step: int) -> None:
+    """Apply the gradients, advance the schedule and the EMA."""
     for p in run.frozen_params:  # DDP with find_unused_parameters may hand a frozen weight a zero gradient
         p.grad = None
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     if run.ema is not None:
         run.ema.update(run.model, step)
-    return lr
 
 
 def _end_epoch(run: _Run, epoch: int) -> EvalResult | None:
