@@ -6,8 +6,8 @@ import torchvision
 from torch import nn
 
 from mobilenets import MobileNetsError, create_model, list_models
-from mobilenets.models import model_defaults
-from mobilenets.models.layers import PadSame, make_divisible, scale_channels
+from mobilenets.models import MobileNetV3, model_defaults
+from mobilenets.models.layers import PadSame, SqueezeExcite, make_divisible, scale_channels
 from mobilenets.models.mobilenet_v1 import BLOCKS
 
 ALL_MODELS = list_models()
@@ -28,6 +28,11 @@ def test_registry_has_every_paper_variant():
                 assert model_defaults(name) == {"width_mult": float(alpha), "resolution": res}
     for name in ("squeezenet1_0", "squeezenet1_1", "densenet121", "densenet169", "densenet201"):
         assert name in ALL_MODELS
+    for alpha in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35"):
+        for res in (224, 192, 160, 128, 96):
+            assert model_defaults(f"mobilenet_v2_{alpha}_{res}") == {"width_mult": float(alpha), "resolution": res}
+    for family in ("large", "small", "large_minimal", "small_minimal"):
+        assert {f"mobilenet_v3_{family}_1.0_224", f"mobilenet_v3_{family}_0.75_224"} <= set(ALL_MODELS)
     assert list_models("mobilenet_v1_0.5_*") == [f"mobilenet_v1_0.5_{r}" for r in (128, 160, 192, 224)]
 
 
@@ -49,7 +54,9 @@ def test_backward_features_and_reset_classifier(name):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     feats = model.forward_features(x)
     assert feats.shape[1] == model.num_features
-    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+    # pre-logits: the pooled features, or V3's wider head conv after them (timm's head_hidden_size)
+    hidden = getattr(model, "head_hidden_size", model.num_features)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, hidden)
     model.reset_classifier(3)
     assert model(x).shape == (2, 3)
 
@@ -107,6 +114,9 @@ def test_width_mult_scales_every_layer():
         ("squeezenet1_0", torchvision.models.squeezenet1_0),
         ("squeezenet1_1", torchvision.models.squeezenet1_1),
         ("densenet121", torchvision.models.densenet121),
+        ("mobilenet_v2", torchvision.models.mobilenet_v2),
+        ("mobilenet_v3_large", torchvision.models.mobilenet_v3_large),
+        ("mobilenet_v3_small", torchvision.models.mobilenet_v3_small),
     ],
 )
 def test_matches_torchvision_with_its_weights(ours, theirs):
@@ -156,6 +166,100 @@ def test_invalid_options_raise_clear_errors(kwargs, message):
         create_model("mobilenet_v1", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "name,kwargs,message",
+    [
+        ("mobilenet_v3_large", {"size": "medium"}, "mobilenet_v3_large does not take the option 'size'"),
+        (
+            "mobilenet_v3_small",
+            {"layout": "keras"},
+            "unknown MobileNetV3 layout 'keras'; choose one of tf, torchvision",
+        ),
+        ("mobilenet_v3_small", {"width_mult": 0.05}, r"width_mult=0.05 scales MobileNetV3's 16-channel layers to 0.8"),
+        ("mobilenet_v2", {"width_mult": 0.01}, r"rounds to nothing: use width_mult >= 0.0625"),
+        ("mobilenet_v2", {"resolution": 16}, "at least 32x32"),
+        ("mobilenet_v3_large", {"stem_stride": 3}, "stem_stride must be 1 or 2"),
+        ("mobilenet_v2", {"act": "gelu"}, "unknown activation"),
+        ("mobilenet_v3_small", {"act": "relu"}, "mobilenet_v3_small does not take the option 'act'"),
+    ],
+)
+def test_v2_v3_invalid_options(name, kwargs, message):
+    with pytest.raises(MobileNetsError, match=message):
+        create_model(name, **kwargs)
+
+
+def test_v3_unknown_size():
+    with pytest.raises(MobileNetsError, match="unknown MobileNetV3 size 'medium'; choose one of large, small"):
+        MobileNetV3(size="medium")
+
+
+def test_v2_is_paper_table2():
+    model = create_model("mobilenet_v2_1.0_224")
+    blocks = list(model.blocks)
+    assert len(blocks) == 17  # n summed over Table 2's bottleneck rows
+    assert [b.project.conv.out_channels for b in blocks] == [
+        16,
+        24,
+        24,
+        32,
+        32,
+        32,
+        *[64] * 4,
+        *[96] * 3,
+        *[160] * 3,
+        320,
+    ]
+    assert [b.depthwise.conv.stride[0] for b in blocks] == [1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1]
+    assert isinstance(blocks[0].expand, nn.Identity) and blocks[1].expand.conv.out_channels == 16 * 6
+    assert [b.use_residual for b in blocks].count(True) == 10  # stride-1 repeats of equal width
+    assert model.forward_features(torch.zeros(1, 3, 224, 224)).shape == (1, 1280, 7, 7)
+    # The last conv stays 1280 wide for α ≤ 1 and grows for α > 1 (V2 paper §6.1).
+    assert create_model("mobilenet_v2_0.35_224").num_features == 1280
+    assert create_model("mobilenet_v2_1.4_224").num_features == 1792
+
+
+def test_v3_is_paper_tables_1_and_2():
+    large = create_model("mobilenet_v3_large_1.0_224")
+    kernels = [b.depthwise.conv.kernel_size[0] for b in large.blocks]
+    assert kernels == [3, 3, 3, 5, 5, 5, 3, 3, 3, 3, 3, 3, 5, 5, 5]
+    assert [b.depthwise.conv.out_channels for b in large.blocks] == [
+        16, 64, 72, 72, 120, 120, 240, 200, 184, 184, 480, 672, 672, 960, 960
+    ]  # fmt: skip
+    assert [isinstance(b.se, nn.Identity) for b in large.blocks].count(False) == 8
+    assert isinstance(large.stem.act, nn.Hardswish) and isinstance(large.blocks[6].depthwise.act, nn.Hardswish)
+    assert isinstance(large.blocks[5].depthwise.act, nn.ReLU)
+    assert (large.num_features, large.head_hidden_size) == (960, 1280)
+    small = create_model("mobilenet_v3_small_1.0_224")
+    assert [b.project.conv.out_channels for b in small.blocks] == [16, 24, 24, 40, 40, 40, 48, 48, 96, 96, 96]
+    assert small.blocks[0].se.reduce.out_channels == 8 and small.blocks[0].depthwise.conv.stride == (2, 2)
+    assert (small.num_features, small.head_hidden_size) == (576, 1024)
+    assert small.forward_features(torch.zeros(1, 3, 224, 224)).shape == (1, 576, 7, 7)
+    minimal = create_model("mobilenet_v3_large_minimal_1.0_224")
+    assert not any(isinstance(m, (nn.Hardswish, SqueezeExcite)) for m in minimal.modules())
+    assert {m.kernel_size for m in minimal.modules() if isinstance(m, nn.Conv2d) and m.groups > 1} == {(3, 3)}
+
+
+@pytest.mark.parametrize(
+    "theirs,ours",
+    [
+        (torchvision.models.mobilenet_v3_large, "mobilenet_v3_large"),
+        (torchvision.models.mobilenet_v3_small, "mobilenet_v3_small"),
+    ],
+)
+def test_v3_layouts_at_width_0_75(theirs, ours):
+    """At α = 0.75 torchvision's layout (α on the table's expansion widths and the head) is reachable and equal to
+    torchvision's model; the default TF layout (ratio × rounded input, head kept) is the wider one of the paper."""
+    reference = theirs(width_mult=0.75)
+    tv = create_model(ours, width_mult=0.75, layout="torchvision")
+    assert [v.shape for v in tv.state_dict().values()] == [v.shape for v in reference.state_dict().values()]
+    tf = create_model(ours, width_mult=0.75)
+    assert sum(p.numel() for p in tf.parameters()) > sum(p.numel() for p in tv.parameters())
+    assert tf.head_hidden_size == (1280 if "large" in ours else 1024)
+    # Large's third block: 24 channels·0.75 rounds to 24, so TF expands 24·(72/24) = 72; torchvision 72·0.75 → 56.
+    if "large" in ours:
+        assert tf.blocks[2].depthwise.conv.out_channels == 72 and tv.blocks[2].depthwise.conv.out_channels == 56
+
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(MobileNetsError, match=r"unknown model 'mobilenet_v1_1.0_225'; did you mean .*mobilenet_v1"):
         create_model("mobilenet_v1_1.0_225")
@@ -163,7 +267,10 @@ def test_unknown_name_lists_valid_names():
         create_model("squeezenet1_0", width_mult=0.5)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_0.25_128", "squeezenet1_1", "densenet121"])
+@pytest.mark.parametrize(
+    "name",
+    ["mobilenet_v1_0.25_128", "mobilenet_v2_0.35_96", "mobilenet_v3_small_0.75_128", "squeezenet1_1", "densenet121"],
+)
 def test_wrong_input_channels(name):
     model = create_model(name)
     with pytest.raises(MobileNetsError, match=r"expects input of shape \(batch, 3, H, W\), got \(1, 1, 64, 64\)"):

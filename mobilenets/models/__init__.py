@@ -12,13 +12,29 @@ from mobilenets.errors import MobileNetsError
 from mobilenets.models.backbone import Backbone
 from mobilenets.models.base import FeatureInfo, ImageClassifier
 from mobilenets.models.densenet import DenseNet, densenet121, densenet169, densenet201
-from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, make_divisible, scale_channels
+from mobilenets.models.layers import (
+    ConvBNAct,
+    DepthwiseSeparable,
+    InvertedResidual,
+    SqueezeExcite,
+    make_divisible,
+    scale_channels,
+)
 from mobilenets.models.mobilenet_v1 import (
     MobileNetV1,
     MobileNetV1Config,
     mobilenet_v1,
     mobilenet_v1_conv,
     mobilenet_v1_shallow,
+)
+from mobilenets.models.mobilenet_v2 import MobileNetV2, MobileNetV2Config, mobilenet_v2
+from mobilenets.models.mobilenet_v3 import (
+    MobileNetV3,
+    MobileNetV3Config,
+    mobilenet_v3_large,
+    mobilenet_v3_large_minimal,
+    mobilenet_v3_small,
+    mobilenet_v3_small_minimal,
 )
 from mobilenets.models.squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
 
@@ -29,9 +45,15 @@ __all__ = [
     "DepthwiseSeparable",
     "FeatureInfo",
     "ImageClassifier",
+    "InvertedResidual",
     "MobileNetV1",
     "MobileNetV1Config",
+    "MobileNetV2",
+    "MobileNetV2Config",
+    "MobileNetV3",
+    "MobileNetV3Config",
     "SqueezeNet",
+    "SqueezeExcite",
     "create_model",
     "list_models",
     "make_divisible",
@@ -42,6 +64,12 @@ __all__ = [
 # The paper's grid (Tables 6–7, Figures 4–5).
 PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS = (224, 192, 160, 128)
+# The V2 paper's grid (its Fig. 5 and the TF-slim checkpoints): widths 0.35..1.4 × resolutions 96..224.
+V2_WIDTHS = (1.4, 1.3, 1.0, 0.75, 0.5, 0.35)
+V2_RESOLUTIONS = (224, 192, 160, 128, 96)
+# The V3 paper's Table 3 widths (TF-slim's and Keras's checkpoints), at the V1 paper's resolutions.
+V3_WIDTHS = (1.0, 0.75)
+V3_RESOLUTIONS = (224, 192, 160, 128)
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
 
@@ -58,6 +86,20 @@ for _family, _builder in (
     register_model(_family, _builder, width_mult=1.0, resolution=224)
     for _alpha in PAPER_WIDTHS:
         for _res in PAPER_RESOLUTIONS:
+            register_model(f"{_family}_{_alpha}_{_res}", _builder, width_mult=_alpha, resolution=_res)
+register_model("mobilenet_v2", mobilenet_v2, width_mult=1.0, resolution=224)
+for _alpha in V2_WIDTHS:
+    for _res in V2_RESOLUTIONS:
+        register_model(f"mobilenet_v2_{_alpha}_{_res}", mobilenet_v2, width_mult=_alpha, resolution=_res)
+for _family, _builder in (
+    ("mobilenet_v3_large", mobilenet_v3_large),
+    ("mobilenet_v3_small", mobilenet_v3_small),
+    ("mobilenet_v3_large_minimal", mobilenet_v3_large_minimal),
+    ("mobilenet_v3_small_minimal", mobilenet_v3_small_minimal),
+):
+    register_model(_family, _builder, width_mult=1.0, resolution=224)
+    for _alpha in V3_WIDTHS:
+        for _res in V3_RESOLUTIONS:
             register_model(f"{_family}_{_alpha}_{_res}", _builder, width_mult=_alpha, resolution=_res)
 for _name, _builder in (
     ("squeezenet1_0", squeezenet1_0),
@@ -83,7 +125,10 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        families = "mobilenet_v1[_conv|_shallow][_{α}_{res}], squeezenet1_0, squeezenet1_1, densenet121/169/201"
+        families = (
+            "mobilenet_v1[_conv|_shallow][_{α}_{res}], mobilenet_v2[_{α}_{res}], "
+            "mobilenet_v3_large|small[_minimal][_{α}_{res}], squeezenet1_0, squeezenet1_1, densenet121/169/201"
+        )
         raise MobileNetsError(f"unknown model {name!r}; {hint}valid names: {families} (`mobilenets list` shows all)")
     return _REGISTRY[name]
 
@@ -94,7 +139,8 @@ def create_model(
     """Build a registered model. Keyword arguments override the name's defaults.
 
     Every family takes ``num_classes``, ``in_chans``, ``resolution`` and ``dropout``; the MobileNets also
-    take ``width_mult``, ``act``, ``padding``, ``bn_eps`` and ``stem_stride`` (see MobileNetV1Config).
+    take ``width_mult``, ``padding``, ``bn_eps`` and ``stem_stride``, V1/V2 ``act`` and V3 ``layout``
+    (see MobileNetV1Config, MobileNetV2Config, MobileNetV3Config).
 
     Args:
         features_only: return a :class:`Backbone` whose forward gives the list of feature maps (as timm's),
@@ -109,7 +155,9 @@ def create_model(
     try:
         model = builder(**kwargs)
     except TypeError as e:
-        if "unexpected keyword argument" not in str(e):
+        # "unexpected keyword argument 'x'", or "got multiple values for keyword argument 'size'" where the
+        # name fixes the option (mobilenet_v3_large is size="large").
+        if "keyword argument" not in str(e):
             raise
         bad = str(e).split("argument")[-1].strip()
         raise MobileNetsError(f"{name} does not take the option {bad}") from None

@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families: conv+BN+act, depthwise separable conv, width rounding."""
+"""Building blocks shared by the model families: conv+BN+act, depthwise separable conv (V1), inverted residual
+with linear bottleneck (V2, V3), squeeze-and-excite and hard-swish (V3), width rounding."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 
-ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+# "hardswish" is x·relu6(x + 3)/6, MobileNetV3's cheap swish ("HS" in its Tables 1–2).
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
 PADDINGS = ("symmetric", "tf_same")
 
 
@@ -139,3 +141,63 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excite (Hu et al. 2018) as MobileNetV3 places it, after the depthwise conv: global average
+    pool → 1×1 conv to ``squeeze_channels`` → ReLU → 1×1 conv back → hard-sigmoid → rescale the channels.
+
+    The V3 paper fixes the squeeze width to 1/4 of the expansion layer's (rounded to a multiple of 8) and
+    uses hard-sigmoid, relu6(x + 3)/6, as the gate.
+    """
+
+    def __init__(self, channels: int, squeeze_channels: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, squeeze_channels, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.expand = nn.Conv2d(squeeze_channels, channels, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+class InvertedResidual(nn.Module):
+    """Inverted residual with linear bottleneck (MobileNetV2, Sandler et al. 2018, Fig. 3b; MobileNetV3's "bneck").
+
+    A 1×1 conv expands the thin input to ``expanded_channels`` (skipped when they are equal), a k×k depthwise
+    conv filters it, an optional squeeze-and-excite reweighs it (V3), and a 1×1 conv projects it back to a thin
+    output with *no* activation (the linear bottleneck: a ReLU there destroys information in the low-dimensional
+    space, V2 §3.2). With stride 1 and equal widths the input is added back (the residual joins bottlenecks).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        expanded_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        act: str = "relu6",
+        squeeze_channels: int | None = None,
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+    ):
+        super().__init__()
+        layer = dict(padding=padding, bn_eps=bn_eps)
+        self.expand = (
+            ConvBNAct(in_channels, expanded_channels, 1, act=act, **layer)
+            if expanded_channels != in_channels
+            else nn.Identity()
+        )
+        self.depthwise = ConvBNAct(
+            expanded_channels, expanded_channels, kernel_size, stride, groups=expanded_channels, act=act, **layer
+        )
+        self.se = SqueezeExcite(expanded_channels, squeeze_channels) if squeeze_channels else nn.Identity()
+        self.project = ConvBNAct(expanded_channels, out_channels, 1, act=None, **layer)
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return out + x if self.use_residual else out

@@ -1,0 +1,177 @@
+"""MobileNetV2 (Sandler et al., 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks")."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from mobilenets.errors import MobileNetsError
+from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
+from mobilenets.models.layers import (
+    ConvBNAct,
+    InvertedResidual,
+    check_width_mult,
+    get_activation,
+    make_divisible,
+    scale_channels,
+)
+
+# V2 paper Table 2, input 224×224×3.
+STEM = (32, 2)  # (out_channels, stride) of the first, full 3×3 convolution
+# (t expansion factor, c output channels, n repeats, s stride of the first repeat) per bottleneck sequence.
+BLOCKS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
+LAST_CHANNELS = 1280  # the 1×1 conv before the pool; not thinned for α < 1 (V2 §6.1, TF-slim, torchvision)
+
+# The narrowest layer of the table (16): α below 1/16 would scale it under one channel before rounding.
+MIN_WIDTH_MULT = 1 / 16
+
+
+def check_family_width_mult(width_mult: float, narrowest: int, family: str) -> float:
+    """α must be a positive number that keeps the narrowest layer at one channel or more before rounding."""
+    check_width_mult(width_mult)
+    if width_mult * narrowest < 1:
+        raise MobileNetsError(
+            f"width_mult={width_mult:g} scales {family}'s {narrowest}-channel layers to "
+            f"{width_mult * narrowest:.2g} channels, which rounds to nothing: use width_mult >= {1 / narrowest:g} "
+            "(the papers use 0.35 to 1.4)"
+        )
+    return float(width_mult)
+
+
+@dataclass
+class MobileNetV2Config:
+    """Every option of the family; the resolved config is what a run saves.
+
+    Args:
+        width_mult: α, scales every layer's channels (rounded to a multiple of 8) except the last conv's 1280,
+            which only grows (α > 1), as in the paper.
+        resolution: default input side (the paper uses 96..224). Any size ≥ ``min_resolution`` runs.
+        act: "relu6" as in the paper, TF-slim and torchvision; "relu" also works.
+        padding: "symmetric" (PyTorch) or "tf_same" (TensorFlow "SAME", for TF checkpoints).
+        bn_eps: BatchNorm epsilon; torchvision uses 1e-5, TF-slim 1e-3.
+        dropout: before the classifier; 0.2 as torchvision and Keras.
+        stem_stride: 2 as in the paper; 1 for 28–32 px images.
+    """
+
+    width_mult: float = 1.0
+    resolution: int = 224
+    num_classes: int = 1000
+    in_chans: int = 3
+    act: str = "relu6"
+    padding: str = "symmetric"
+    bn_eps: float = 1e-5
+    dropout: float = 0.2
+    stem_stride: int = 2
+
+    @property
+    def min_resolution(self) -> int:
+        return self.stem_stride * 2 ** sum(s == 2 for *_, s in BLOCKS)
+
+    @property
+    def last_channels(self) -> int:
+        return make_divisible(LAST_CHANNELS * max(1.0, self.width_mult), 8)
+
+    def validate(self) -> MobileNetV2Config:
+        check_family_width_mult(self.width_mult, min(c for _, c, _, _ in BLOCKS), "MobileNetV2")
+        get_activation(self.act)
+        validate_common(self, "MobileNetV2")
+        return self
+
+
+def validate_common(cfg, family: str) -> None:
+    """The checks every MobileNet config shares: stem stride, dropout, class and channel counts, resolution."""
+    if cfg.stem_stride not in (1, 2):
+        raise MobileNetsError(f"stem_stride must be 1 or 2, got {cfg.stem_stride}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise MobileNetsError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.num_classes < 0 or cfg.in_chans < 1:
+        raise MobileNetsError(f"num_classes must be >= 0 and in_chans >= 1, got {cfg.num_classes}, {cfg.in_chans}")
+    check_resolution(cfg.resolution, cfg.min_resolution, family)
+
+
+class MobileNetV2(ImageClassifier):
+    """MobileNetV2: a 3×3 conv stem, 17 inverted residual bottlenecks, a 1×1 conv to 1280, pool, dropout, FC."""
+
+    def __init__(self, cfg: MobileNetV2Config | None = None, **kwargs):
+        super().__init__()
+        cfg = (cfg or MobileNetV2Config(**kwargs)).validate()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
+        self.resolution = cfg.resolution
+        self.min_resolution = cfg.min_resolution
+        layer = dict(padding=cfg.padding, bn_eps=cfg.bn_eps)
+
+        channels = scale_channels(STEM[0], cfg.width_mult)
+        self.stem = ConvBNAct(cfg.in_chans, channels, 3, cfg.stem_stride, act=cfg.act, **layer)
+        reduction = cfg.stem_stride
+        layers = [("stem", channels, reduction)]  # (name, out_channels, stride so far) for feature_info
+        blocks = []
+        for t, c, n, s in BLOCKS:
+            out_channels = scale_channels(c, cfg.width_mult)
+            for i in range(n):
+                stride = s if i == 0 else 1
+                # The expansion is t times the block's (rounded) input width (Table 1 of the V2 paper).
+                expanded = int(round(channels * t))
+                blocks.append(InvertedResidual(channels, expanded, out_channels, stride, act=cfg.act, **layer))
+                channels, reduction = out_channels, reduction * stride
+                layers.append((f"blocks.{len(blocks) - 1}", channels, reduction))
+        self.blocks = nn.Sequential(*blocks)
+        self.head_conv = ConvBNAct(channels, cfg.last_channels, 1, act=cfg.act, **layer)
+        layers.append(("head_conv", cfg.last_channels, reduction))
+        self.num_features = cfg.last_channels
+        self.feature_layer_names = [name for name, _, _ in layers]
+        self.feature_info = feature_levels(layers)
+
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.head_conv(self.blocks(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.flatten(self.global_pool(x))
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = self.cfg.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+
+def init_weights(model: nn.Module) -> None:
+    """torchvision's initialization of its MobileNetV2/V3: He (fan-out) convs, unit BN, N(0, 0.01) linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def mobilenet_v2(**kwargs) -> MobileNetV2:
+    """MobileNetV2: inverted residuals with linear bottlenecks (V2 paper Table 2)."""
+    return MobileNetV2(**kwargs)
