@@ -88,13 +88,13 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from mobilenets.models import create_model
+    from mobilenets.models import FAMILY_GRIDS, create_model
     from mobilenets.profile import format_profile, grid_table, profile
 
     if args.grid:
         family = re.sub(r"_\d+\.\d+_\d+$", "", args.name)  # mobilenet_v1_0.75_160 -> mobilenet_v1
-        if family not in ("mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v1_shallow"):
-            raise MobileNetsError(f"--grid needs a MobileNet family (mobilenet_v1[_conv|_shallow]), got {args.name!r}")
+        if family not in FAMILY_GRIDS:
+            raise MobileNetsError(f"--grid needs a MobileNet family ({', '.join(FAMILY_GRIDS)}), got {args.name!r}")
         print(grid_table(family))
         return 0
     model = create_model(
@@ -110,7 +110,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(json.dumps({"model": args.name, **prof.to_dict()}, indent=2, ensure_ascii=False))
     else:
         print(format_profile(prof, per_layer=args.per_layer, title=f"{args.name} ({type(model).__name__})"))
+        if not args.features_only and args.width_mult is args.resolution is None:
+            for line in paper_lines(args.name, prof):
+                print(line)
     return 0
+
+
+def paper_lines(name: str, prof) -> list[str]:
+    """The paper's figures for a registered name (its first row in the papers' tables), beside ours."""
+    from mobilenets import paper
+
+    row = next((r for r in paper.ROWS + paper.V2_V3_ROWS if r.build == name), None)
+    if row is None:
+        return []
+    generation, _, table = row.table.rpartition(" ")
+    return [
+        f"paper ({generation or 'V1'} paper, Table {table}, {row.label}): {row.mult_adds} M Mult-Adds, "
+        f"{row.params} M parameters, ImageNet top-1 {row.top1}%"
+    ]
 
 
 # --- paper-tables -----------------------------------------------------------------------------------
@@ -119,7 +136,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "paper-tables",
-        help="every resource figure of paper Tables 1-9 beside our profiled count",
+        help="every resource figure of paper Tables 1-9 (and the V2/V3 papers' tables) beside our profiled count",
         epilog="example: mobilenets paper-tables --json > tables.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -142,7 +159,10 @@ def cmd_paper_tables(args: argparse.Namespace) -> int:
         return 0
     print("Table 1 — MobileNet body architecture, read back from mobilenet_v1_1.0_224\n")
     print(paper.table1_text())
-    print("\nTables 2–9 — the paper's figures beside ours (Mult-Adds and parameters in millions)\n")
+    print(
+        "\nTables 2–9, V2 paper Table 4, V3 paper Table 3 — the papers' figures beside ours "
+        "(Mult-Adds and parameters in millions)\n"
+    )
     print(paper.format_comparisons(comparisons))
     mobilenet = [c for c in comparisons if c.table in "234567" or "MobileNet" in c.label]
     bad = [c for c in mobilenet if not c.matches and not c.note]
@@ -318,11 +338,19 @@ fine-tuning and distillation:
   mobilenets train --dataset fashion-mnist --width-mult 0.25 --teacher runs/teacher --distill-weight 0.5
       # then a small one learns from its logits too (loss = 0.5·CE + 0.5·T²·KL, T = --distill-temperature 4)
 
-presets (--preset): paper = RMSprop TF-style (decay 0.9, momentum 0.9, eps 1.0), exponential decay, no
-label smoothing, no weight decay on depthwise filters, crops ≥ 35% of the area; sgd = Nesterov SGD,
-cosine with warmup, label smoothing 0.1; adamw = AdamW, cosine with warmup, label smoothing, EMA;
-finetune = for pretrained weights: Nesterov SGD at 1/4 of sgd's rate, 0.1-epoch warmup, cosine, light weight
-decay and none on depthwise filters and BN, every layer at the same rate (benchmarks/finetune_sweep.py).
+presets (--preset), lr per 256 images (scaled linearly to --batch-size):
+  paper    the model family's paper recipe; all TF-style RMSprop (decay 0.9, momentum 0.9), exponential
+           decay applied per step, no label smoothing, no weight decay on depthwise filters and BN:
+           V1 (also SqueezeNet, DenseNet): lr 0.36 (0.045 per 32), eps 1.0, x0.94 every 2 epochs, wd 4e-5,
+             crops >= 35% of the area
+           V2: lr 0.12 (0.045 per 96), eps 1.0, x0.98 per epoch, wd 4e-5, crops >= 35%
+           V3: lr 0.00625 (0.1 per 4096), eps 1e-3, x0.97 every 2.4 epochs (the reference code's; the
+             paper's "0.01 every 3 epochs" read literally stops training), wd 1e-5, dropout 0.2,
+             EMA 0.9999 (ramped: short runs average their last ~1/9), Inception crops >= 8%
+  sgd      Nesterov SGD, lr 0.4, cosine with warmup, label smoothing 0.1
+  adamw    AdamW, lr 4e-3, cosine with warmup, label smoothing, EMA 0.999
+  finetune for pretrained weights: Nesterov SGD at 1/4 of sgd's rate, 0.1-epoch warmup, cosine, light weight
+           decay and none on depthwise filters and BN, every layer at the same rate (benchmarks/finetune_sweep.py)
 A flag left out takes the preset's value; the resolved config is saved as OUT_DIR/config.json.
 """
 
@@ -354,6 +382,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         else:
             p.add_argument(flag, type=kind, default=f.default, help=help_text, metavar=f.name.upper())
     p.add_argument("--data", dest="data_dir", help="alias of --data-dir")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's, all cores); 1 is fastest on a busy shared machine",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON at the end")
     p.set_defaults(func=cmd_train)
 
@@ -361,9 +394,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from mobilenets.train import TrainConfig, train
+    from mobilenets.train import TrainConfig, set_cpu_threads, train
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if args.threads is not None:
+        if args.threads < 1:
+            raise MobileNetsError(f"--threads must be >= 1, got {args.threads}")
+        set_cpu_threads(args.threads)
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

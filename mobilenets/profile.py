@@ -190,16 +190,17 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] | None = None, i
 
 
 def grid_table(family: str = "mobilenet_v1") -> str:
-    """Markdown table of Mult-Adds (M) for the paper's 16 α×ρ variants of ``family``, with parameters."""
-    from mobilenets.models import PAPER_RESOLUTIONS, PAPER_WIDTHS, create_model
+    """Markdown table of Mult-Adds (M) for the registered α×ρ variants of ``family``, with parameters."""
+    from mobilenets.models import FAMILY_GRIDS, create_model
 
+    widths, resolutions = FAMILY_GRIDS[family]
     lines = [
-        "| α \\ resolution | " + " | ".join(str(r) for r in PAPER_RESOLUTIONS) + " | params (M), paper's count (all) |",
-        "|---" * (len(PAPER_RESOLUTIONS) + 2) + "|",
+        "| α \\ resolution | " + " | ".join(str(r) for r in resolutions) + " | params (M), paper's count (all) |",
+        "|---" * (len(resolutions) + 2) + "|",
     ]
-    for alpha in PAPER_WIDTHS:
-        cells = [profile(create_model(f"{family}_{alpha}_{r}")).mult_adds / 1e6 for r in PAPER_RESOLUTIONS]
-        prof = profile(create_model(f"{family}_{alpha}_224"))
+    for alpha in widths:
+        cells = [profile(create_model(f"{family}_{alpha}_{r}")).mult_adds / 1e6 for r in resolutions]
+        prof = profile(create_model(f"{family}_{alpha}_{resolutions[0]}"))
         lines.append(
             f"| {alpha} | "
             + " | ".join(f"{c:.1f}" for c in cells)

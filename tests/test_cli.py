@@ -46,7 +46,10 @@ def test_paper_tables(capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["profile", "mobilenet_v2"], "unknown model 'mobilenet_v2'"),
+        (["profile", "mobilenet_v4"], "unknown model 'mobilenet_v4'"),
+        (["profile", "mobilenet_v3_medium_1.0_224"], "unknown model 'mobilenet_v3_medium_1.0_224'; did you mean"),
+        (["profile", "mobilenet_v3_small", "--width-mult", "0.01"], "rounds to nothing: use width_mult >= 0.0625"),
+        (["profile", "densenet121", "--grid"], "--grid needs a MobileNet family"),
         (["profile", "mobilenet_v1", "--width-mult", "-1"], "width_mult must be a finite number > 0"),
         (["profile", "mobilenet_v1", "--resolution", "16"], "resolution 16 is too small"),
         (["profile", "mobilenet_v1", "--in-chans", "0"], "in_chans >= 1"),
@@ -59,6 +62,17 @@ def test_bad_input_is_one_line_error(argv, message):
     assert result.stdout == ""
     assert result.stderr.startswith("mobilenets: error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_profile_shows_the_papers_figures_beside_ours(capsys):
+    assert main(["profile", "mobilenet_v3_large_0.75_224"]) == 0
+    out = capsys.readouterr().out
+    assert "input 3×224×224: 154.56 M Mult-Adds, 3.99 M parameters" in out
+    assert "paper (V3 paper, Table 3, MobileNetV3-Large 0.75): 155 M Mult-Adds, 4.0 M parameters" in out
+    assert main(["profile", "mobilenet_v2", "--grid"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 2 + 6 and rows[0].startswith("| α \\ resolution | 224 | 192 | 160 | 128 | 96 |")
+    assert rows[4].startswith("| 1.0 | 300.8 |") and rows[4].endswith("| 3.47 (3.50) |")
 
 
 def test_profile_grid(capsys):

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -9,7 +10,7 @@ from mobilenets import MobileNetsError, create_model, profile
 from mobilenets.models import DepthwiseSeparable
 from mobilenets.models.layers import scale_channels
 from mobilenets.models.mobilenet_v1 import BLOCKS, STEM
-from mobilenets.paper import ROWS, TABLE2, TABLE3, matches_printed, table3_comparisons
+from mobilenets.paper import ROWS, TABLE2, TABLE3, V2_V3_ROWS, matches_printed, resource_comparisons, table3_comparisons
 from mobilenets.profile import (
     depthwise_conv_mult_adds,
     depthwise_separable_mult_adds,
@@ -83,6 +84,37 @@ def test_every_mobilenet_row_of_tables_4_to_9():
             assert matches_printed(prof.paper_params / 1e6, row.params), row
 
 
+def test_v2_v3_rows_match_their_papers_or_say_why():
+    comparisons = resource_comparisons(rows=V2_V3_ROWS)
+    assert len(comparisons) == 2 * len(V2_V3_ROWS)
+    for c in comparisons:
+        assert c.matches or c.note, c
+    matched = {(c.label, c.quantity) for c in comparisons if c.matches}
+    # The paper-layout α = 0.75 models are the V3 paper's Table 3 figures (155M / 4.0M; Small 2.0M).
+    assert {("MobileNetV3-Large 0.75", "Mult-Adds (M)"), ("MobileNetV3-Large 0.75", "params (M)")} <= matched
+    assert ("MobileNetV3-Small 0.75", "params (M)") in matched
+    assert ("MobileNetV2 1.0", "Mult-Adds (M)") in matched and ("MobileNetV3-Small 1.0", "Mult-Adds (M)") in matched
+    assert len(matched) == 11  # the other five figures are explained in their notes (paper-tables prints them)
+
+
+@pytest.mark.parametrize(
+    "theirs,ours,madds,params",
+    [
+        (torchvision.models.mobilenet_v3_large, "mobilenet_v3_large", "140.0", "3.38"),
+        (torchvision.models.mobilenet_v3_small, "mobilenet_v3_small", "39.1", "1.65"),
+    ],
+)
+def test_torchvision_layout_counts_as_torchvision_at_0_75(theirs, ours, madds, params):
+    """torchvision's width_mult=0.75 models count 140.0M/3.38M and 39.1M/1.65M: our layout="torchvision" is them,
+    the default paper layout is what the V3 paper's Table 3 lists (155M/4.0M, 44M/2.0M)."""
+    reference = profile(theirs(width_mult=0.75), 224)
+    tv = profile(create_model(ours, width_mult=0.75, layout="torchvision"))
+    assert (tv.mult_adds, tv.params) == (reference.mult_adds, reference.params)
+    assert matches_printed(tv.mult_adds / 1e6, madds) and round(tv.params / 1e6, 2) == float(params)
+    paper = profile(create_model(ours, width_mult=0.75))
+    assert paper.mult_adds > 1.1 * tv.mult_adds and paper.params > 1.15 * tv.params
+
+
 def test_table2_breakdown():
     shares = profile(create_model("mobilenet_v1_1.0_224")).by_type()
     assert list(shares) == list(TABLE2)
@@ -115,7 +147,17 @@ def test_formulas_match_profiler_on_real_layers(m, n, size, stride):
     assert math.isclose(sep.mult_adds / conv.mult_adds, separable_cost_ratio(n, 3))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_0.5_160", "mobilenet_v1_conv_0.25_128", "squeezenet1_1", "densenet121"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mobilenet_v1_0.5_160",
+        "mobilenet_v1_conv_0.25_128",
+        "mobilenet_v2_0.5_128",
+        "mobilenet_v3_small_0.75_128",
+        "squeezenet1_1",
+        "densenet121",
+    ],
+)
 def test_profiler_agrees_with_torch_flop_counter(name):
     """torch's FlopCounterMode counts 2 FLOPs per multiply-add of every conv and matmul."""
     model = create_model(name).eval()

@@ -43,6 +43,7 @@ __all__ = [
     "ConvBNAct",
     "DenseNet",
     "DepthwiseSeparable",
+    "FAMILY_GRIDS",
     "FeatureInfo",
     "ImageClassifier",
     "InvertedResidual",
@@ -71,6 +72,16 @@ V2_RESOLUTIONS = (224, 192, 160, 128, 96)
 V3_WIDTHS = (1.0, 0.75)
 V3_RESOLUTIONS = (224, 192, 160, 128)
 
+# The α×ρ grid registered for each family (names ``{family}_{α}_{resolution}``).
+FAMILY_GRIDS: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = {
+    **{f: (PAPER_WIDTHS, PAPER_RESOLUTIONS) for f in ("mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v1_shallow")},
+    "mobilenet_v2": (V2_WIDTHS, V2_RESOLUTIONS),
+    **{
+        f"mobilenet_v3_{size}": (V3_WIDTHS, V3_RESOLUTIONS)
+        for size in ("large", "small", "large_minimal", "small_minimal")
+    },
+}
+
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
 
 
@@ -82,24 +93,16 @@ for _family, _builder in (
     ("mobilenet_v1", mobilenet_v1),
     ("mobilenet_v1_conv", mobilenet_v1_conv),
     ("mobilenet_v1_shallow", mobilenet_v1_shallow),
-):
-    register_model(_family, _builder, width_mult=1.0, resolution=224)
-    for _alpha in PAPER_WIDTHS:
-        for _res in PAPER_RESOLUTIONS:
-            register_model(f"{_family}_{_alpha}_{_res}", _builder, width_mult=_alpha, resolution=_res)
-register_model("mobilenet_v2", mobilenet_v2, width_mult=1.0, resolution=224)
-for _alpha in V2_WIDTHS:
-    for _res in V2_RESOLUTIONS:
-        register_model(f"mobilenet_v2_{_alpha}_{_res}", mobilenet_v2, width_mult=_alpha, resolution=_res)
-for _family, _builder in (
+    ("mobilenet_v2", mobilenet_v2),
     ("mobilenet_v3_large", mobilenet_v3_large),
     ("mobilenet_v3_small", mobilenet_v3_small),
     ("mobilenet_v3_large_minimal", mobilenet_v3_large_minimal),
     ("mobilenet_v3_small_minimal", mobilenet_v3_small_minimal),
 ):
     register_model(_family, _builder, width_mult=1.0, resolution=224)
-    for _alpha in V3_WIDTHS:
-        for _res in V3_RESOLUTIONS:
+    _widths, _resolutions = FAMILY_GRIDS[_family]
+    for _alpha in _widths:
+        for _res in _resolutions:
             register_model(f"{_family}_{_alpha}_{_res}", _builder, width_mult=_alpha, resolution=_res)
 for _name, _builder in (
     ("squeezenet1_0", squeezenet1_0),
