@@ -116,6 +116,45 @@ def test_feature_info_agrees_with_timm():
     assert ours.feature_info.reduction() == ref.feature_info.reduction()
 
 
+# MobileNetV2/V3 against timm's models of the same layout (V3 α = 0.75: timm scales as torchvision does).
+V2_V3_TIMM = [
+    ("mobilenet_v2", dict(width_mult=0.5), "mobilenetv2_050"),
+    ("mobilenet_v3_large", {}, "mobilenetv3_large_100"),
+    ("mobilenet_v3_small", {}, "mobilenetv3_small_100"),
+    ("mobilenet_v3_small", dict(width_mult=0.75, layout="torchvision"), "mobilenetv3_small_075"),
+]
+
+
+@pytest.mark.parametrize("name, kw, theirs", V2_V3_TIMM)
+def test_v2_v3_levels_are_timms_strides_2_to_32(name, kw, theirs):
+    timm = pytest.importorskip("timm")
+    ref = timm.create_model(theirs, pretrained=False, features_only=True).eval()
+    backbone = create_model(name, features_only=True, out_indices=range(5), **kw).eval()
+    # timm's convention: V2's stride-32 map is its last bottleneck (320 channels at α 1; the 1280-wide conv
+    # is the head), V3's the 1×1 conv after the last bneck (576 / 960).
+    assert backbone.feature_info.reduction() == ref.feature_info.reduction() == [2, 4, 8, 16, 32]
+    assert backbone.feature_info.channels() == ref.feature_info.channels()
+    assert create_model(name, features_only=True, **kw).feature_info.reduction() == [8, 16, 32]
+    x = torch.randn(1, 3, 72, 72)
+    with torch.no_grad():
+        ours, theirs_maps = backbone(x), ref(x)
+    assert [m.shape for m in ours] == [m.shape for m in theirs_maps]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_v2_v3_small_image_stem_halves_every_stride(name):
+    # The 28-px training setting (stem stride 1): the same levels, each at half the reduction.
+    full = create_model(name, features_only=True, out_indices=range(5), width_mult=0.5)
+    small = create_model(name, features_only=True, width_mult=0.5, stem_stride=1, resolution=28, in_chans=1)
+    assert small.feature_info.reduction() == [4, 8, 16]
+    assert small.feature_info.channels() == full.feature_info.channels()[2:]
+    with torch.no_grad():
+        maps = small.eval()(torch.randn(2, 1, 28, 28))
+    assert [tuple(m.shape) for m in maps] == [
+        (2, c, math.ceil(28 / r), math.ceil(28 / r)) for c, r in zip(small.feature_info.channels(), [4, 8, 16])
+    ]
+
+
 def test_feature_maps_equal_timms_given_its_weights():
     timm = pytest.importorskip("timm")
     from mobilenets.weights import timm_to_ours

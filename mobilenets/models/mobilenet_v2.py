@@ -131,7 +131,9 @@ class MobileNetV2(ImageClassifier):
         layers.append(("head_conv", cfg.last_channels, reduction))
         self.num_features = cfg.last_channels
         self.feature_layer_names = [name for name, _, _ in layers]
-        self.feature_info = feature_levels(layers)
+        # Feature levels in timm's convention: the 1×1 conv to 1280 counts as the head (timm's conv_head), so
+        # stride 32's map is the last bottleneck's 320 channels; forward_features still ends after it.
+        self.feature_info = feature_levels(layers[:-1])
 
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
