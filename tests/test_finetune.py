@@ -223,3 +223,20 @@ def test_cli_freeze_flags_and_help(capsys, tmp_path):
     out = capsys.readouterr().out
     for flag in ("--freeze", "--freeze-epochs", "--backbone-lr-scale", "--teacher", "--distill-weight", "finetune"):
         assert flag in out
+
+
+def test_a_v3_teacher_for_a_v2_student(tmp_path):
+    # Distillation across families: a MobileNetV3-Small run teaches a MobileNetV2 at another resolution.
+    run(model="mobilenet_v3_small", epochs=1, out_dir=str(tmp_path / "teacher"))
+    teacher, _ = load_model(tmp_path / "teacher" / "model.pt")
+    kw = dict(model="mobilenet_v2", epochs=1, resolution=24, distill_weight=0.5)
+    student = run(out_dir=str(tmp_path / "student"), teacher=str(tmp_path / "teacher"), **kw)
+    _, meta = load_model(tmp_path / "student" / "model.pt")
+    info = meta["teacher"]
+    assert (info["model"], info["resolution"], info["model_kwargs"]["stem_stride"]) == ("mobilenet_v3_small", 16, 1)
+    assert meta["model"] == "mobilenet_v2" and meta["model_kwargs"]["stem_stride"] == 1
+    alone = run(out_dir=str(tmp_path / "alone"), **{**kw, "distill_weight": 0.0})
+    assert all(np.isfinite(student.step_losses)) and student.step_losses != alone.step_losses
+    # Same start, same batch: the first loss is 0.5·CE (alone's, halved) + 0.5·T²·KL(teacher ‖ student), KL > 0.
+    assert student.step_losses[0] > 0.5 * alone.step_losses[0]
+    assert teacher.cfg.size == "small"

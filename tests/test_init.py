@@ -294,3 +294,52 @@ def test_tensors_that_do_not_fit_are_named_and_none_fitting_is_an_error():
     other.source = {"init": "squeeze.pt"}
     with pytest.raises(MobileNetsError, match="squeeze.pt: none of its tensors fit the model"):
         adapt_state(target, other)
+
+
+# --- MobileNetV3 and V2 runs ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def v3_run(tmp_path_factory):
+    """A tiny `mobilenets train` run of MobileNetV3-Small α 0.5 on digits: its model.pt."""
+    out = tmp_path_factory.mktemp("v3run")
+    kw = dict(model="mobilenet_v3_small", width_mult=0.5, dataset="digits", batch_size=64, epochs=1, max_steps=3)
+    T.train(T.TrainConfig(**kw, out_dir=str(out), progress=False, tensorboard=False, plots=False))
+    return out / "model.pt"
+
+
+def test_init_from_a_v3_run_keeps_every_tensor_and_adapts_the_stem(v3_run):
+    saved, meta_run = T.load_model(v3_run)
+    run = dict(init=str(v3_run), model="mobilenet_v3_small", dataset="digits", resolution=16, stem_stride=1)
+    model, meta = start_model(cfg(**run), 10, 1, meta_run["classes"])
+    assert "its classifier" in meta["notes"][0] and meta["model_kwargs"]["width_mult"] == 0.5
+    for k, v in saved.state_dict().items():  # squeeze-and-excite, hard-swish head and classifier included
+        assert torch.equal(model.state_dict()[k], v), k
+    # RGB data from the gray run: the stem's filters copied to R, G, B (÷3); a new head for 3 classes.
+    model, _ = start_model(cfg(**run), 3, 3, ["a", "b", "c"])
+    torch.testing.assert_close(model.stem.conv.weight.sum(1, keepdim=True), saved.stem.conv.weight)
+    assert torch.equal(model.blocks[0].se.reduce.weight, saved.blocks[0].se.reduce.weight)
+    assert model.classifier.weight.shape == (3, saved.head_hidden_size)
+
+
+def test_init_from_a_v3_run_refuses_another_width_or_family(v3_run):
+    with pytest.raises(MobileNetsError, match=r"α=0\.5 weights but the run asks for α=0\.75"):
+        start_model(cfg(init=str(v3_run), model="mobilenet_v3_small", width_mult=0.75), 10, 1)
+    with pytest.raises(MobileNetsError, match="holds mobilenet_v3_small weights but the run trains mobilenet_v2"):
+        start_model(cfg(init=str(v3_run), model="mobilenet_v2"), 10, 1)
+
+
+def test_train_cli_with_init_from_a_v3_run(v3_run, tmp_path, capsys):
+    from mobilenets import cli
+
+    out = tmp_path / "again"
+    args = f"train --model mobilenet_v3_small --init {v3_run} --dataset digits --max-steps 2 --batch-size 64"
+    threads = torch.get_num_threads()
+    try:
+        rc = cli.main([*args.split(), "--out-dir", str(out), "--no-progress", "--no-tensorboard", "--no-plots"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    _, meta = T.load_model(out / "model.pt")
+    assert meta["init"]["source"]["format"] == "mobilenets_run" and meta["model_kwargs"]["width_mult"] == 0.5
+    assert "init: mobilenet_v3_small α=0.5" in capsys.readouterr().err
