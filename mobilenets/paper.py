@@ -171,6 +171,58 @@ V2_V3_ROWS = [
 ]
 
 
+# The other networks of the seed papers: Xception (Chollet 2017, Table 3: parameters; Table 1: ImageNet top-1) and
+# Inception V3, the MobileNets paper's Stanford Dogs comparison (its Table 10; ImageNet top-1 from Table 8 of
+# Szegedy et al. 2016 would differ: the row's top-1 is the dogs figure). Xception's paper gives no Mult-Adds.
+OTHER_ROWS = [
+    PaperRow(
+        "X 3",
+        "Xception (299)",
+        "79.0",
+        "",
+        "22.855952",
+        "xception",
+        params_note="",
+    ),
+    PaperRow(
+        "10",
+        "Inception V3 (299)",
+        "84",
+        "5000",
+        "23.2",
+        "torchvision:inception_v3",
+        "the MobileNets paper rounds the Inception V3 paper's 'about 5 billion multiply-adds'; torchvision's model "
+        "(TF-slim's layout with BatchNorm, no auxiliary head) counts {ours}M at 299×299",
+        params_note="torchvision's Inception V3 has 23.83M parameters without its auxiliary head (27.16M with it); "
+        "the paper's 23.2M matches no released model we can count",
+    ),
+]
+
+# SqueezeNet paper Table 6 — ImageNet top-1 and model size (MB of 32-bit weights) of the bypass variants.
+SQUEEZENET_TABLE6 = {  # registered name: (label, top-1, size)
+    "squeezenet1_0": ("SqueezeNet 1.0", "57.5", "4.8"),
+    "squeezenet1_0_simple_bypass": ("SqueezeNet simple bypass", "60.4", "4.8"),
+    "squeezenet1_0_complex_bypass": ("SqueezeNet complex bypass", "58.8", "7.7"),
+}
+SQUEEZENET_TABLE6_NOTES = {
+    "squeezenet1_0_complex_bypass": "our four 1×1 conv shortcuts (fire2/4/6/8, with biases) add {extra:,} parameters; "
+    "the paper's 7.7 MB would need about twice that, which its description (1×1 convs where the widths differ) "
+    "does not account for",
+}
+
+
+def squeezenet_table6_comparisons() -> list[Comparison]:
+    """SqueezeNet paper Table 6's model sizes recounted: every parameter as a 32-bit float, in MiB (the paper's
+    4.8 MB for SqueezeNet 1.0's 1,248,424 parameters is 4.76 MiB)."""
+    vanilla = profile_spec("squeezenet1_0").params
+    out = []
+    for name, (label, _top1, size) in SQUEEZENET_TABLE6.items():
+        params = profile_spec(name).params
+        note = SQUEEZENET_TABLE6_NOTES.get(name, "").format(extra=params - vanilla)
+        out.append(Comparison("SQ 6", label, "size (MiB)", size, params * 4 / 2**20, note))
+    return out
+
+
 def printed_digits(value: str) -> int:
     return len(value.split(".")[1]) if "." in value else 0
 
@@ -191,8 +243,11 @@ def _build(spec: str) -> nn.Module:
         import torchvision
 
         name = spec.split(":", 1)[1]
-        kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
-        return getattr(torchvision.models, name)(weights=None, **kwargs)
+        # The inference networks the papers count: no auxiliary training heads.
+        kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+        model = getattr(torchvision.models, name)(weights=None, **kwargs)
+        model.resolution = 299 if name == "inception_v3" else 224
+        return model
     return create_model(spec)
 
 
@@ -306,7 +361,7 @@ def resource_comparisons(
     progress: Callable[[str], None] | None = None, rows: list[PaperRow] | None = None
 ) -> list[Comparison]:
     out = []
-    for row in ROWS + V2_V3_ROWS if rows is None else rows:
+    for row in ROWS + V2_V3_ROWS + OTHER_ROWS if rows is None else rows:
         if progress:
             progress(row.label)
         prof = profile_spec(row.build)
@@ -323,7 +378,7 @@ def resource_comparisons(
                     note + f" [shown without FC; all layers {prof.mult_adds / 1e6:.2f}M]",
                 )
             )
-        else:
+        elif row.mult_adds:
             ours = prof.mult_adds / 1e6
             out.append(
                 Comparison(row.table, row.label, "Mult-Adds (M)", row.mult_adds, ours, note.format(ours=f"{ours:.2f}"))
@@ -335,7 +390,7 @@ def resource_comparisons(
 
 
 def all_comparisons() -> list[Comparison]:
-    return table2_comparisons() + table3_comparisons() + resource_comparisons()
+    return table2_comparisons() + table3_comparisons() + resource_comparisons() + squeezenet_table6_comparisons()
 
 
 def format_comparisons(comparisons: list[Comparison]) -> str:

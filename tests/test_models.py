@@ -9,6 +9,8 @@ from mobilenets import MobileNetsError, create_model, list_models
 from mobilenets.models import MobileNetV3, model_defaults
 from mobilenets.models.layers import PadSame, SqueezeExcite, make_divisible, scale_channels
 from mobilenets.models.mobilenet_v1 import BLOCKS
+from mobilenets.models.squeezenet import Fire
+from mobilenets.models.xception import PAPER_PARAMS as XCEPTION_PARAMS
 
 ALL_MODELS = list_models()
 # One name per distinct architecture: the α×ρ aliases share code with their family's base name.
@@ -26,8 +28,10 @@ def test_registry_has_every_paper_variant():
                 name = f"{family}_{alpha}_{res}"
                 assert name in ALL_MODELS
                 assert model_defaults(name) == {"width_mult": float(alpha), "resolution": res}
-    for name in ("squeezenet1_0", "squeezenet1_1", "densenet121", "densenet169", "densenet201"):
+    for name in ("squeezenet1_0", "squeezenet1_1", "densenet121", "densenet169", "densenet201", "xception"):
         assert name in ALL_MODELS
+    for name in ("squeezenet1_0", "squeezenet1_1"):
+        assert {f"{name}_simple_bypass", f"{name}_complex_bypass"} <= set(ALL_MODELS)
     for alpha in ("1.4", "1.3", "1.0", "0.75", "0.5", "0.35"):
         for res in (224, 192, 160, 128, 96):
             assert model_defaults(f"mobilenet_v2_{alpha}_{res}") == {"width_mult": float(alpha), "resolution": res}
@@ -130,6 +134,48 @@ def test_matches_torchvision_with_its_weights(ours, theirs):
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("version", ["1_0", "1_1"])
+def test_squeezenet_bypass_variants_follow_figure_2(version):
+    vanilla, simple, complex_ = (
+        create_model(f"squeezenet{version}{s}") for s in ("", "_simple_bypass", "_complex_bypass")
+    )
+    fires = [[m for m in model.features if isinstance(m, Fire)] for model in (vanilla, simple, complex_)]
+    assert [f.residual for f in fires[0]] == [False] * 8
+    assert [f.residual for f in fires[1]] == [False, True] * 4  # fire3, fire5, fire7, fire9: equal widths
+    assert all(f.shortcut is None for f in fires[1])
+    assert [f.residual for f in fires[2]] == [True] * 8
+    assert [f.shortcut is not None for f in fires[2]] == [True, False] * 4  # 1×1 convs around fire2/4/6/8
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(simple) == count(vanilla)  # "the simple bypass adds no parameters"
+    assert count(complex_) - count(vanilla) == sum(
+        c_out * (c + 1) for c, c_out in [(96 if version == "1_0" else 64, 128), (128, 256), (256, 384), (384, 512)]
+    )
+    # The shortcut is really added: zeroing fire3's expand convs leaves its input, through the bypass.
+    fire3 = fires[1][1]
+    x = torch.relu(torch.randn(1, 128, 9, 9))
+    with torch.no_grad():
+        for conv in (fire3.expand1x1, fire3.expand3x3):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        torch.testing.assert_close(fire3(x), x)
+
+
+def test_xception_is_its_paper_and_timms_legacy_xception():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = timm.create_model("legacy_xception", pretrained=False).eval()
+    model = create_model("xception").eval()
+    assert sum(p.numel() for p in model.parameters()) == XCEPTION_PARAMS == 22_855_952  # Xception paper Table 3
+    ours_sd, ref_sd = model.state_dict(), reference.state_dict()
+    assert [v.shape for v in ours_sd.values()] == [v.shape for v in ref_sd.values()]
+    model.load_state_dict(dict(zip(ours_sd, ref_sd.values())))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
+    assert model.forward_features(torch.zeros(1, 3, 299, 299)).shape == (1, 2048, 10, 10)
+    assert [d["reduction"] for d in model.feature_info] == [2, 4, 8, 16, 32]
 
 
 def test_relu6_and_tf_same_options():

@@ -10,7 +10,17 @@ from mobilenets import MobileNetsError, create_model, profile
 from mobilenets.models import DepthwiseSeparable
 from mobilenets.models.layers import scale_channels
 from mobilenets.models.mobilenet_v1 import BLOCKS, STEM
-from mobilenets.paper import ROWS, TABLE2, TABLE3, V2_V3_ROWS, matches_printed, resource_comparisons, table3_comparisons
+from mobilenets.paper import (
+    OTHER_ROWS,
+    ROWS,
+    TABLE2,
+    TABLE3,
+    V2_V3_ROWS,
+    matches_printed,
+    resource_comparisons,
+    squeezenet_table6_comparisons,
+    table3_comparisons,
+)
 from mobilenets.profile import (
     depthwise_conv_mult_adds,
     depthwise_separable_mult_adds,
@@ -113,6 +123,18 @@ def test_torchvision_layout_counts_as_torchvision_at_0_75(theirs, ours, madds, p
     assert matches_printed(tv.mult_adds / 1e6, madds) and round(tv.params / 1e6, 2) == float(params)
     paper = profile(create_model(ours, width_mult=0.75))
     assert paper.mult_adds > 1.1 * tv.mult_adds and paper.params > 1.15 * tv.params
+
+
+def test_squeezenet_table6_sizes_and_the_other_seed_networks():
+    sizes = {c.label: c for c in squeezenet_table6_comparisons()}
+    assert sizes["SqueezeNet 1.0"].matches and sizes["SqueezeNet simple bypass"].matches  # 4.76 MiB: "4.8 MB"
+    complex_ = sizes["SqueezeNet complex bypass"]
+    assert not complex_.matches and "341,248 parameters" in complex_.note  # four 1×1 convs with biases
+    others = {(c.label, c.quantity): c for c in resource_comparisons(rows=OTHER_ROWS)}
+    assert others[("Xception (299)", "params (M)")].matches  # exactly 22,855,952
+    inception = others[("Inception V3 (299)", "Mult-Adds (M)")]
+    assert 5700 < inception.ours < 5730 and "5713.22M at 299×299" in inception.note
+    assert "23.83M" in others[("Inception V3 (299)", "params (M)")].note
 
 
 def test_table2_breakdown():

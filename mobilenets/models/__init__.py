@@ -36,7 +36,16 @@ from mobilenets.models.mobilenet_v3 import (
     mobilenet_v3_small,
     mobilenet_v3_small_minimal,
 )
-from mobilenets.models.squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
+from mobilenets.models.squeezenet import (
+    SqueezeNet,
+    squeezenet1_0,
+    squeezenet1_0_complex_bypass,
+    squeezenet1_0_simple_bypass,
+    squeezenet1_1,
+    squeezenet1_1_complex_bypass,
+    squeezenet1_1_simple_bypass,
+)
+from mobilenets.models.xception import Xception, XceptionConfig, xception
 
 __all__ = [
     "Backbone",
@@ -55,6 +64,8 @@ __all__ = [
     "MobileNetV3Config",
     "SqueezeNet",
     "SqueezeExcite",
+    "Xception",
+    "XceptionConfig",
     "create_model",
     "list_models",
     "make_divisible",
@@ -107,11 +118,16 @@ for _family, _builder in (
 for _name, _builder in (
     ("squeezenet1_0", squeezenet1_0),
     ("squeezenet1_1", squeezenet1_1),
+    ("squeezenet1_0_simple_bypass", squeezenet1_0_simple_bypass),
+    ("squeezenet1_0_complex_bypass", squeezenet1_0_complex_bypass),
+    ("squeezenet1_1_simple_bypass", squeezenet1_1_simple_bypass),
+    ("squeezenet1_1_complex_bypass", squeezenet1_1_complex_bypass),
     ("densenet121", densenet121),
     ("densenet169", densenet169),
     ("densenet201", densenet201),
 ):
     register_model(_name, _builder, resolution=224)
+register_model("xception", xception, resolution=299)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -130,7 +146,8 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
         hint = f"did you mean {', '.join(close)}? " if close else ""
         families = (
             "mobilenet_v1[_conv|_shallow][_{α}_{res}], mobilenet_v2[_{α}_{res}], "
-            "mobilenet_v3_large|small[_minimal][_{α}_{res}], squeezenet1_0, squeezenet1_1, densenet121/169/201"
+            "mobilenet_v3_large|small[_minimal][_{α}_{res}], squeezenet1_0|1_1[_simple_bypass|_complex_bypass], "
+            "densenet121/169/201, xception"
         )
         raise MobileNetsError(f"unknown model {name!r}; {hint}valid names: {families} (`mobilenets list` shows all)")
     return _REGISTRY[name]

@@ -1,4 +1,5 @@
-"""SqueezeNet 1.0 and 1.1 (Iandola et al., 2016), the efficient design MobileNet is compared with in Table 9."""
+"""SqueezeNet 1.0 and 1.1 (Iandola et al., 2016), the efficient design MobileNet is compared with in Table 9, with
+the SqueezeNet paper's simple and complex bypass variants (its §6, Figure 2, Table 6)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,17 @@ VERSIONS = {
     "1_0": (96, 7, (3, 7)),
     "1_1": (64, 3, (2, 4)),  # 2.4× less compute than 1.0 at about the same accuracy
 }
+# SqueezeNet paper §6 / Figure 2: the simple bypass adds an identity shortcut around the fire modules whose input
+# and output widths match (fire3, fire5, fire7, fire9 — indices 1, 3, 5, 7 of FIRE_EXPANDS); the complex bypass
+# also adds a 1×1 conv shortcut around the others (fire2, fire4, fire6, fire8).
+BYPASSES = ("none", "simple", "complex")
 
 
 class Fire(nn.Module):
-    """Squeeze (1×1 conv) then expand (1×1 and 3×3 convs side by side, concatenated)."""
+    """Squeeze (1×1 conv) then expand (1×1 and 3×3 convs side by side, concatenated), optionally with a bypass:
+    the input added to the output, through a 1×1 conv (``shortcut``) where the widths differ."""
 
-    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int):
+    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int, bypass: bool = False):
         super().__init__()
         self.squeeze = nn.Conv2d(in_channels, squeeze, 1)
         self.squeeze_act = nn.ReLU(inplace=True)
@@ -29,10 +35,16 @@ class Fire(nn.Module):
         self.expand1x1_act = nn.ReLU(inplace=True)
         self.expand3x3 = nn.Conv2d(squeeze, expand3x3, 3, padding=1)
         self.expand3x3_act = nn.ReLU(inplace=True)
+        self.residual = bypass
+        out_channels = expand1x1 + expand3x3
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if bypass and in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.squeeze_act(self.squeeze(x))
-        return torch.cat([self.expand1x1_act(self.expand1x1(x)), self.expand3x3_act(self.expand3x3(x))], 1)
+        s = self.squeeze_act(self.squeeze(x))
+        out = torch.cat([self.expand1x1_act(self.expand1x1(s)), self.expand3x3_act(self.expand3x3(s))], 1)
+        if not self.residual:
+            return out
+        return out + (x if self.shortcut is None else self.shortcut(x))
 
 
 class SqueezeNet(ImageClassifier):
@@ -47,10 +59,14 @@ class SqueezeNet(ImageClassifier):
         squeeze_ratio: float = 0.125,
         pct_3x3: float = 0.5,
         dropout: float = 0.5,
+        bypass: str = "none",
     ):
         super().__init__()
         if version not in VERSIONS:
             raise MobileNetsError(f"unknown SqueezeNet version {version!r}; choose one of {', '.join(VERSIONS)}")
+        if bypass not in BYPASSES:
+            raise MobileNetsError(f"unknown SqueezeNet bypass {bypass!r}; choose one of {', '.join(BYPASSES)}")
+        self.bypass = bypass
         if not 0 < squeeze_ratio <= 1 or not 0 < pct_3x3 < 1:
             raise MobileNetsError(
                 f"squeeze_ratio must be in (0, 1] and pct_3x3 in (0, 1), got {squeeze_ratio}, {pct_3x3}"
@@ -75,7 +91,9 @@ class SqueezeNet(ImageClassifier):
                 layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
                 specs.append((f"features.{len(layers) - 1}", channels, specs[-1][2] * 2))
             expand3x3 = round(expand * pct_3x3)
-            layers.append(Fire(channels, max(1, round(expand * squeeze_ratio)), expand - expand3x3, expand3x3))
+            squeeze = max(1, round(expand * squeeze_ratio))
+            wrapped = bypass == "complex" or (bypass == "simple" and channels == expand)
+            layers.append(Fire(channels, squeeze, expand - expand3x3, expand3x3, bypass=wrapped))
             channels = expand
             specs.append((f"features.{len(layers) - 1}", channels, specs[-1][2]))
         self.features = nn.Sequential(*layers)
@@ -117,3 +135,21 @@ def squeezenet1_0(**kwargs) -> SqueezeNet:
 
 def squeezenet1_1(**kwargs) -> SqueezeNet:
     return SqueezeNet("1_1", **kwargs)
+
+
+def squeezenet1_0_simple_bypass(**kwargs) -> SqueezeNet:
+    """SqueezeNet 1.0 with identity shortcuts around fire3/5/7/9 (SqueezeNet paper Table 6: 60.4% top-1)."""
+    return SqueezeNet("1_0", bypass="simple", **kwargs)
+
+
+def squeezenet1_0_complex_bypass(**kwargs) -> SqueezeNet:
+    """SqueezeNet 1.0 with identity shortcuts and 1×1 conv shortcuts around the other fires (Table 6: 58.8%)."""
+    return SqueezeNet("1_0", bypass="complex", **kwargs)
+
+
+def squeezenet1_1_simple_bypass(**kwargs) -> SqueezeNet:
+    return SqueezeNet("1_1", bypass="simple", **kwargs)
+
+
+def squeezenet1_1_complex_bypass(**kwargs) -> SqueezeNet:
+    return SqueezeNet("1_1", bypass="complex", **kwargs)
