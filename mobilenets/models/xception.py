@@ -3,6 +3,7 @@ Inception" MobileNets descends from: entry flow, middle flow repeated eight time
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 import torch
@@ -23,18 +24,19 @@ TAIL = (1536, 2048)  # two separable convs, each BN + ReLU, then global average 
 PAPER_PARAMS = 22_855_952  # Xception paper Table 3 (its Keras model, with BatchNorm's parameters)
 
 
-class SeparableConv(nn.Module):
+class SeparableConv(nn.Sequential):
     """Xception's separable convolution: a 3×3 depthwise conv straight into a 1×1 pointwise conv, with no
-    BatchNorm or ReLU between them (the paper found an intermediate nonlinearity hurts, §4.7), then BN."""
+    BatchNorm or ReLU between them (the paper found an intermediate nonlinearity hurts, §4.7), then BN.
+    A Sequential, so that export folds the BN into the pointwise conv."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.pointwise(self.depthwise(x)))
+        super().__init__(
+            OrderedDict(
+                depthwise=nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+                pointwise=nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                bn=nn.BatchNorm2d(out_channels),
+            )
+        )
 
 
 class XceptionBlock(nn.Module):
