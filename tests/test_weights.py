@@ -1,5 +1,6 @@
-"""Weights import: numeric parity with Google's TF graph (independent NumPy interpreter), timm round trip,
-our safetensors + model card, the cache, and every bad-input path."""
+"""Weights import: numeric parity with Google's TF graph (independent NumPy interpreter), with timm's and
+torchvision's own MobileNetV1/V2/V3 forward passes on real photos, our safetensors + model card, the cache, and
+every bad-input path."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from mobilenets import weights as W
 from mobilenets.cli import main
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
-from mobilenets.predict import preprocess
+from mobilenets.predict import bundled_images, load_image, preprocess
+from mobilenets.weights import pretrained
 
 # --- an independent reference: interpret the GraphDef's own nodes in float64 NumPy --------------------
 
@@ -102,6 +104,15 @@ def run_graph(graph: graph_pb2.GraphDef, x_nhwc: np.ndarray, fetch: str) -> np.n
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine more threads make these small forwards several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _graph_path():
@@ -273,6 +284,218 @@ def test_timm_mobilenetv1_round_trip(tmp_path, suffix):
     assert theirs.abs().max().item() > 1e-3  # the comparison is not of two zero vectors
 
 
+# --- timm and torchvision MobileNetV2/V3 -----------------------------------------------------------
+
+# (source, their builder, its kwargs, our name): every importer path (torchvision V2, V3 α=1 and α≠1 with its
+# layout, timm V2, V3, and a TF port with TF padding + BN ε 1e-3 + minimalistic blocks).
+PARITY = [
+    ("torchvision", "mobilenet_v2", {}, "mobilenet_v2_1.0_224"),
+    ("torchvision", "mobilenet_v3_large", {}, "mobilenet_v3_large_1.0_224"),
+    ("torchvision", "mobilenet_v3_small", {"width_mult": 0.75}, "mobilenet_v3_small_0.75_224"),
+    ("timm", "mobilenetv2_100", {}, "mobilenet_v2_1.0_224"),
+    ("timm", "mobilenetv3_large_100", {}, "mobilenet_v3_large_1.0_224"),
+    ("timm", "tf_mobilenetv3_small_minimal_100", {}, "mobilenet_v3_small_minimal_1.0_224"),
+]
+
+
+def _randomized(model: torch.nn.Module) -> torch.nn.Module:
+    """Seeded random BN scales, shifts and running statistics and O(1) logits, so that a tensor mapped to the
+    wrong place cannot go unnoticed. The statistics are measured on noise images first, then scattered: drawn
+    from nothing, they would swamp the image and give every photo the same output."""
+    g = torch.Generator().manual_seed(0)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2)
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batch
+        elif isinstance(m, torch.nn.Linear):
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
+    with torch.no_grad():
+        model.train()(torch.randn(4, 3, 128, 128, generator=g))
+    for m in bns:
+        std = m.running_var.sqrt()
+        m.running_mean.add_(0.2 * std * torch.randn(std.shape, generator=g))
+        m.running_var.mul_(torch.rand(std.shape, generator=g) * 1.5 + 0.5)
+    return model.eval()
+
+
+def _reference(source: str, name: str, kwargs: dict) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if source == "torchvision":
+        import torchvision.models as tvm
+
+        return _randomized(getattr(tvm, name)(weights=None, **kwargs))
+    timm = pytest.importorskip("timm")
+    return _randomized(timm.create_model(name, pretrained=False, **kwargs))
+
+
+def _their_preprocessing(source: str, name: str) -> dict:
+    """The eval transform the source itself documents for its ImageNet weights."""
+    if source == "timm":
+        import timm
+
+        cfg = timm.get_pretrained_cfg(name)
+        return dict(crop_pct=cfg.crop_pct, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
+    import torchvision.models as tvm
+
+    enum = {"mobilenet_v2": "MobileNet_V2", "mobilenet_v3_large": "MobileNet_V3_Large"}.get(name, "MobileNet_V3_Small")
+    tf = getattr(tvm, f"{enum}_Weights").IMAGENET1K_V1.transforms()
+    return dict(
+        crop_pct=tf.crop_size[0] / tf.resize_size[0],
+        interpolation=tf.interpolation.value,
+        mean=tuple(tf.mean),
+        std=tuple(tf.std),
+    )
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    return [load_image(p) for p in bundled_images()]  # chelsea.jpg, coffee.jpg
+
+
+@pytest.mark.parametrize("source, name, kwargs, ours", PARITY, ids=[f"{s}-{n}" for s, n, _, _ in PARITY])
+def test_timm_and_torchvision_parity_on_real_photos(tmp_path, capsys, photos, source, name, kwargs, ours):
+    ref = _reference(source, name, kwargs)
+    src = tmp_path / f"{name}.pth"  # timm's downloads are named after the model: the importer reads tf_ from it
+    torch.save(ref.state_dict(), src)
+    out = tmp_path / "ours.safetensors"
+    assert main(["import-weights", str(src), "-o", str(out), "--model", ours]) == 0
+    assert f": {ours}, " in capsys.readouterr().out
+    model, card = W.load_weights(out)
+    pre = card.preprocessing
+    theirs_pre = _their_preprocessing(source, name)
+    assert (pre.crop, pre.resolution) == ("resize_shorter", 224)
+    assert dict(crop_pct=pre.crop_pct, interpolation=pre.interpolation, mean=pre.mean, std=pre.std) == theirs_pre
+    assert card.num_classes == len(card.class_names) == 1000 and card.class_names[285] == "Egyptian cat"
+    assert card.model_kwargs["bn_eps"] == next(m.eps for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    x = torch.stack([preprocess(image, pre) for image in photos])
+    with torch.no_grad():
+        theirs, mine = ref(x), model(x)
+    diff = (mine - theirs).abs().max().item()
+    print(f"{source} {name}: max |ours - theirs| = {diff:.2e}, logits up to {theirs.abs().max().item():.3g}")
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    assert (theirs[0] - theirs[1]).abs().max() > 0.1  # two photos, two different outputs of a working network
+
+
+def test_every_supported_timm_model_keeps_its_conventions():
+    """Shapes, α, BN ε, padding and preprocessing of each supported timm name, against timm's own model and cfg."""
+    timm = pytest.importorskip("timm")
+    assert set(W.TIMM_MODELS) <= set(timm.list_models("*mobilenetv[23]*"))
+    for name in W.TIMM_MODELS:
+        with torch.device("meta"):  # shapes only: nothing allocated
+            ref = timm.create_model(name, pretrained=False)
+        _, card = W.timm_to_ours(ref.state_dict(), name, {"file": f"{name}-0123abcd.pth"})
+        bn_eps = next(m.eps for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        tf_padding = type(ref.conv_stem).__name__ == "Conv2dSame"
+        assert card.width_mult == int(name[-3:]) / 100, name
+        assert card.model_kwargs["bn_eps"] == bn_eps and (card.model_kwargs["padding"] == "tf_same") == tf_padding
+        assert card.arch.endswith("_minimal") == ("minimal" in name) and card.source["timm_model"] == name
+        pre = card.preprocessing
+        assert dict(crop_pct=pre.crop_pct, interpolation=pre.interpolation, mean=pre.mean, std=pre.std) == (
+            _their_preprocessing("timm", name)
+        ), name
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+def test_torchvision_width_mult_is_read_from_the_shapes(arch):
+    import torchvision.models as tvm
+
+    for width_mult in (0.35, 0.5, 0.75, 1.0, 1.25):
+        with torch.device("meta"):
+            ref = getattr(tvm, arch)(width_mult=width_mult)
+        tensors, card = W.torchvision_to_ours(ref.state_dict(), arch)
+        assert card.arch == arch and card.width_mult == width_mult
+        # V3 scales its expansions by α as torchvision does only in our "torchvision" layout; at α = 1 all agree.
+        wanted = "torchvision" if arch != "mobilenet_v2" and width_mult != 1.0 else None
+        assert card.model_kwargs.get("layout") == wanted
+        assert len(tensors) == len([k for k in ref.state_dict() if not k.endswith("num_batches_tracked")])
+
+
+def test_v2_v3_weights_work_with_predict_and_init(tmp_path, capsys):
+    from mobilenets.training.config import TrainConfig
+    from mobilenets.training.init import start_model
+
+    ref = _reference("torchvision", "mobilenet_v3_small", {"width_mult": 0.75})
+    src = tmp_path / "mobilenet_v3_small_075.pth"
+    torch.save(ref.state_dict(), src)
+    out = tmp_path / "v3s.safetensors"
+    assert main(["import-weights", str(src), "-o", str(out)]) == 0
+    cat = str(bundled_images()[0])
+    assert main(["predict", cat, "--weights", str(out), "--model", "mobilenet_v3_small_0.75_224", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["model"] == "mobilenet_v3_small_0.75_224"
+    for init in (src, out):  # --init: the torchvision file itself, or ours
+        model, meta = start_model(TrainConfig(init=str(init), model="mobilenet_v3_small", resolution=64), 5, 3)
+        assert meta["model_kwargs"]["layout"] == "torchvision" and meta["mean"] == [0.485, 0.456, 0.406]
+        body = [v for k, v in ref.state_dict().items() if not k.startswith("classifier.3") and "num_batches" not in k]
+        ours = [v for k, v in model.state_dict().items() if not k.startswith("classifier.") and "num_batches" not in k]
+        assert len(body) == len(ours) and all(torch.equal(a, b) for a, b in zip(body, ours))
+
+
+# --- V2/V3 bad input ---------------------------------------------------------------------------------
+
+
+def test_v1_checkpoint_given_as_v3_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    v1 = tmp_path / "v1.pth"
+    torch.save(timm.create_model("mobilenetv1_100", pretrained=False, num_classes=10).state_dict(), v1)
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"previous weights")
+    assert main(["import-weights", str(v1), "-o", str(out), "--model", "mobilenet_v3_large_1.0_224"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (
+        f"{v1} holds mobilenet_v1 α=1.0 (10 classes) from a timm state dict, not mobilenet_v3_large weights "
+        "(--model mobilenet_v3_large_1.0_224); leave --model out to use it as mobilenet_v1_1.0_224"
+    ) in err
+    assert out.read_bytes() == b"previous weights" and not (tmp_path / "out.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors", "v1.pth"]  # no temp files
+
+
+def test_bad_v2_v3_state_dicts_are_named(tmp_path, capsys):
+    import torchvision.models as tvm
+
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        small = tvm.mobilenet_v3_small().state_dict()
+        timm_small = timm.create_model("mobilenetv3_small_100").state_dict()
+        timm_050 = timm.create_model("mobilenetv3_small_050").state_dict()
+    cut = dict(small, **{"features.4.block.2.fc1.weight": small["features.4.block.2.fc1.weight"][:16]})
+    with pytest.raises(
+        MobileNetsError,
+        match=r"blocks\.3\.se\.reduce\.weight is \(16, 96, 1, 1\) in the file but \(24, 96, 1, 1\) in the model",
+    ):
+        W.torchvision_to_ours(cut, "cut.pth")
+    extra = dict(small, **{"features.4.block.9.0.weight": small["features.4.block.2.fc1.weight"]})
+    with pytest.raises(MobileNetsError, match=r"torchvision tensors features\.4\.block\.9\.0\.weight have no"):
+        W.torchvision_to_ours(extra, "extra.pth")
+    said = r"the file name says timm's tf_mobilenetv3_large_100, but the tensors are mobilenet_v3_small α=1"
+    with pytest.raises(MobileNetsError, match=said):
+        W.timm_to_ours(timm_small, "x", {"file": "tf_mobilenetv3_large_100-427764d5.pth"})
+    with pytest.raises(MobileNetsError, match=r"timm's mobilenetv3_small_050 \(given\) is not a model"):
+        W.timm_to_ours(timm_small, "x", timm_model="mobilenetv3_small_050")
+    with pytest.raises(MobileNetsError, match=r"timm keeps a V3's stem 16 channels wide for α < 0.75"):
+        W.timm_to_ours(timm_050, "s050.pth")
+    _, card = W.timm_to_ours(timm_small, "x", timm_model="tf_mobilenetv3_small_100")
+    assert card.model_kwargs["padding"] == "tf_same" and card.source["timm_model_from"] == "given"
+    _, card = W.timm_to_ours(timm_small, "model.pth")
+    assert card.source["timm_model"] == "mobilenetv3_small_100" and card.source["timm_model_from"] == "assumed"
+
+    resnet = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}, resnet)
+    out = tmp_path / "out.safetensors"
+    assert main(["import-weights", str(resnet), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a timm or torchvision MobileNet state dict (it starts with conv1.weight, fc.weight)" in err
+    tv = tmp_path / "tv.pth"
+    torch.save({k: torch.zeros(v.shape) for k, v in small.items()}, tv)
+    assert main(["import-weights", str(tv), "-o", str(out), "--timm-model", "mobilenetv3_small_100"]) == 2
+    assert "--timm-model is for timm state dicts; " in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "out.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 # --- our safetensors + card -------------------------------------------------------------------------
 
 
@@ -317,7 +540,7 @@ def test_card_that_lies_about_shapes_is_caught(half_width_file, tmp_path):
     from safetensors.torch import load_file, save
 
     tensors = load_file(str(half_width_file))
-    card = W._read_safetensors(half_width_file)[1]
+    card = W.read_safetensors(half_width_file)[1]
     card.model_kwargs["width_mult"] = 1.0  # the tensors are still α = 0.5
     bad = tmp_path / "liar.safetensors"
     bad.write_bytes(save(tensors, metadata={W.CARD_METADATA_KEY: json.dumps(card.to_dict())}))
@@ -330,7 +553,7 @@ def test_wrong_class_count_is_named(half_width_file, tmp_path):
         W.load_weights(half_width_file, num_classes=1000)
     from safetensors.torch import load_file, save
 
-    card = W._read_safetensors(half_width_file)[1].to_dict()
+    card = W.read_safetensors(half_width_file)[1].to_dict()
     card["class_names"] = card["class_names"][:9]
     bad = tmp_path / "names.safetensors"
     bad.write_bytes(save(load_file(str(half_width_file)), metadata={W.CARD_METADATA_KEY: json.dumps(card)}))
@@ -427,7 +650,7 @@ def test_pretrained_is_converted_once_then_cached(monkeypatch, tmp_path):
     def no_reconvert(*a, **k):
         raise AssertionError("converted again although the cache is valid")
 
-    monkeypatch.setattr(W, "import_weights", no_reconvert)
+    monkeypatch.setattr(pretrained, "import_weights", no_reconvert)
     model, card = W.pretrained_model()
     assert card.num_classes == 1001 and card.source["format"] == "tf_frozen_graph"
     with pytest.raises(MobileNetsError, match=r"for MobileNetV1 α=1.0 only .*not mobilenet_v1_0.5_224"):
@@ -438,7 +661,7 @@ def test_pretrained_is_converted_once_then_cached(monkeypatch, tmp_path):
 
 def test_missing_pretrained_graph_says_how_to_get_it(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setattr(W, "find_pretrained_graph", lambda: None)
+    monkeypatch.setattr(pretrained, "find_pretrained_graph", lambda: None)
     with pytest.raises(MobileNetsError, match=r"pip install --no-deps nudity==0\.2\.3"):
         W.pretrained_model()
     assert main(["predict"]) == 2

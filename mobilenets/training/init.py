@@ -6,8 +6,8 @@ Three steps, each a function:
    in (family and ``create_model`` keyword arguments: α, ReLU6, TF "SAME" padding, BN ε) and the input
    normalization they expect. Sources: ``"pretrained"`` (Google's MobileNetV1 1.0/224 ImageNet weights), our
    ``.safetensors`` (its model card says all that), a ``model.pt``/``checkpoint.pt`` of an earlier
-   ``mobilenets train`` run (its meta says it), a timm state dict (``.pth`` or ``.safetensors``), or a TF-slim
-   frozen graph ``.pb``.
+   ``mobilenets train`` run (its meta says it), a timm or torchvision MobileNet V1/V2/V3 state dict (``.pth`` or
+   ``.safetensors``), or a TF-slim frozen graph ``.pb``.
 2. :func:`init_model_kwargs` merges the run's settings (classes, input channels, resolution, stem stride,
    dropout) with the source's conventions, which win for everything that changes the numbers. A different α
    is an error naming both values; the resolution is free (the head pools globally).
@@ -81,27 +81,25 @@ def read_init(spec: str | os.PathLike) -> InitSource:
     from mobilenets import weights as W
 
     if str(spec) == PRETRAINED:
-        tensors, card = W._read_safetensors(W.pretrained_weights_path())
-        return _from_card(tensors, card, PRETRAINED)
+        return _from_card(*W.read_weights(W.pretrained_weights_path()), PRETRAINED)
     path = Path(spec).expanduser()
     if not path.is_file():
         hint = " (did you mean a run's model.pt?)" if path.is_dir() else ""
         raise MobileNetsError(f"--init {spec}: no such file{hint}; give 'pretrained' or a weights file")
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return _from_card(*W._read_safetensors(path), str(spec))
-    if suffix == ".pb":
-        return _from_card(*W.import_tf_graph(path), str(spec))
+    if suffix in (".safetensors", ".pb"):
+        return _from_card(*W.read_weights(path), str(spec))
     if suffix in TORCH_SUFFIXES:
         obj = W.read_torch_file(path)
         if isinstance(obj, dict) and isinstance(obj.get("meta"), dict):
             return _from_run(obj, path, str(spec))
         state = W.state_dict_from(obj, path)
-        if "conv_stem.weight" in state:
-            return _from_card(*W.timm_to_ours(state, str(path), {"format": "timm_state_dict", "file": path.name}), spec)
+        if W.detect_source(state) is not None:  # timm's or torchvision's MobileNet V1/V2/V3
+            return _from_card(*W.convert_state_dict(state, path), str(spec))
         raise MobileNetsError(
             f"--init {spec}: a plain state dict without a model description; give a model.pt/checkpoint.pt of "
-            "`mobilenets train`, a timm mobilenetv1 state dict, or convert it with `mobilenets import-weights`"
+            "`mobilenets train`, a timm or torchvision MobileNet state dict, or convert it with "
+            "`mobilenets import-weights`"
         )
     raise MobileNetsError(f"--init {spec}: unknown weights format {path.suffix!r}; use {', '.join(INIT_SUFFIXES)}")
 

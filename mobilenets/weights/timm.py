@@ -1,0 +1,297 @@
+"""timm MobileNet state dicts (``.pth``/``.bin`` read with ``weights_only=True``, or ``.safetensors``): V1
+(``mobilenetv1_*``), V2 (``mobilenetv2_*``) and V3 (``mobilenetv3_*``, ``tf_mobilenetv3_*``), mapped to our names
+with every shape checked.
+
+A timm state dict does not say which model it came from, and ``tf_mobilenetv3_large_100`` (Google's weights
+ported: TF "SAME" padding, BN ε = 1e-3, inputs in [-1, 1]) has the same tensors as ``mobilenetv3_large_100``
+(PyTorch padding, ε = 1e-5, ImageNet mean/std). The timm model name decides: given (``timm_model``), else found in
+the file's path (timm's downloads are named after the model: ``tf_mobilenetv3_large_100-427764d5.pth``,
+``.../timm/tf_mobilenetv3_large_100.in1k/model.safetensors``), else assumed to be timm's own PyTorch-trained model
+of that shape, and the card says it was assumed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+from mobilenets.errors import MobileNetsError
+from mobilenets.models.mobilenet_v1 import BLOCKS
+from mobilenets.models.mobilenet_v2 import BLOCKS as V2_BLOCKS
+from mobilenets.models.mobilenet_v3 import SIZES as V3_SIZES
+from mobilenets.weights.cards import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    ModelCard,
+    Preprocessing,
+    class_names_for,
+    fit_model_kwargs,
+    width_mult_candidates,
+)
+
+TIMM_BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
+# The timm V2/V3 models whose every tensor has a place in ours (timm.list_models("*mobilenetv[23]*") minus the
+# depth-scaled mobilenetv2_110d/_120d, mobilenetv3_large_150d and mobilenetv3_rw, and mobilenetv3_small_050, whose
+# stem stays 16 channels wide for α < 0.75 where ours scales it).
+TIMM_MODELS = (
+    "mobilenetv2_035",
+    "mobilenetv2_050",
+    "mobilenetv2_075",
+    "mobilenetv2_100",
+    "mobilenetv2_140",
+    "mobilenetv3_large_075",
+    "mobilenetv3_large_100",
+    "mobilenetv3_small_075",
+    "mobilenetv3_small_100",
+    "tf_mobilenetv3_large_075",
+    "tf_mobilenetv3_large_100",
+    "tf_mobilenetv3_large_minimal_100",
+    "tf_mobilenetv3_small_075",
+    "tf_mobilenetv3_small_100",
+    "tf_mobilenetv3_small_minimal_100",
+)
+TIMM_NAME = re.compile(r"(?<![a-z0-9])(tf_)?mobilenetv([123])_(?:(large|small)_)?(minimal_)?(\d{3})(d?)(?![0-9])")
+# timm's pretrained cfgs (timm/models/mobilenetv3.py): all crop 0.875 of a bicubic resize with ImageNet's mean/std,
+# except the tf_ ports (bilinear, mean = std = 0.5) and mobilenetv3_large_075 (bilinear).
+BILINEAR = ("mobilenetv3_large_075",)
+# Our block parts for timm's: inverted residual ("ir": conv_pw expands, conv_pwl projects) and depthwise
+# separable ("ds", the first block: conv_pw projects); V3's last 1×1 conv is timm's last stage ("cn").
+SE_RENAMES = {"se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand"}
+BLOCK_RENAMES = {
+    "ir": {
+        "conv_pw": "expand.conv",
+        "bn1": "expand.bn",
+        "conv_dw": "depthwise.conv",
+        "bn2": "depthwise.bn",
+        **SE_RENAMES,
+        "conv_pwl": "project.conv",
+        "bn3": "project.bn",
+    },
+    "ds": {
+        "conv_dw": "depthwise.conv",
+        "bn1": "depthwise.bn",
+        **SE_RENAMES,
+        "conv_pw": "project.conv",
+        "bn2": "project.bn",
+    },
+    "cn": {"conv": "conv", "bn1": "bn"},
+}
+
+
+def is_timm_state_dict(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "conv_stem.weight" in sd
+
+
+def timm_name_in(text: str) -> str | None:
+    """The last timm MobileNet model name in a path or string (``tf_mobilenetv3_large_100-427764d5.pth``)."""
+    found = [m.group(0) for m in TIMM_NAME.finditer(text.lower())]
+    return found[-1] if found else None
+
+
+def timm_to_ours(
+    sd: Mapping[str, torch.Tensor],
+    where: str,
+    source: dict | None = None,
+    timm_model: str | None = None,
+) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Map a timm MobileNetV1/V2/V3 state dict to our names and describe it in a card.
+
+    Args:
+        where: names the file in errors.
+        source: the card's ``source`` (format, file, sha256).
+        timm_model: the timm model name (``tf_mobilenetv3_large_100``): fixes padding, BN ε and preprocessing,
+            and must fit the tensors. None: the name in ``source["file"]``/``where`` if any, else assumed.
+    """
+    source = dict(source or {"format": "timm_state_dict"})
+    if "conv_head.weight" not in sd:
+        return _v1_to_ours(sd, where, source)
+    version = "mobilenet_v2" if "bn2.weight" in sd else "mobilenet_v3"
+    tensors, blocks = _v23_tensors(sd, where, version)
+    if version == "mobilenet_v2":
+        arch, paper_last = "mobilenet_v2", V2_BLOCKS[-1][1]
+    else:
+        size = {len(rows): s for s, (rows, *_) in V3_SIZES.items()}.get(blocks)
+        if size is None:
+            raise MobileNetsError(
+                f"{where} has {blocks} inverted residual blocks: not timm's mobilenetv3_large (15) or _small (11)"
+            )
+        minimal = not any(".se." in k for k in tensors)  # timm's minimal models: no squeeze-and-excite
+        arch, paper_last = f"mobilenet_v3_{size}" + ("_minimal" if minimal else ""), V3_SIZES[size][0][-1][2]
+    alphas = width_mult_candidates(tensors, f"blocks.{blocks - 1}.project.conv.weight", paper_last, where)
+    num_classes = int(tensors["classifier.weight"].shape[0])
+    # timm scales V3's expansions as TF-slim does, our default layout; "torchvision" is tried second.
+    layouts = [{}] if arch == "mobilenet_v2" else [{}, {"layout": "torchvision"}]
+    act = {"act": "relu6"} if arch == "mobilenet_v2" else {}
+    candidates = [
+        dict(width_mult=a, resolution=224, num_classes=num_classes, **act, **lay) for a in alphas for lay in layouts
+    ]
+    hint = ""
+    if arch.startswith("mobilenet_v3") and alphas[0] < 0.75:
+        hint = " (timm keeps a V3's stem 16 channels wide for α < 0.75, as in mobilenetv3_small_050; ours scales it)"
+    kwargs = fit_model_kwargs(arch, candidates, tensors, where, f"{arch} α={alphas[0]:g}", hint)
+    name, named_by = _timm_name(arch, kwargs["width_mult"], timm_model, [source.get("file", ""), where], where)
+    tf_port = name.startswith("tf_")  # Google's weights ported: TF "SAME" padding and TF's BN ε
+    kwargs.update(padding="tf_same" if tf_port else "symmetric", bn_eps=1e-3 if tf_port else 1e-5)
+    source.update(timm_model=name, timm_model_from=named_by)
+    source.setdefault("origin", f"timm {name} (huggingface/pytorch-image-models, Apache-2.0)")
+    card = ModelCard(
+        arch=arch,
+        model_kwargs=kwargs,
+        preprocessing=timm_preprocessing(name),
+        class_names=class_names_for(kwargs["num_classes"]),
+        source=source,
+    )
+    return tensors, card
+
+
+def timm_preprocessing(name: str) -> Preprocessing:
+    """The eval preprocessing of timm's pretrained cfg for a MobileNetV2/V3 name."""
+    tf_port = name.startswith("tf_")
+    return Preprocessing(
+        crop="resize_shorter",
+        crop_pct=0.875,
+        interpolation="bilinear" if tf_port or name in BILINEAR else "bicubic",
+        mean=INCEPTION_MEAN if tf_port else IMAGENET_MEAN,
+        std=INCEPTION_STD if tf_port else IMAGENET_STD,
+    )
+
+
+def _timm_name(arch: str, width_mult: float, given: str | None, places: list[str], where: str) -> tuple[str, str]:
+    """(timm model name, how it was found: "given", "file name" or "assumed"), checked against the tensors."""
+    found = given.lower() if given else next((n for n in map(timm_name_in, places) if n), None)
+    size = arch.removeprefix("mobilenet_v3_").removesuffix("_minimal")
+    digits = f"{round(width_mult * 100):03d}"
+    if found is None:
+        if arch == "mobilenet_v2":
+            return f"mobilenetv2_{digits}", "assumed"
+        # timm's minimal models are all TF ports; the others are assumed to be timm's own PyTorch training.
+        minimal = arch.endswith("_minimal")
+        return f"{'tf_' if minimal else ''}mobilenetv3_{size}{'_minimal' if minimal else ''}_{digits}", "assumed"
+    how = "given" if given else "file name"
+    if found not in TIMM_MODELS:
+        raise MobileNetsError(
+            f"{where}: timm's {found} ({how}) is not a model whose tensors all have a place here; "
+            f"supported: {', '.join(TIMM_MODELS)}"
+        )
+    m = TIMM_NAME.fullmatch(found)
+    named_arch = "mobilenet_v2" if m.group(2) == "2" else f"mobilenet_v3_{m.group(3)}" + ("_minimal" * bool(m.group(4)))
+    if named_arch != arch or m.group(5) != digits:
+        fix = "pass --timm-model with the model it came from" if how == "file name" else "check --timm-model"
+        raise MobileNetsError(
+            f"{where}: the {how} says timm's {found}, but the tensors are {arch} α={width_mult:g}; {fix}"
+        )
+    return found, how
+
+
+def _v23_tensors(sd: Mapping[str, torch.Tensor], where: str, version: str) -> tuple[dict[str, torch.Tensor], int]:
+    """timm V2/V3 names → ours, and the number of inverted residual blocks; unknown names are refused."""
+    out: dict[str, torch.Tensor] = {}
+    blocks: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, value in sd.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        m = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(.+)", key)
+        if m:
+            blocks.setdefault((int(m.group(1)), int(m.group(2))), {})[m.group(3)] = value
+        elif key == "conv_stem.weight":
+            out["stem.conv.weight"] = value
+        elif key.startswith("bn1."):
+            out[f"stem.bn.{key[4:]}"] = value
+        elif key.startswith("classifier."):
+            out[key] = value
+        elif version == "mobilenet_v2" and key.startswith(("conv_head.", "bn2.")):
+            out[key.replace("conv_head.", "head_conv.conv.").replace("bn2.", "head_conv.bn.")] = value
+        elif version == "mobilenet_v3" and key in ("conv_head.weight", "conv_head.bias"):
+            # timm's head is a 1×1 conv on the pooled 1×1 map; ours is the same as a Linear.
+            out[key.replace("conv_head.", "head.")] = value.flatten(1) if value.ndim == 4 else value
+        else:
+            unknown.append(key)
+    index = 0
+    for (s, b), parts in sorted(blocks.items()):
+        kind = "ir" if any(k.startswith("conv_pwl.") for k in parts) else "cn" if "conv.weight" in parts else "ds"
+        ours = "last_conv" if kind == "cn" else f"blocks.{index}"
+        for key, value in parts.items():
+            module, _, fld = key.rpartition(".")
+            if module not in BLOCK_RENAMES[kind]:
+                unknown.append(f"blocks.{s}.{b}.{key}")
+                continue
+            out[f"{ours}.{BLOCK_RENAMES[kind][module]}.{fld}"] = value
+        index += kind != "cn"
+    if unknown:
+        raise MobileNetsError(
+            f"{where}: timm tensors {', '.join(unknown[:3])} have no counterpart in our {version} "
+            f"(supported timm models: {', '.join(TIMM_MODELS)})"
+        )
+    if "classifier.weight" not in out:
+        raise MobileNetsError(f"{where} has no classifier.weight: an incomplete timm state dict")
+    return out, index
+
+
+def _v1_to_ours(sd: Mapping[str, torch.Tensor], where: str, source: dict) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Map timm's mobilenetv1 names (conv_stem/bn1, blocks.S.B.conv_dw/bn1/conv_pw/bn2, classifier) to ours.
+
+    timm's MobileNetV1 uses ReLU6, BN ε = 1e-5, symmetric padding and mean = std = 0.5 (its model card).
+    """
+    out: dict[str, torch.Tensor] = {}
+    blocks: dict[tuple[int, int], str] = {}
+    unknown = []
+    for key, value in sd.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        m = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|conv_pw|bn2)\.(\w+)", key)
+        if m:
+            blocks[(int(m.group(1)), int(m.group(2)))] = ""
+            continue
+        if key == "conv_stem.weight":
+            out["stem.conv.weight"] = value
+        elif key.startswith("bn1.") and key[4:] in TIMM_BN_FIELDS:
+            out[f"stem.bn.{key[4:]}"] = value
+        elif key in ("classifier.weight", "classifier.bias"):
+            out[key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise MobileNetsError(
+            f"{where}: timm tensors {', '.join(unknown[:3])} have no MobileNetV1 counterpart (only "
+            "mobilenetv1_100/_125-style models without a head conv can be imported)"
+        )
+    order = sorted(blocks)
+    if len(order) != len(BLOCKS):
+        raise MobileNetsError(f"{where} has {len(order)} depthwise separable blocks, MobileNetV1 has {len(BLOCKS)}")
+    renames = {
+        "conv_dw.": "depthwise.conv.",
+        "bn1.": "depthwise.bn.",
+        "conv_pw.": "pointwise.conv.",
+        "bn2.": "pointwise.bn.",
+    }
+    for i, (s, b) in enumerate(order):
+        for theirs, ours in renames.items():
+            for fld in ("weight",) if theirs.startswith("conv") else TIMM_BN_FIELDS:
+                key = f"blocks.{s}.{b}.{theirs}{fld}"
+                if key not in sd:
+                    raise MobileNetsError(f"{where} has no tensor {key}: incomplete timm state dict")
+                out[f"blocks.{i}.{ours}{fld}"] = sd[key]
+    if "classifier.weight" not in out or "stem.conv.weight" not in out:
+        raise MobileNetsError(f"{where} lacks conv_stem.weight or classifier.weight: incomplete timm state dict")
+    width_mult = out["classifier.weight"].shape[1] / BLOCKS[-1][0]
+    num_classes = out["classifier.weight"].shape[0]
+    card = ModelCard(
+        arch="mobilenet_v1",
+        model_kwargs=dict(
+            width_mult=width_mult,
+            resolution=224,
+            num_classes=num_classes,
+            act="relu6",
+            padding="symmetric",
+            bn_eps=1e-5,
+        ),
+        preprocessing=Preprocessing(crop="resize_shorter", crop_pct=0.875, interpolation="bicubic"),
+        class_names=class_names_for(num_classes, background=False),
+        source=source or {"format": "timm_state_dict"},
+    )
+    return out, card
