@@ -179,15 +179,24 @@ def cmd_paper_tables(args: argparse.Namespace) -> int:
 def _add_import_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import-weights",
-        help="convert TF-slim .pb or timm .pth/.safetensors MobileNetV1 weights to our .safetensors + card",
+        help="convert TF-slim .pb, timm or torchvision .pth/.safetensors MobileNet V1/V2/V3 weights to our "
+        ".safetensors + card",
         epilog="examples:\n  mobilenets import-weights mobilenet_v1_1.0_224_frozen.pb -o mnv1.safetensors\n"
         "  mobilenets import-weights mobilenet_v1_0.5_160_frozen.pb -o mnv1_0.5.safetensors --drop-background\n"
         "  mobilenets import-weights timm_mobilenetv1_100.pth -o timm_mnv1.safetensors\n"
+        "  mobilenets import-weights mobilenet_v3_large-8738ca79.pth -o mnv3.safetensors   # torchvision\n"
+        "  mobilenets import-weights tf_mobilenetv3_large_100-427764d5.pth -o tf_mnv3.safetensors   # timm\n"
+        "  mobilenets import-weights model.safetensors --timm-model tf_mobilenetv3_small_minimal_100 -o m.safetensors\n"
+        "the source (TF-slim, timm, torchvision), the family, α and the classes are read from the file;\n"
+        "timm's tf_* ports have the same tensors as timm's own models but TF padding and BN ε 1e-3: the timm\n"
+        "model name comes from --timm-model, else the file's path, else timm's own model is assumed.\n"
         "writes OUT.safetensors (model card in its header) and OUT.json (the same card, for people)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("src", help="SRC.pb (TF frozen graph), SRC.pth/.pt or SRC.safetensors (timm state dict)")
+    p.add_argument("src", help="SRC.pb (TF frozen graph), SRC.pth/.pt/.bin or SRC.safetensors (timm or torchvision)")
     p.add_argument("-o", "--output", required=True, help="OUT.safetensors")
+    p.add_argument("--model", help="expected model name, checked against the file (e.g. mobilenet_v3_large_1.0_224)")
+    p.add_argument("--timm-model", help="timm model the state dict is of (e.g. tf_mobilenetv3_large_100)")
     p.add_argument("--drop-background", action="store_true", help="TF graphs: drop class 0 → 1000 classes")
     p.add_argument("--resolution", type=int, help="input side recorded in the card (default: from the source)")
     p.set_defaults(func=cmd_import_weights)
@@ -196,14 +205,27 @@ def _add_import_weights(sub: argparse._SubParsersAction) -> None:
 def cmd_import_weights(args: argparse.Namespace) -> int:
     from mobilenets.weights import card_path, import_weights
 
-    card = import_weights(args.src, args.output, drop_background=args.drop_background, resolution=args.resolution)
-    bg = ", background class 0" if card.background_class else ""
-    print(
-        f"{args.src} → {args.output} (+ {card_path(args.output).name}): {card.name}, act={card.model_kwargs['act']},"
-        f" padding={card.model_kwargs['padding']}, bn_eps={card.model_kwargs['bn_eps']:g}, "
-        f"{card.num_classes} classes{bg}"
+    card = import_weights(
+        args.src,
+        args.output,
+        drop_background=args.drop_background,
+        resolution=args.resolution,
+        model_name=args.model,
+        timm_model=args.timm_model,
     )
+    kw = card.model_kwargs
+    conventions = ", ".join(f"{k}={kw[k]:g}" if k == "bn_eps" else f"{k}={kw[k]}" for k in CONVENTIONS if k in kw)
+    bg = ", background class 0" if card.background_class else ""
+    timm_name = card.source.get("timm_model")
+    if timm_name:
+        how = card.source.get("timm_model_from")
+        bg += f"; timm {timm_name}" + (" (assumed: pass --timm-model if it is another)" if how == "assumed" else "")
+    out = f"{args.output} (+ {card_path(args.output).name})"
+    print(f"{args.src} → {out}: {card.name}, {conventions}, {card.num_classes} classes{bg}")
     return 0
+
+
+CONVENTIONS = ("act", "padding", "bn_eps", "layout")  # the card's options that change the numbers
 
 
 # --- predict ----------------------------------------------------------------------------------------
