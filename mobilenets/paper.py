@@ -211,6 +211,12 @@ SQUEEZENET_TABLE6_NOTES = {
 }
 
 
+def squeezenet_table6_rows() -> list[PaperRow]:
+    """SqueezeNet paper Table 6 as rows beside which `reproduce` sets its bypass runs (top-1 only: the paper
+    gives sizes, not Mult-Adds; our counts of both are in paper-tables)."""
+    return [PaperRow("SQ 6", label, top1, "", "", name) for name, (label, top1, _) in SQUEEZENET_TABLE6.items()]
+
+
 def squeezenet_table6_comparisons() -> list[Comparison]:
     """SqueezeNet paper Table 6's model sizes recounted: every parameter as a 32-bit float, in MiB (the paper's
     4.8 MB for SqueezeNet 1.0's 1,248,424 parameters is 4.76 MiB)."""

@@ -124,6 +124,10 @@ def _style(cell_family: str) -> dict:
         "shallow": dict(marker="D", color="tab:purple"),
         "squeezenet": dict(marker="^", color="tab:brown"),
         "densenet": dict(marker="v", color="tab:gray"),
+        "xception": dict(marker="P", color="tab:olive"),
+        "squeezenet1_0": dict(marker="<", color="tab:orange"),
+        "squeezenet_simple": dict(marker=">", color="tab:orange"),
+        "squeezenet_complex": dict(marker="X", color="tab:orange"),
     }.get(cell_family, dict(marker="o"))
 
 
@@ -306,9 +310,9 @@ def table_markdown(rep: Reproduction, table: Table) -> str:
                 name,
                 p.top1 if p else "—",
                 fmt_acc(r),
-                p.mult_adds if p else "—",
+                p.mult_adds if p and p.mult_adds else "—",
                 fmt_madds(r.mult_adds),
-                p.params if p else "—",
+                p.params if p and p.params else "—",
                 fmt_params(r.params),
                 f"{r.train_time_s:.0f}",
             ]

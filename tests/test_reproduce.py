@@ -23,10 +23,11 @@ from mobilenets.reproduce_report import write_report
 
 def test_quick_plan_covers_every_comparison_once():
     tables = R.plan(R.get_preset("quick"))
-    assert [t.id for t in tables] == ["4", "5", "6", "7", "grid", "8-9"]
+    assert [t.id for t in tables] == ["4", "5", "6", "7", "grid", "8-9", "bypass"]
     cells = R.plan_cells(tables)
-    # 16 grid cells + Conv + Shallow MobileNet + SqueezeNet 1.1 (two recipes) + DenseNet-121, each trained once.
-    assert len(cells) == 21 == len({c.key for c in cells})
+    # 16 grid cells + Conv + Shallow MobileNet + SqueezeNet 1.1 (two recipes) + DenseNet-121 + Xception + SqueezeNet
+    # 1.0 without, with simple and with complex bypass, each trained once.
+    assert len(cells) == 25 == len({c.key for c in cells})
     grid = next(t for t in tables if t.id == "grid")
     assert {(r.cell.width_mult, r.cell.resolution) for r in grid.rows} == {
         (a, s) for a in (1.0, 0.75, 0.5, 0.25) for s in (56, 48, 40, 32)
@@ -46,6 +47,7 @@ def test_quick_plan_covers_every_comparison_once():
         "squeezenet-r56",
         "squeezenet-r56-adamw",
         "densenet-r56",
+        "xception-r56",
     ]
     assert [r.paper.label if r.paper else None for r in t89.rows] == [
         "1.0 MobileNet-224",
@@ -53,6 +55,13 @@ def test_quick_plan_covers_every_comparison_once():
         "SqueezeNet",
         "SqueezeNet",
         None,
+        "Xception (299)",
+    ]
+    bypass = next(t for t in tables if t.id == "bypass")
+    assert [(r.cell.model, r.cell.recipe, r.paper.top1) for r in bypass.rows] == [
+        ("squeezenet1_0", "adamw", "57.5"),
+        ("squeezenet1_0_simple_bypass", "adamw", "60.4"),
+        ("squeezenet1_0_complex_bypass", "adamw", "58.8"),
     ]
     # Every non-MobileNet sees the same input size as the top MobileNet, and every cell builds.
     assert {c.resolution for c in cells if not c.is_mobilenet} == {56}
@@ -65,7 +74,7 @@ def test_full_preset_uses_upsampled_sizes_and_two_seeds():
     full = R.get_preset("full")
     assert full.resolutions == (112, 96, 80, 64) and full.stem_stride == 2 and full.seeds >= 2
     cells = R.plan_cells(R.plan(full))
-    assert len(cells) == 21
+    assert len(cells) == 25
     for cell in cells:  # every cell builds at its size with the paper's stride-2 stem (DenseNet: min 32 px)
         if cell.family != "densenet":
             model = create_model(cell.model, in_chans=1, num_classes=10, **cell.model_kwargs())
@@ -162,6 +171,21 @@ def test_claim_verdicts_follow_the_numbers():
     base["shallow-a1.0-r56"] = fake(R.Cell("shallow", 56, 1.0, 1), 87.8, 60_000_000)
     assert R.assess_claims(tables, base)[1].verdict == R.INCONCLUSIVE
 
+    # SqueezeNet Table 6: simple bypass 2 points above both → agrees; above vanilla only → partly; below → disagrees.
+    def bypass(vanilla, simple, complex_):
+        for family, acc, params in zip(
+            R.BYPASS_FAMILIES, (vanilla, simple, complex_), (1_248_424, 1_248_424, 1_589_672)
+        ):
+            cell = R.Cell(family, 56, recipe="adamw")
+            base[cell.key] = fake(cell, acc, 50_000_000, params)
+        return R.assess_claims(tables, base)[5]
+
+    claim = bypass(80.0, 82.0, 80.5)
+    assert claim.verdict == R.AGREES and "simple bypass 82.00% (+2.00)" in claim.ours and "1.3× fewer" in claim.ours
+    assert bypass(80.0, 82.0, 81.9).verdict == R.PARTLY
+    assert bypass(80.0, 78.0, 79.0).verdict == R.DISAGREES
+    assert bypass(80.0, 80.1, 80.2).verdict == R.INCONCLUSIVE
+
 
 def test_seed_spread_sets_the_tie_threshold():
     cell = R.Cell("mobilenet", 32, 0.25, 1)
@@ -253,7 +277,7 @@ def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatc
     assert re.search(r"\| Hardware \| .+ cores", text)
     assert "### Table 4" in text and "### Table 5" not in text
     verdicts = {c["id"]: c["verdict"] for c in results["claims"]}
-    assert verdicts[1] in (R.AGREES, R.PARTLY, R.DISAGREES) and all(verdicts[i] == R.NOT_RUN for i in (2, 3, 4, 5))
+    assert verdicts[1] in (R.AGREES, R.PARTLY, R.DISAGREES) and all(verdicts[i] == R.NOT_RUN for i in (2, 3, 4, 5, 6))
     for name in ("accuracy_vs_mult_adds", "accuracy_vs_params"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[name].stat().st_size > 5000
         assert f"({paths[name].name})" in text
@@ -300,7 +324,7 @@ def test_full_report_layout_on_made_up_numbers(tmp_path):
         started="now",
         wall_time_s=1.0,
         trained_runs=0,
-        cached_runs=21,
+        cached_runs=25,
     )
     paths = write_report(rep)
     text = paths["report"].read_text()
@@ -315,7 +339,8 @@ def test_full_report_layout_on_made_up_numbers(tmp_path):
     for s in (56, 48, 40, 32):
         assert f"{results[f'mobilenet-a0.5-r{s}'].mult_adds / 1e6:.2f}M" in row
     saved = json.loads(paths["json"].read_text())
-    assert len(saved["cells"]) == 21 and {t["id"] for t in saved["tables"]} == set(R.ALL_TABLES)
+    assert len(saved["cells"]) == 25 and {t["id"] for t in saved["tables"]} == set(R.ALL_TABLES)
+    assert "### SqueezeNet paper Table 6 — bypass connections" in text
 
 
 def test_one_seed_noise_is_the_grid_residual_around_an_additive_fit():

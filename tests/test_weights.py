@@ -379,6 +379,31 @@ def test_timm_and_torchvision_parity_on_real_photos(tmp_path, capsys, photos, so
     assert (theirs[0] - theirs[1]).abs().max() > 0.1  # two photos, two different outputs of a working network
 
 
+def test_timm_legacy_xception_imports_with_parity_on_real_photos(tmp_path, capsys, photos):
+    """Issue 19: timm's legacy_xception state dict → our Xception (its paper's Figure 5), same outputs."""
+    ref = _reference("timm", "legacy_xception", {})
+    src = tmp_path / "xception.pth"
+    torch.save(ref.state_dict(), src)
+    out = tmp_path / "xception.safetensors"
+    assert main(["import-weights", str(src), "-o", str(out), "--model", "xception"]) == 0
+    model, card = W.load_weights(out)
+    assert card.arch == "xception" and card.preprocessing.resolution == 299
+    assert dict(crop_pct=card.preprocessing.crop_pct, mean=card.preprocessing.mean) == {
+        k: v for k, v in _their_preprocessing("timm", "legacy_xception").items() if k in ("crop_pct", "mean")
+    }
+    x = torch.stack([preprocess(image, card.preprocessing) for image in photos])
+    with torch.no_grad():
+        theirs, mine = ref(x), model(x)
+    print(f"timm legacy_xception: max |ours - theirs| = {(mine - theirs).abs().max().item():.2e}")
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    assert (theirs[0] - theirs[1]).abs().max() > 0.1
+    # A V3 file is not Xception weights: one line that says what the file holds.
+    v3 = tmp_path / "v3.pth"
+    torch.save(_reference("torchvision", "mobilenet_v3_small", {}).state_dict(), v3)
+    assert main(["import-weights", str(v3), "-o", str(tmp_path / "bad.safetensors"), "--model", "xception"]) == 2
+    assert "holds mobilenet_v3_small" in capsys.readouterr().err and not (tmp_path / "bad.safetensors").exists()
+
+
 def test_every_supported_timm_model_keeps_its_conventions():
     """Shapes, α, BN ε, padding and preprocessing of each supported timm name, against timm's own model and cfg."""
     timm = pytest.importorskip("timm")

@@ -1,6 +1,6 @@
 """timm MobileNet state dicts (``.pth``/``.bin`` read with ``weights_only=True``, or ``.safetensors``): V1
-(``mobilenetv1_*``), V2 (``mobilenetv2_*``) and V3 (``mobilenetv3_*``, ``tf_mobilenetv3_*``), mapped to our names
-with every shape checked.
+(``mobilenetv1_*``), V2 (``mobilenetv2_*``) and V3 (``mobilenetv3_*``, ``tf_mobilenetv3_*``), and timm's
+``legacy_xception``, mapped to our names with every shape checked.
 
 A timm state dict does not say which model it came from, and ``tf_mobilenetv3_large_100`` (Google's weights
 ported: TF "SAME" padding, BN ε = 1e-3, inputs in [-1, 1]) has the same tensors as ``mobilenetv3_large_100``
@@ -83,7 +83,78 @@ BLOCK_RENAMES = {
 
 
 def is_timm_state_dict(sd: Mapping[str, torch.Tensor]) -> bool:
-    return "conv_stem.weight" in sd
+    return "conv_stem.weight" in sd or is_timm_xception(sd)
+
+
+def is_timm_xception(sd: Mapping[str, torch.Tensor]) -> bool:
+    """timm's ``legacy_xception`` (Cadene's port of Keras's Xception): conv1/conv2, block1..12, conv3/conv4, fc."""
+    return "block1.rep.0.conv1.weight" in sd and "conv4.pointwise.weight" in sd
+
+
+def xception_to_ours(
+    sd: Mapping[str, torch.Tensor], where: str, source: dict | None = None
+) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Map timm's ``legacy_xception`` names to our Xception's.
+
+    Both hold the same tensors in the same order (stem convs, then per block the shortcut's conv and BN before
+    the separable convs' depthwise, pointwise and BN, then the two tail convs and the classifier), so tensors
+    are paired in order within each part (stem, block i, tail, classifier), each pairing checked by the kind of
+    tensor (weight, bias, BN statistic) and its shape.
+    """
+    from mobilenets.models.xception import Xception
+
+    def part(key: str) -> str:
+        m = re.match(r"(block\d+)\.", key)
+        if m:
+            return m.group(1)
+        return {"conv1": "stem", "bn1": "stem", "conv2": "stem", "bn2": "stem", "fc": "classifier"}.get(
+            key.split(".")[0], "tail"
+        )
+
+    def our_part(key: str) -> str:
+        m = re.match(r"blocks\.(\d+)\.", key)
+        return f"block{int(m.group(1)) + 1}" if m else key.split(".")[0]
+
+    theirs = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    if "fc.weight" not in theirs:
+        raise MobileNetsError(f"{where} has no fc.weight: an incomplete timm legacy_xception state dict")
+    num_classes = int(theirs["fc.weight"].shape[0])
+    reference = {
+        k: v for k, v in Xception(num_classes=num_classes).state_dict().items() if not k.endswith("num_batches_tracked")
+    }
+    groups: dict[str, list[str]] = {}
+    for key in theirs:
+        groups.setdefault(part(key), []).append(key)
+    ours: dict[str, list[str]] = {}
+    for key in reference:
+        ours.setdefault(our_part(key), []).append(key)
+    if sorted(groups) != sorted(ours) or any(len(groups[g]) != len(ours[g]) for g in ours):
+        raise MobileNetsError(
+            f"{where} is not timm's legacy_xception: its parts "
+            f"({', '.join(f'{g}: {len(v)}' for g, v in sorted(groups.items())[:4])}, ...) do not match Xception's"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for g, keys in ours.items():
+        for our_key, their_key in zip(keys, groups[g]):
+            value = theirs[their_key]
+            if our_key.rsplit(".", 1)[1] != their_key.rsplit(".", 1)[1] or value.shape != reference[our_key].shape:
+                raise MobileNetsError(
+                    f"{where}: {their_key} {tuple(value.shape)} does not fit our {our_key} "
+                    f"{tuple(reference[our_key].shape)}: not timm's legacy_xception"
+                )
+            out[our_key] = value
+    source = dict(source or {"format": "timm_state_dict"})
+    source.update(timm_model="legacy_xception", timm_model_from="tensor names")
+    source.setdefault("origin", "timm legacy_xception (huggingface/pytorch-image-models, Apache-2.0; Keras's weights)")
+    card = ModelCard(
+        arch="xception",
+        model_kwargs=dict(resolution=299, num_classes=num_classes),
+        # timm's cfg: 299 px, crop 0.8975, bicubic, mean = std = 0.5 (Keras's [-1, 1] inputs).
+        preprocessing=Preprocessing(resolution=299, crop="resize_shorter", crop_pct=0.8975, interpolation="bicubic"),
+        class_names=class_names_for(num_classes),
+        source=source,
+    )
+    return out, card
 
 
 def timm_name_in(text: str) -> str | None:
@@ -107,6 +178,8 @@ def timm_to_ours(
             and must fit the tensors. None: the name in ``source["file"]``/``where`` if any, else assumed.
     """
     source = dict(source or {"format": "timm_state_dict"})
+    if is_timm_xception(sd):
+        return xception_to_ours(sd, where, source)
     if "conv_head.weight" not in sd:
         return _v1_to_ours(sd, where, source)
     version = "mobilenet_v2" if "bn2.weight" in sd else "mobilenet_v3"
