@@ -140,6 +140,8 @@ class TrainConfig:
                 setattr(cfg, key, value)
         if cfg.lr is None:
             cfg.lr = preset["lr_per_256"] * cfg.batch_size / 256
+        if cfg.rmsprop_eps is None:  # the presets without RMSprop leave it out (their values key caches)
+            cfg.rmsprop_eps = 1.0
         if cfg.flip is None:
             # Mirrored digits are different symbols; clothes, photos and CIFAR objects are not.
             cfg.flip = str(cfg.dataset).lower() != "digits"
@@ -277,7 +279,6 @@ PRESETS: dict[str, dict] = {
         optimizer="sgd",
         lr_per_256=0.4,
         momentum=0.9,
-        rmsprop_eps=1.0,
         weight_decay=5e-5,
         depthwise_weight_decay=0.0,
         schedule="cosine",
@@ -293,7 +294,6 @@ PRESETS: dict[str, dict] = {
         optimizer="adamw",
         lr_per_256=4e-3,
         momentum=0.9,  # Adam's beta1
-        rmsprop_eps=1.0,
         weight_decay=0.05,
         depthwise_weight_decay=0.0,
         schedule="cosine",
@@ -314,7 +314,6 @@ PRESETS: dict[str, dict] = {
         optimizer="sgd",
         lr_per_256=0.1,
         momentum=0.9,
-        rmsprop_eps=1.0,
         weight_decay=1e-5,
         depthwise_weight_decay=0.0,
         schedule="cosine",
