@@ -326,7 +326,6 @@ PRESETS: dict[str, dict] = {
         backbone_lr_scale=1.0,
     ),
 }
-OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 
 
 def paper_family(model: str) -> str:
@@ -345,6 +344,7 @@ def preset_values(preset: str, model: str) -> dict:
     return dict(PAPER_PRESETS[paper_family(model)] if preset == "paper" else PRESETS[preset])
 
 
+OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
 # Fields that may differ between a run and the run it resumes (they do not change the numbers).
 # Steps between host synchronizations on a GPU: the loss/accuracy read-back, the NaN check, the stop flag and
