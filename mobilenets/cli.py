@@ -699,19 +699,36 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="latency (median, p90) on eager / ONNX Runtime / ExecuTorch / OpenVINO; --grid for the α×ρ grid",
+        help="latency (median, p90) on eager / ONNX Runtime / ExecuTorch / OpenVINO / LiteRT; --grid for the "
+        "V1/V2/V3 α×ρ grids",
         epilog="examples:\n"
         "  mobilenets bench mobilenet_v1_1.0_224 --runtime onnxruntime openvino --precision fp32 int8 --threads 2\n"
         "  mobilenets bench mobilenet_v1_0.5_160 --runtime eager --batch-size 1 8\n"
         "  mobilenets bench --grid --runtime onnxruntime openvino --precision fp32 int8 --out-dir reports/grid\n"
-        "  mobilenets bench --grid --widths 0.25 0.5 --resolutions 128 --runtime eager --out-dir /tmp/g",
+        "  mobilenets bench --grid --widths 0.25 0.5 --resolutions 128 --runtime eager --out-dir /tmp/g\n"
+        "  mobilenets bench --grid --family mobilenet_v1 mobilenet_v3_small --runtime onnxruntime --precision int8\n"
+        "  mobilenets bench --grid --runtime litert --precision int8 --out-dir reports/grid --keep-measured\n"
+        "--grid without --widths/--resolutions measures each family's widths at its largest resolution and its\n"
+        "resolutions at α=1 (the shape of V1 Tables 6-7) plus every variant a paper prints a top-1 for:\n"
+        "25 models. A runtime/precision whose export fails for a model is reported in the table, not fatal.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", nargs="?", help="registered model name (not with --grid)")
     _add_model_args(p, weights=False)
-    p.add_argument("--grid", action="store_true", help="the 16 models α∈{1,.75,.5,.25} × {224,192,160,128}")
-    p.add_argument("--widths", type=float, nargs="+", help="subset of the grid's widths")
-    p.add_argument("--resolutions", type=int, nargs="+", help="subset of the grid's resolutions")
+    p.add_argument("--grid", action="store_true", help="the MobileNetV1/V2/V3 grid (see below)")
+    p.add_argument(
+        "--family",
+        nargs="+",
+        help="--grid: only these families (default: mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small "
+        "mobilenet_v3_large_minimal mobilenet_v3_small_minimal; mobilenet_v3 = the four V3 ones)",
+    )
+    p.add_argument("--widths", type=float, nargs="+", help="--grid: every registered α×ρ with these widths")
+    p.add_argument("--resolutions", type=int, nargs="+", help="--grid: every registered α×ρ with these resolutions")
+    p.add_argument(
+        "--keep-measured",
+        action="store_true",
+        help="--grid: keep the cells OUT_DIR/grid.json already has (measure only missing and failed ones)",
+    )
     p.add_argument(
         "--runtime", nargs="+", default=["eager", "onnxruntime"], help="eager onnxruntime executorch openvino"
     )
@@ -720,13 +737,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's default)")
     p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
-    p.add_argument("--out-dir", help="--grid: write grid.json and PNG plots here")
+    p.add_argument("--out-dir", help="--grid: write grid.json, grid.txt and PNG plots here")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from mobilenets import bench
 
@@ -737,32 +753,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise MobileNetsError(f"--threads must be >= 1, got {args.threads}")
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.grid:
-        if args.name:
-            raise MobileNetsError("--grid measures the paper's 16 models: drop the model name")
-        if len(args.batch_size) != 1:
-            raise MobileNetsError("--grid takes one --batch-size")
-        if args.out_dir and not Path(args.out_dir).is_dir():
-            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        rows = bench.bench_grid(
-            args.widths or bench.GRID_WIDTHS,
-            args.resolutions or bench.GRID_RESOLUTIONS,
-            args.runtime,
-            args.precision,
-            args.batch_size[0],
-            args.threads,
-            args.runs,
-            args.warmup,
-            progress=say,
-        )
-        if args.out_dir:
-            bench.save_grid(rows, Path(args.out_dir) / "grid.json")
-            for path in bench.plot_grid(rows, args.out_dir):
-                say(f"wrote {path}")
-        if args.json:
-            print(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
-        else:
-            print(bench.format_grid(rows))
-        return 0
+        return _bench_grid(args, bench, say)
     if not args.name:
         raise MobileNetsError("give a model name (e.g. mobilenet_v1_1.0_224) or --grid")
     model, _ = _build_model(args)
@@ -810,6 +801,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_grid(args: argparse.Namespace, bench, say) -> int:
+    from pathlib import Path
+
+    if args.name:
+        raise MobileNetsError("--grid measures the grid of registered variants: drop the model name")
+    if len(args.batch_size) != 1:
+        raise MobileNetsError("--grid takes one --batch-size")
+    names = bench.grid_names(args.widths, args.resolutions, args.family)  # bad input fails before any work
+    previous = []
+    if args.keep_measured:
+        if not args.out_dir:
+            raise MobileNetsError("--keep-measured reads OUT_DIR/grid.json: give --out-dir")
+        old = Path(args.out_dir) / "grid.json"
+        if old.exists():
+            measured_on = bench.load_grid_cpu(old)
+            if measured_on != bench.cpu_info().line():
+                raise MobileNetsError(f"{old} was measured on {measured_on or 'an unrecorded CPU'}, not this one")
+            previous = bench.load_grid(old)
+    if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    say(f"grid: {len(names)} models × {', '.join(args.runtime)} × {', '.join(args.precision)}")
+    rows = bench.bench_grid(
+        args.widths,
+        args.resolutions,
+        args.runtime,
+        args.precision,
+        args.batch_size[0],
+        args.threads,
+        args.runs,
+        args.warmup,
+        progress=say,
+        families=args.family,
+        previous=previous,
+    )
+    if args.keep_measured:  # rows of the old file outside this grid stay in it
+        measured = {r.model for r in rows}
+        rows += [r for r in previous if r.model not in measured]
+    table = bench.format_grid(rows)
+    if args.out_dir:
+        bench.save_grid(rows, Path(args.out_dir) / "grid.json")
+        bench.atomic_write(Path(args.out_dir) / "grid.txt", (table + "\n").encode())
+        for path in bench.plot_grid(rows, args.out_dir):
+            say(f"wrote {path}")
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
+    else:
+        print(table)
+    return 0
+
+
 # --- select -----------------------------------------------------------------------------------------
 
 
@@ -827,12 +868,15 @@ def _count(text: str) -> float:
 def _add_select(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "select",
-        help="the α×ρ MobileNets that fit a latency / parameter / Mult-Adds budget, best first",
+        help="the V1/V2/V3 α×ρ MobileNets that fit a latency / parameter / Mult-Adds budget, most accurate first",
         epilog="examples:\n"
         "  mobilenets select --max-params 1.5            # millions; 1500K and 1.5M also work\n"
         "  mobilenets select --max-madds 200M\n"
         "  mobilenets select --max-latency-ms 2 --runtime onnxruntime/int8 --results reports/grid/grid.json\n"
-        "  mobilenets select --max-latency-ms 5 --runtime onnxruntime   # measures the grid first",
+        "  mobilenets select --max-latency-ms 5 --runtime onnxruntime   # measures the grid first\n"
+        "  mobilenets select --max-madds 100M --family mobilenet_v1 mobilenet_v3_small\n"
+        "Best first = highest ImageNet top-1: the papers' figure, else (~) interpolated within the family\n"
+        "in log Mult-Adds between its published points; variants with neither last, by Mult-Adds.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--max-latency-ms", type=_positive_float, help="median batch-1 latency budget (ms)")
@@ -840,6 +884,7 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-madds", type=_count, help="Mult-Adds budget (millions, or with K/M/G)")
     p.add_argument("--runtime", help="runtime or runtime/precision for the latency budget, e.g. onnxruntime/int8")
     p.add_argument("--results", help="grid.json from `mobilenets bench --grid --out-dir` (else measured now)")
+    p.add_argument("--family", nargs="+", help="only these families (default: all in the results / the grid)")
     p.add_argument("--threads", type=int, help="threads when measuring now")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_select)
@@ -850,8 +895,11 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     if args.max_latency_ms is None and args.max_params is None and args.max_madds is None:
         raise MobileNetsError("give a budget: --max-latency-ms, --max-params or --max-madds")
+    families = bench.check_families(args.family) if args.family else None
     if args.results:
         rows = bench.load_grid(args.results)
+        if families:
+            rows = [r for r in rows if r.family in families]
         measured_on, here = bench.load_grid_cpu(args.results), bench.cpu_info().line()
         if args.max_latency_ms is not None and measured_on != here:
             print(
@@ -870,21 +918,31 @@ def cmd_select(args: argparse.Namespace) -> int:
             runs=20,
             warmup=3,
             progress=lambda m: print(m, file=sys.stderr),
+            families=families,
         )
     else:
-        rows = bench.grid_cost_rows()
+        rows = bench.grid_cost_rows(families=families)
     chosen = bench.select(rows, args.max_latency_ms, args.max_params, args.max_madds, args.runtime)
     if args.json:
-        print(json.dumps([{**s.row.to_dict(), "selected_latency_ms": s.latency_ms} for s in chosen], indent=2))
+        print(
+            json.dumps(
+                [{**s.row.to_dict(), "selected_latency_ms": s.latency_ms, "estimated_top1": s.top1} for s in chosen],
+                indent=2,
+            )
+        )
         return 0
     if not chosen:
         print("no variant fits the budget")
         return 1
-    print(f"{'model':<22} {'Mult-Adds (M)':>13} {'params (M)':>10} {'top-1 %':>8} {'latency ms':>10}")
+    width = max(22, *(len(s.row.model) for s in chosen))
+    print(f"{'model':<{width}} {'Mult-Adds (M)':>13} {'params (M)':>10} {'top-1 %':>8} {'latency ms':>10}")
     for s in chosen:
-        top1 = f"{s.row.top1:.1f}" if s.row.top1 is not None else "—"
+        top1 = "—" if s.top1 is None else f"~{s.top1:.1f}" if s.top1_estimated else f"{s.top1:.1f}"
         lat = f"{s.latency_ms:.2f}" if s.latency_ms is not None else "—"
-        print(f"{s.row.model:<22} {s.row.mult_adds / 1e6:>13.1f} {s.row.num_params / 1e6:>10.2f} {top1:>8} {lat:>10}")
+        row = s.row
+        print(f"{row.model:<{width}} {row.mult_adds / 1e6:>13.1f} {row.num_params / 1e6:>10.2f} {top1:>8} {lat:>10}")
+    if any(s.top1_estimated for s in chosen):
+        print("~: no published top-1; interpolated within the family in log Mult-Adds between its published points")
     return 0
 
 

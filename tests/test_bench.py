@@ -54,7 +54,7 @@ def test_bench_errors():
         bench.bench_model(model, runtimes=["tflite"])
     with pytest.raises(MobileNetsError, match="eager does not run int8"):
         bench.bench_model(model, runtimes=["eager"], precisions=["int8"])
-    with pytest.raises(MobileNetsError, match="not on the paper's grid"):
+    with pytest.raises(MobileNetsError, match="width 0.3 is not on the registered grid"):
         bench.bench_grid(widths=[0.3])
 
 
@@ -62,8 +62,11 @@ def test_bench_errors():
 # select
 
 
+V1_WIDTHS = (1.0, 0.75, 0.5, 0.25)
+
+
 def test_grid_costs_match_profiler_and_paper():
-    rows = bench.grid_cost_rows()
+    rows = bench.grid_cost_rows(V1_WIDTHS, families=["mobilenet_v1"])
     assert len(rows) == 16
     by_name = {r.model: r for r in rows}
     # Independent check: the paper's Table 6/7 Mult-Adds (millions) for five grid models.
@@ -89,16 +92,16 @@ def paper_costs(name: str) -> tuple[int, int]:
 
 def test_paper_costs_reference_matches_profile():
     for name in ("mobilenet_v1_1.0_224", "mobilenet_v1_0.5_160", "mobilenet_v1_0.25_128"):
-        row = next(r for r in bench.grid_cost_rows() if r.model == name)
+        row = next(r for r in bench.grid_cost_rows(V1_WIDTHS, families=["mobilenet_v1"]) if r.model == name)
         assert (row.num_params, row.mult_adds) == paper_costs(name)
 
 
 @pytest.mark.parametrize("max_params,max_madds", [(1.5e6, None), (None, 150e6), (3e6, 200e6), (None, 10e6)])
 def test_select_returns_only_what_fits(max_params, max_madds):
-    rows = bench.grid_cost_rows()
+    rows = bench.grid_cost_rows(V1_WIDTHS, families=["mobilenet_v1"])
     chosen = bench.select(rows, max_params=max_params, max_madds=max_madds)
     names = {s.row.model for s in chosen}
-    for name in bench.grid_names():
+    for name in bench.grid_names(V1_WIDTHS, families=["mobilenet_v1"]):
         params, madds = paper_costs(name)
         fits = (max_params is None or params <= max_params) and (max_madds is None or madds <= max_madds)
         assert (name in names) == fits, name
@@ -106,7 +109,7 @@ def test_select_returns_only_what_fits(max_params, max_madds):
 
 
 def test_select_by_latency():
-    rows = bench.grid_cost_rows()[:4]  # α=1.0 at 224/192/160/128
+    rows = bench.grid_cost_rows([1.0], families=["mobilenet_v1"])  # α=1.0 at 224/192/160/128
     for row, ms in zip(rows, (8.0, 6.0, 4.0, 3.0)):
         row.latency_ms = {"onnxruntime/fp32": ms, "onnxruntime/int8": ms / 3, "eager/fp32": ms * 2}
     picked = bench.select(rows, max_latency_ms=5.0, runtime="onnxruntime/fp32")
@@ -123,12 +126,124 @@ def test_select_by_latency():
 
 
 # ----------------------------------------------------------------------------------------------------
+# V1, V2 and V3 in one grid
+
+
+def test_grid_names_per_family():
+    names = bench.grid_names()
+    assert {bench.family_of(n) for n in names} == set(bench.GRID_FAMILIES)
+    assert len(names) == len(set(names)) <= 30  # small enough to bench
+    assert set(bench.known_top1()) <= set(names)  # every variant with a published top-1
+    # The V1 column at 224 and row at α=1 (Tables 6-7), and the V3 papers' published points with their sources.
+    assert {"mobilenet_v1_0.25_224", "mobilenet_v1_1.0_128", "mobilenet_v2_0.35_224", "mobilenet_v2_1.0_128"} <= set(
+        names
+    )
+    assert bench.known_top1()["mobilenet_v3_small_minimal_1.0_224"] == (61.9, "V3 paper Table 3")
+    assert bench.known_top1()["mobilenet_v2_1.4_224"] == (74.7, "V2 paper Table 4")
+    assert bench.known_top1()["mobilenet_v1_1.0_160"] == (67.2, "V1 paper Table 7")
+
+    restricted = bench.grid_names(families=["mobilenet_v1", "mobilenet_v3_small"])
+    assert restricted == [n for n in names if bench.family_of(n) in ("mobilenet_v1", "mobilenet_v3_small")]
+    v3 = bench.grid_names(families=["mobilenet_v3"])  # the alias: the four V3 families
+    assert {bench.family_of(n) for n in v3} == {f for f in bench.GRID_FAMILIES if f.startswith("mobilenet_v3_")}
+    # --widths/--resolutions: every registered α×ρ of the families that have them.
+    assert bench.grid_names([0.75], [128]) == [
+        "mobilenet_v1_0.75_128",
+        "mobilenet_v2_0.75_128",
+        "mobilenet_v3_large_0.75_128",
+        "mobilenet_v3_small_0.75_128",
+        "mobilenet_v3_large_minimal_0.75_128",
+        "mobilenet_v3_small_minimal_0.75_128",
+    ]
+    assert bench.grid_names(resolutions=[96], families=["mobilenet_v2"])[0] == "mobilenet_v2_1.4_96"
+    with pytest.raises(MobileNetsError, match="resolution 96 is not on the registered grid of mobilenet_v1"):
+        bench.grid_names(resolutions=[96], families=["mobilenet_v1"])
+    with pytest.raises(MobileNetsError, match="unknown family 'mobilenet_v4'"):
+        bench.grid_names(families=["mobilenet_v4"])
+
+
+def fake_grid() -> list[bench.GridRow]:
+    """Four rows of two generations with made-up latencies (ms): no timing is asserted anywhere."""
+    names = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.5_160", "mobilenet_v3_small_1.0_224", "mobilenet_v3_large_1.0_224"]
+    rows = [r for r in bench.grid_cost_rows([1.0, 0.5], [224, 160]) if r.model in names]
+    for row, ms in zip(sorted(rows, key=lambda r: names.index(r.model)), (10.0, 2.0, 3.0, 8.0)):
+        row.latency_ms = {"onnxruntime/int8": ms}
+    return rows
+
+
+def test_select_across_families_from_saved_grid(tmp_path, capsys):
+    bench.save_grid(fake_grid(), tmp_path / "grid.json")
+    argv = [
+        "select",
+        "--max-latency-ms",
+        "5",
+        "--runtime",
+        "onnxruntime/int8",
+        "--results",
+        str(tmp_path / "grid.json"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    # V3-Small (67.4%, 56M Mult-Adds) beats V1 0.5-160 (60.2%, 77M): best means most accurate, not most Mult-Adds.
+    assert [line.split()[0] for line in out[1:]] == ["mobilenet_v3_small_1.0_224", "mobilenet_v1_0.5_160"]
+    assert main(argv[:2] + ["9"] + argv[3:] + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["model"] == "mobilenet_v3_large_1.0_224"
+    assert main(argv + ["--family", "mobilenet_v1"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["mobilenet_v1_0.5_160"]
+
+
+def test_select_estimates_top1_within_family():
+    rows = bench.grid_cost_rows([1.0], [224, 160], families=["mobilenet_v1", "mobilenet_v2"])
+    by_name = {s.row.model: s for s in bench.select(rows, max_params=1e9)}
+    v1_160, v2_160 = by_name["mobilenet_v1_1.0_160"], by_name["mobilenet_v2_1.0_160"]
+    assert v1_160.top1 == 67.2 and not v1_160.top1_estimated
+    # V2 1.0-160 has fewer Mult-Adds than V2's published points (1.0 and 1.4 at 224): no extrapolated guess.
+    assert v2_160.top1 is None and list(by_name)[-1] == "mobilenet_v2_1.0_160"
+    picked = bench.select(bench.grid_cost_rows([0.75], [160], families=["mobilenet_v1"]), max_params=1e9)
+    # Between 0.5-224 (149.5M, 63.7%) and 1.0-128 (186.4M, 64.4%) in log Mult-Adds.
+    assert picked[0].top1_estimated and 63.7 < picked[0].top1 < 64.4
+
+
+def test_pareto_front():
+    rows = fake_grid()
+    front = bench.pareto_front(rows, "onnxruntime/int8")
+    # V1 1.0-224 (10 ms, 70.6%) loses to V3-Large (8 ms, 75.2%); the other three each beat it on one axis.
+    assert [r.model for r in front] == [
+        "mobilenet_v1_0.5_160",
+        "mobilenet_v3_small_1.0_224",
+        "mobilenet_v3_large_1.0_224",
+    ]
+    by_madds = bench.pareto_front(rows, "onnxruntime/int8", by="mult_adds")
+    assert [r.model for r in by_madds] == ["mobilenet_v1_0.5_160", "mobilenet_v3_large_1.0_224", "mobilenet_v1_1.0_224"]
+    assert "Pareto front" in bench.format_grid(rows)
+
+
+def test_grid_reports_a_failed_export_and_keeps_measured_cells(monkeypatch):
+    def broken(*_args, **_kw):
+        raise RuntimeError("quantizer: unsupported op hardswish\nlong traceback")
+
+    monkeypatch.setattr(bench, "bench_model", broken)
+    kw = dict(runtimes=["onnxruntime"], precisions=["fp32", "int8"], families=["mobilenet_v3_small"])
+    rows = bench.bench_grid([0.75], [128], **kw)
+    assert rows[0].failed == {
+        "onnxruntime/fp32": "RuntimeError: quantizer: unsupported op hardswish",
+        "onnxruntime/int8": "RuntimeError: quantizer: unsupported op hardswish",
+    }
+    table = bench.format_grid(rows)
+    assert "failed" in table.splitlines()[2] and "failed mobilenet_v3_small_0.75_128 onnxruntime/int8" in table
+    rows[0].latency_ms = {"onnxruntime/fp32": 1.5, "onnxruntime/int8": 1.0}
+    again = bench.bench_grid([0.75], [128], previous=rows, **kw)  # nothing left to measure: broken is not called
+    assert again[0].latency_ms == rows[0].latency_ms and not again[0].failed
+
+
+# ----------------------------------------------------------------------------------------------------
 # CLI: bench --grid → table, grid.json, PNGs; select reads them
 
 
 @pytest.mark.slow
 def test_cli_grid_and_select(tmp_path, capsys):
-    argv = ["bench", "--grid", "--widths", "0.25", "0.5", "--resolutions", "128", "--runtime", "eager", "onnxruntime"]
+    argv = ["bench", "--grid", "--family", "mobilenet_v1", "--widths", "0.25", "0.5", "--resolutions", "128"]
+    argv += ["--runtime", "eager", "onnxruntime"]
     argv += ["--threads", "1", "--runs", "3", "--warmup", "1", "--out-dir", str(tmp_path)]
     assert main(argv) == 0
     table = capsys.readouterr().out
@@ -136,9 +251,15 @@ def test_cli_grid_and_select(tmp_path, capsys):
     data = json.loads((tmp_path / "grid.json").read_text())
     assert "VNNI" in data["cpu"]["line"] or "NEON" in data["cpu"]["line"]  # the CPU it was measured on
     rows = data["rows"]
-    assert [r["model"] for r in rows] == ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_128"]
+    assert [r["model"] for r in rows] == ["mobilenet_v1_0.5_128", "mobilenet_v1_0.25_128"]  # registry order
     assert set(rows[0]["latency_ms"]) == {"eager/fp32", "onnxruntime/fp32"}
-    for png in ("accuracy_vs_mult_adds.png", "accuracy_vs_params.png", "latency_vs_mult_adds.png"):
+    assert (tmp_path / "grid.txt").read_text().strip() == table.strip()
+    for png in (
+        "accuracy_vs_mult_adds.png",
+        "accuracy_vs_params.png",
+        "latency_vs_mult_adds.png",
+        "latency_vs_top1.png",
+    ):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     budget = max(r["latency_ms"]["onnxruntime/fp32"] for r in rows) * 10
@@ -171,7 +292,11 @@ def test_cli_select_by_params(capsys):
     "argv,message",
     [
         (["bench", "mobilenet_v1_0.25_128", "--runtime", "tflite"], "unknown runtime 'tflite'"),
-        (["bench", "--grid", "--widths", "0.3"], "not on the paper's grid"),
+        (["bench", "--grid", "--widths", "0.3"], "width 0.3 is not on the registered grid"),
+        (["bench", "--grid", "--family", "mobilenet_v9"], "unknown family 'mobilenet_v9'; choose from mobilenet_v1"),
+        (["bench", "--grid", "--family", "mobilenet_v3_small", "--widths", "0.5"], "not on the registered grid"),
+        (["bench", "--grid", "--keep-measured"], "--keep-measured reads OUT_DIR/grid.json"),
+        (["select", "--max-params", "2", "--family", "resnet50"], "unknown family 'resnet50'"),
         (["bench"], "give a model name"),
         (["select"], "give a budget"),
         (["select", "--max-latency-ms", "3", "--results", "/nonexistent/grid.json"], "no such results file"),

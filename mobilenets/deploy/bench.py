@@ -1,8 +1,10 @@
 """Latency of any model on PyTorch eager, ONNX Runtime, ExecuTorch-XNNPACK, OpenVINO and LiteRT; the α×ρ grid.
 
 Latency is the median (and 90th percentile) of many timed runs after warm-up, batch 1 or N, with a fixed
-number of CPU threads. ``bench_grid`` measures the 16 models of paper Figures 4–5 and ``select`` picks the
-variants that fit a budget. Timings are noisy on shared machines: compare numbers measured in one run.
+number of CPU threads. ``bench_grid`` measures the α×ρ grids of MobileNetV1, V2 and V3 (``DEFAULT_GRID``: the
+V1 paper's 16 models of Figures 4–5, and for V2 and each V3 family the shape of V1 Tables 6–7), ``select``
+picks the variants that fit a budget, across families, and ``pareto_front`` marks the ones no other beats.
+Timings are noisy on shared machines: compare numbers measured in one run.
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ RUNTIMES = ("eager", *(r for r, f in FORMAT_OF.items() if f in ex.FORMATS))
 RUNTIME_PRECISIONS = {"eager": ("fp32", "bf16"), **{r: ex.FORMAT_PRECISIONS[FORMAT_OF[r]] for r in RUNTIMES[1:]}}
 # Runtimes whose programs have a static batch of 1 (the mobile case).
 BATCH_ONE = ("executorch", "litert")
-GRID_WIDTHS = (1.0, 0.75, 0.5, 0.25)
-GRID_RESOLUTIONS = (224, 192, 160, 128)
+# The three generations' families, as the registry names them (``{family}_{α}_{resolution}``).
+GRID_FAMILIES = (
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large_minimal",
+    "mobilenet_v3_small_minimal",
+)
+# Shorthand accepted by --family: every V3 family.
+FAMILY_ALIASES = {"mobilenet_v3": tuple(f for f in GRID_FAMILIES if f.startswith("mobilenet_v3_"))}
 
 
 @dataclass
@@ -224,7 +235,7 @@ def bench_model(
 
 @dataclass
 class GridRow:
-    """One α×ρ variant: cost, known ImageNet accuracy, measured latency per runtime/precision."""
+    """One α×ρ variant of a family: cost, known ImageNet accuracy, measured latency per runtime/precision."""
 
     model: str
     width_mult: float
@@ -236,31 +247,127 @@ class GridRow:
     latency_ms: dict[str, float] = field(default_factory=dict)  # "runtime/precision" → median ms
     p90_ms: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # "runtime/precision" → why this CPU could not run it
+    family: str = ""  # e.g. "mobilenet_v3_small" (files from before V2/V3: derived from the name)
+    failed: dict[str, str] = field(default_factory=dict)  # "runtime/precision" → the export's or runtime's error
+
+    def __post_init__(self) -> None:
+        self.family = self.family or family_of(self.model)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def known_top1() -> dict[str, tuple[float, str]]:
-    """ImageNet top-1 the paper prints for grid models (Tables 6, 7, 9): name → (top-1 %, source)."""
+    """ImageNet top-1 the papers print for grid models: name → (top-1 %, source).
+
+    V1 paper Tables 6, 7 and 9; V2 paper Table 4; V3 paper Table 3 (the first table a model appears in).
+    """
     from mobilenets import paper
 
+    on_a_grid = set(registered_grid_names(GRID_FAMILIES))
     known = {}
-    for row in paper.ROWS:
-        if row.build.startswith("mobilenet_v1_") and "conv" not in row.build and "shallow" not in row.build:
-            known.setdefault(row.build, (float(row.top1), f"paper Table {row.table}"))
+    for row in paper.ROWS + paper.V2_V3_ROWS:
+        if row.build in on_a_grid:
+            generation, _, table = row.table.rpartition(" ")  # "7" (V1 paper) or "V3 3"
+            known.setdefault(row.build, (float(row.top1), f"{generation or 'V1'} paper Table {table}"))
     # The pretrained 1.0/224 weights are Google's; their top-1 is the paper's 70.6 ± TF-slim's retraining
     # (70.9): no ImageNet here to measure it, so the grid shows the paper's figure.
     return known
 
 
-def grid_names(widths: Iterable[float] = GRID_WIDTHS, resolutions: Iterable[int] = GRID_RESOLUTIONS) -> list[str]:
-    return [f"mobilenet_v1_{w}_{r}" for w in widths for r in resolutions]
+def family_of(name: str) -> str:
+    """``mobilenet_v3_small_0.75_160`` → ``mobilenet_v3_small``."""
+    return name.rsplit("_", 2)[0]
+
+
+def check_families(families: Iterable[str] | None) -> list[str]:
+    """The families asked for, aliases expanded (default: ``GRID_FAMILIES``); an unknown one is an error."""
+    from mobilenets.models import FAMILY_GRIDS
+
+    out = []
+    for f in GRID_FAMILIES if families is None else families:
+        for g in FAMILY_ALIASES.get(f, (f,)):
+            if g not in FAMILY_GRIDS:
+                choices = ", ".join([*GRID_FAMILIES, *FAMILY_ALIASES])
+                raise MobileNetsError(f"unknown family {f!r}; choose from {choices}")
+            if g not in out:
+                out.append(g)
+    if not out:
+        raise MobileNetsError("give at least one family")
+    return out
+
+
+# What `bench --grid` measures unless told otherwise, per family: these widths at the first resolution and these
+# resolutions at width 1.0 (the shape of V1 paper Tables 6–7), plus every variant a paper prints a top-1 for.
+# Small enough to bench in well under an hour on 2 cores: an int8 file takes ~3–45 s to build.
+DEFAULT_GRID = {
+    "mobilenet_v1": ((1.0, 0.75, 0.5, 0.25), (224, 192, 160, 128)),
+    "mobilenet_v2": ((1.4, 1.0, 0.75, 0.5, 0.35), (224, 160, 128)),
+    "mobilenet_v3_large": ((1.0, 0.75), (224, 160, 128)),
+    "mobilenet_v3_small": ((1.0, 0.75), (224, 160, 128)),
+    "mobilenet_v3_large_minimal": ((1.0,), (224,)),
+    "mobilenet_v3_small_minimal": ((1.0,), (224,)),
+}
+
+
+def default_grid(family: str) -> list[tuple[float, int]]:
+    """The (α, resolution) pairs ``bench_grid`` measures for ``family`` unless told otherwise (``DEFAULT_GRID``;
+    a registered family not in it: its whole grid)."""
+    from mobilenets.models import FAMILY_GRIDS
+
+    if family not in DEFAULT_GRID:
+        widths, resolutions = FAMILY_GRIDS[family]
+        return [(w, r) for w in widths for r in resolutions]
+    widths, resolutions = DEFAULT_GRID[family]
+    pairs = [(w, resolutions[0]) for w in widths] + [(1.0, r) for r in resolutions[1:]]
+    for name in known_top1():
+        if family_of(name) == family:
+            _, width, resolution = name.rsplit("_", 2)
+            pairs.append((float(width), int(resolution)))
+    return list(dict.fromkeys(pairs))
+
+
+def registered_grid_names(families: Iterable[str]) -> list[str]:
+    from mobilenets.models import FAMILY_GRIDS
+
+    return [f"{f}_{w}_{r}" for f in families for w in FAMILY_GRIDS[f][0] for r in FAMILY_GRIDS[f][1]]
+
+
+def grid_names(
+    widths: Iterable[float] | None = None,
+    resolutions: Iterable[int] | None = None,
+    families: Iterable[str] | None = None,
+) -> list[str]:
+    """Registered names of the grid: ``default_grid`` of each family, or every registered α×ρ of the given
+    ``widths`` × ``resolutions`` (a width or resolution no chosen family has is an error)."""
+    from mobilenets.models import FAMILY_GRIDS
+
+    families = check_families(families)
+    widths = None if widths is None else list(widths)
+    resolutions = None if resolutions is None else list(resolutions)
+    for asked, index, what in ((widths, 0, "width"), (resolutions, 1, "resolution")):
+        for v in asked or ():
+            if not any(v in FAMILY_GRIDS[f][index] for f in families):
+                have = sorted({x for f in families for x in FAMILY_GRIDS[f][index]}, reverse=True)
+                raise MobileNetsError(
+                    f"{what} {v:g} is not on the registered grid of {', '.join(families)}; "
+                    f"choose from {', '.join(f'{x:g}' for x in have)}"
+                )
+    names = []
+    for f in families:
+        if widths is None and resolutions is None:
+            pairs = default_grid(f)
+        else:
+            fw, fr = FAMILY_GRIDS[f]
+            pairs = [(w, r) for w in fw for r in fr if (widths is None or w in widths)]
+            pairs = [(w, r) for w, r in pairs if resolutions is None or r in resolutions]
+        names += [f"{f}_{w}_{r}" for w, r in pairs]
+    return names
 
 
 def bench_grid(
-    widths: Iterable[float] = GRID_WIDTHS,
-    resolutions: Iterable[int] = GRID_RESOLUTIONS,
+    widths: Iterable[float] | None = None,
+    resolutions: Iterable[int] | None = None,
     runtimes: Iterable[str] = ("eager", "onnxruntime"),
     precisions: Iterable[str] = ("fp32",),
     batch_size: int = 1,
@@ -268,47 +375,70 @@ def bench_grid(
     runs: int = 30,
     warmup: int = 5,
     progress: Callable[[str], None] | None = None,
+    families: Iterable[str] | None = None,
+    previous: Iterable[GridRow] = (),
 ) -> list[GridRow]:
-    """Mult-Adds, params, known top-1 and latency (median/p90 ms) of every α×ρ MobileNet."""
+    """Mult-Adds, params, known top-1 and latency (median/p90 ms) of the grid (see ``grid_names``).
+
+    A runtime/precision whose export or run fails for a model is recorded in that row's ``failed`` (one
+    line) and the grid goes on. Cells measured in ``previous`` rows (a saved grid) are kept, not re-measured.
+    """
     from mobilenets.models import create_model
 
-    widths, resolutions, runtimes, precisions = list(widths), list(resolutions), list(runtimes), list(precisions)
-    for w in widths:
-        if w not in GRID_WIDTHS:
-            raise MobileNetsError(f"width {w} is not on the paper's grid; choose from {GRID_WIDTHS}")
-    for r in resolutions:
-        if r not in GRID_RESOLUTIONS:
-            raise MobileNetsError(f"resolution {r} is not on the paper's grid; choose from {GRID_RESOLUTIONS}")
+    names = grid_names(widths, resolutions, families)
+    runtimes, precisions = list(runtimes), list(precisions)
     for runtime in runtimes:
-        if runtime not in RUNTIMES:
-            check_runtime(runtime, "fp32")
+        check_runtime(runtime, "fp32")
     known = known_top1()
+    done = {r.model: r for r in previous}
     rows = []
-    for name in grid_names(widths, resolutions):
+    for name in names:
         model = create_model(name).eval()
         mult_adds, params = _costs(name)
         top1, source = known.get(name, (None, ""))
-        row = GridRow(name, model.cfg.width_mult, model.resolution, mult_adds, params, top1, source)
-        results = bench_model(
-            model,
-            name,
-            runtimes,
-            precisions,
-            (batch_size,),
-            threads,
-            runs,
-            warmup,
-            skip_unsupported=True,
-            progress=progress,
+        row = GridRow(
+            name, model.cfg.width_mult, model.resolution, mult_adds, params, top1, source, family=family_of(name)
         )
-        for r in results:
-            if r.latency is None:
-                row.skipped[f"{r.runtime}/{r.precision}"] = r.skipped
-                continue
-            row.latency_ms[f"{r.runtime}/{r.precision}"] = round(r.latency.median_ms, 4)
-            row.p90_ms[f"{r.runtime}/{r.precision}"] = round(r.latency.p90_ms, 4)
+        for runtime in runtimes:
+            for precision in precisions:
+                key = f"{runtime}/{precision}"
+                if precision not in RUNTIME_PRECISIONS[runtime]:
+                    continue
+                old = done.get(name)
+                if old is not None and (key in old.latency_ms or key in old.skipped):
+                    for mine, theirs in ((row.latency_ms, old.latency_ms), (row.p90_ms, old.p90_ms)):
+                        if key in theirs:
+                            mine[key] = theirs[key]
+                    if key in old.skipped:
+                        row.skipped[key] = old.skipped[key]
+                    continue
+                _bench_cell(row, model, runtime, precision, batch_size, threads, runs, warmup, progress)
         rows.append(row)
     return rows
+
+
+def _bench_cell(
+    row: GridRow, model: nn.Module, runtime: str, precision: str, batch_size, threads, runs, warmup, progress
+):
+    """Measure one runtime/precision of a grid row in place; a failure becomes one line in ``row.failed``."""
+    key = f"{runtime}/{precision}"
+    try:
+        results = bench_model(
+            model, row.model, (runtime,), (precision,), (batch_size,), threads, runs, warmup,
+            skip_unsupported=True, progress=progress,
+        )  # fmt: skip
+    except Exception as e:  # noqa: BLE001 — an exporter's or runtime's error for one model must not end the grid
+        lines = str(e).strip().splitlines() or [""]
+        row.failed[key] = f"{type(e).__name__}: {lines[0][:200]}"
+        if progress:
+            progress(f"{row.model}: {key} failed: {row.failed[key]}")
+        return
+    for r in results:
+        if r.latency is None:
+            row.skipped[key] = r.skipped
+        else:
+            row.latency_ms[key] = round(r.latency.median_ms, 4)
+            row.p90_ms[key] = round(r.latency.p90_ms, 4)
 
 
 @functools.cache
@@ -323,21 +453,44 @@ def _costs(name: str) -> tuple[int, int]:
 
 
 def grid_cost_rows(
-    widths: Iterable[float] = GRID_WIDTHS, resolutions: Iterable[int] = GRID_RESOLUTIONS
+    widths: Iterable[float] | None = None,
+    resolutions: Iterable[int] | None = None,
+    families: Iterable[str] | None = None,
 ) -> list[GridRow]:
     """The grid without latency (cost and known accuracy only): cheap, for `select` by params/Mult-Adds."""
-    return bench_grid(widths, resolutions, runtimes=(), precisions=())
+    return bench_grid(widths, resolutions, runtimes=(), precisions=(), families=families)
+
+
+def pareto_front(rows: list[GridRow], key: str, by: str = "top1") -> list[GridRow]:
+    """The rows no other row beats on ``key`` ("runtime/precision") latency and ``by`` ("top1" or
+    "mult_adds", higher is better) at once; fastest first. Rows without a latency or a ``by`` value are left out.
+    """
+    pts = [r for r in rows if key in r.latency_ms and getattr(r, by) is not None]
+    pts.sort(key=lambda r: (r.latency_ms[key], -getattr(r, by)))
+    front, best = [], -math.inf
+    for r in pts:
+        if getattr(r, by) > best:
+            front.append(r)
+            best = getattr(r, by)
+    return front
+
+
+def latency_keys(rows: list[GridRow]) -> list[str]:
+    """The "runtime/precision" cells measured (or failed) in ``rows``, in ``RUNTIMES`` order."""
+    order = {r: i for i, r in enumerate(RUNTIMES)}
+    keys = {k for r in rows for k in (*r.latency_ms, *r.failed)}
+    return sorted(keys, key=lambda k: (order.get(k.split("/")[0], 99), k))
 
 
 def format_grid(rows: list[GridRow], cpu_line: str | None = None) -> str:
-    """The grid as a text table, headed by the CPU it was measured on (this one unless ``cpu_line`` is given)."""
-    order = {r: i for i, r in enumerate(RUNTIMES)}
-    keys = sorted({k for r in rows for k in r.latency_ms}, key=lambda k: (order.get(k.split("/")[0], 99), k))
+    """The grid as a text table, headed by the CPU it was measured on (this one unless ``cpu_line`` is given),
+    then the Pareto front of latency against the papers' top-1 for each runtime/precision."""
+    keys = latency_keys(rows)
     header = ["model", "α", "res", "Mult-Adds (M)", "params (M)", "top-1 %"] + [f"{k} ms" for k in keys]
     lines = [header]
     for r in rows:
         top1 = f"{r.top1:.1f}" if r.top1 is not None else "—"
-        lat = [f"{r.latency_ms[k]:.2f}" if k in r.latency_ms else "—" for k in keys]
+        lat = [f"{r.latency_ms[k]:.2f}" if k in r.latency_ms else "failed" if k in r.failed else "—" for k in keys]
         lines.append(
             [
                 r.model,
@@ -356,8 +509,14 @@ def format_grid(rows: list[GridRow], cpu_line: str | None = None) -> str:
     out.insert(1, "-" * len(out[0]))
     if any(r.latency_ms for r in rows):
         out.insert(0, f"CPU: {cpu_line or cpu_info().line()}")
+    fronts = [(k, pareto_front(rows, k)) for k in keys]
+    if any(len(front) > 1 for _k, front in fronts):
+        out += ["", "Pareto front, latency vs the papers' top-1 (no other model is both faster and more accurate):"]
+        for k, front in fronts:
+            out.append(f"  {k}: " + " → ".join(f"{r.model} {r.latency_ms[k]:.2f} ms {r.top1:.1f}%" for r in front))
     skipped = {k: v for r in rows for k, v in r.skipped.items()}
     out += [f"skipped {k}: {v}" for k, v in sorted(skipped.items())]
+    out += [f"failed {r.model} {k}: {v}" for r in rows for k, v in sorted(r.failed.items())]
     return "\n".join(out)
 
 
@@ -393,8 +552,20 @@ def load_grid(path: str | os.PathLike) -> list[GridRow]:
         raise MobileNetsError(f"{path}: not a grid results file written by `mobilenets bench --grid` ({e})") from None
 
 
+# One colour and marker per family in every plot.
+FAMILY_STYLE = {
+    "mobilenet_v1": ("C0", "o"),
+    "mobilenet_v2": ("C1", "s"),
+    "mobilenet_v3_large": ("C2", "^"),
+    "mobilenet_v3_small": ("C3", "v"),
+    "mobilenet_v3_large_minimal": ("C4", "D"),
+    "mobilenet_v3_small_minimal": ("C5", "P"),
+}
+
+
 def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
-    """PNGs like paper Figures 4–5 (top-1 vs Mult-Adds, log x; top-1 vs params) and latency vs Mult-Adds."""
+    """PNGs: top-1 vs Mult-Adds (log x) and vs params, like V1 paper Figures 4–5; latency vs Mult-Adds and
+    latency vs top-1, one panel per runtime/precision with its Pareto front. One colour/marker per family."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -405,6 +576,11 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
         raise MobileNetsError(f"cannot write plots to {out_dir}: the folder does not exist; create it first")
     paths = []
     known = [r for r in rows if r.top1 is not None]
+    families = list(dict.fromkeys(r.family for r in rows))
+
+    def style(family: str) -> dict:
+        colour, marker = FAMILY_STYLE.get(family, ("C7", "x"))
+        return {"color": colour, "marker": marker}
 
     def finish(fig, name: str) -> None:
         path = out_dir / name
@@ -418,13 +594,17 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
         ("mult_adds", "Mult-Adds (millions, log scale)", "accuracy_vs_mult_adds.png", True),
         ("num_params", "Parameters (millions)", "accuracy_vs_params.png", False),
     ):
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+        for family in families:
+            pts = [r for r in known if r.family == family]
+            if pts:
+                xs = [getattr(r, x_attr) / 1e6 for r in pts]
+                ax.scatter(xs, [r.top1 for r in pts], label=family, **style(family))
         for r in known:
-            ax.scatter(getattr(r, x_attr) / 1e6, r.top1, color="C0")
             ax.annotate(
                 f"{r.width_mult:g}-{r.resolution}",
                 (getattr(r, x_attr) / 1e6, r.top1),
-                fontsize=7,
+                fontsize=6,
                 xytext=(3, 3),
                 textcoords="offset points",
             )
@@ -432,32 +612,51 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
             ax.set_xscale("log")
             _plain_log_labels(ax.xaxis)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("ImageNet top-1 (%)")
-        title = "Figure 4" if logx else "Figure 5"
-        ax.set_title(
-            f"{title}-style: accuracy vs {'Mult-Adds' if logx else 'parameters'} "
-            f"({len(known)} models with known top-1)",
-            fontsize=9,
-        )
+        ax.set_ylabel("ImageNet top-1 (%), as the papers print it")
+        what = "Mult-Adds" if logx else "parameters"
+        ax.set_title(f"Accuracy vs {what} ({len(known)} models with a published top-1)", fontsize=9)
+        if known:
+            ax.legend(fontsize=7)
         ax.grid(True, alpha=0.3)
         finish(fig, fname)
 
-    keys = sorted({k for r in rows for k in r.latency_ms})
-    if keys:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for i, key in enumerate(keys):
-            pts = sorted((r.mult_adds / 1e6, r.latency_ms[key]) for r in rows if key in r.latency_ms)
-            ax.plot(*zip(*pts), "o-", color=f"C{i}", label=key, markersize=4)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _plain_log_labels(ax.xaxis)
-        _plain_log_labels(ax.yaxis)
-        ax.set_xlabel("Mult-Adds (millions, log scale)")
-        ax.set_ylabel("latency, median ms (log scale)")
-        ax.set_title("Latency vs Mult-Adds (batch 1)", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.grid(True, alpha=0.3, which="both")
-        finish(fig, "latency_vs_mult_adds.png")
+    keys = [k for k in latency_keys(rows) if any(k in r.latency_ms for r in rows)]
+    for by, fname, ylabel in (
+        ("mult_adds", "latency_vs_mult_adds.png", "Mult-Adds (millions, log scale)"),
+        ("top1", "latency_vs_top1.png", "ImageNet top-1 (%), the papers' figures"),
+    ):
+        if not keys:
+            break
+        cols = min(3, len(keys))
+        nrows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.8 * nrows), squeeze=False)
+        for ax, key in zip(axes.flat, keys):
+            value = (lambda r: r.mult_adds / 1e6) if by == "mult_adds" else (lambda r: r.top1)
+            for family in families:
+                pts = [r for r in rows if r.family == family and key in r.latency_ms and getattr(r, by) is not None]
+                if pts:
+                    ax.scatter([r.latency_ms[key] for r in pts], [value(r) for r in pts], s=18, label=family,
+                               **style(family))  # fmt: skip
+            front = pareto_front(rows, key, by)
+            if len(front) > 1:
+                ax.step([r.latency_ms[key] for r in front], [value(r) for r in front], "k-", where="post",
+                        linewidth=0.8, alpha=0.7, label="Pareto front")  # fmt: skip
+            ax.set_xscale("log")
+            _plain_log_labels(ax.xaxis)
+            if by == "mult_adds":
+                ax.set_yscale("log")
+                _plain_log_labels(ax.yaxis)
+            ax.set_title(key, fontsize=9)
+            ax.set_xlabel("latency, median ms (log scale)", fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.grid(True, alpha=0.3, which="both")
+        for ax in list(axes.flat)[len(keys) :]:
+            ax.axis("off")
+        if axes.flat[0].get_legend_handles_labels()[0]:
+            axes.flat[0].legend(fontsize=6)
+        fig.suptitle(f"{ylabel.split(' (')[0]} against latency; black: the Pareto front", fontsize=10)
+        fig.tight_layout()
+        finish(fig, fname)
     return paths
 
 
@@ -476,6 +675,27 @@ def _plain_log_labels(axis) -> None:
 class Selection:
     row: GridRow
     latency_ms: float | None
+    top1: float | None = None  # the papers' figure, or interpolated within the family (then top1_estimated)
+    top1_estimated: bool = False
+
+
+def estimate_top1(rows: list[GridRow]) -> dict[str, float]:
+    """Top-1 for the rows without a published figure, interpolated within their family in log Mult-Adds
+    between the family's published points (accuracy is close to log-linear in Mult-Adds: V1 paper Figure 4).
+    Rows outside their family's published range get no estimate."""
+    known = known_top1()
+    out = {}
+    for family in {r.family for r in rows}:
+        pts = sorted(
+            (_costs(n)[0], top1) for n, (top1, _src) in known.items() if family_of(n) == family
+        )  # every published point of the family, whether or not it is in ``rows``
+        if len(pts) < 2:
+            continue
+        xs, ys = np.log([p[0] for p in pts]), [p[1] for p in pts]
+        for r in rows:
+            if r.family == family and r.top1 is None and xs[0] <= math.log(r.mult_adds) <= xs[-1]:
+                out[r.model] = round(float(np.interp(math.log(r.mult_adds), xs, ys)), 1)
+    return out
 
 
 def select(
@@ -485,12 +705,13 @@ def select(
     max_madds: float | None = None,
     runtime: str | None = None,
 ) -> list[Selection]:
-    """The grid variants within every given budget, best first.
+    """The grid variants within every given budget, best first, across families.
 
-    "Best" is most Mult-Adds, then highest known top-1: across the paper's grid accuracy rises
-    log-linearly with Mult-Adds (Figure 4), and the paper's printed top-1 figures agree with that order.
-    ``max_params`` and ``max_madds`` are absolute counts. ``runtime`` is "runtime" or "runtime/precision";
-    a row's latency is its fastest measured entry for it (any runtime when not given).
+    "Best" is the highest ImageNet top-1: the papers' figure where printed, else interpolated within the
+    family (``estimate_top1``); variants with neither come last, most Mult-Adds first (within a family
+    accuracy rises with Mult-Adds, Figure 4). ``max_params`` and ``max_madds`` are absolute counts.
+    ``runtime`` is "runtime" or "runtime/precision"; a row's latency is its fastest measured entry for it
+    (any runtime when not given).
     """
     if max_latency_ms is None and max_params is None and max_madds is None:
         raise MobileNetsError("give a budget: --max-latency-ms, --max-params or --max-madds")
@@ -509,6 +730,7 @@ def select(
             f"no latency measured for {runtime or 'any runtime'} in these results: "
             "run `mobilenets bench --grid --runtime RUNTIME --out grid.json` and pass --results grid.json"
         )
+    estimated = estimate_top1(rows)
     out = []
     for row in rows:
         latency = latency_of(row)
@@ -518,5 +740,6 @@ def select(
             continue
         if max_madds is not None and row.mult_adds > max_madds:
             continue
-        out.append(Selection(row, latency))
-    return sorted(out, key=lambda s: (-s.row.mult_adds, -(s.row.top1 or 0.0)))
+        top1 = row.top1 if row.top1 is not None else estimated.get(row.model)
+        out.append(Selection(row, latency, top1, row.top1 is None and top1 is not None))
+    return sorted(out, key=lambda s: (s.top1 is None, -(s.top1 or 0.0), -s.row.mult_adds))
