@@ -524,18 +524,21 @@ def test_paper_preset_is_each_familys_recipe(capsys):
 
 
 @pytest.mark.parametrize(
-    "name, width_mult, epochs, floor",
-    # 16-px digits: 42 steps per epoch. Chance is 10%; V2's 17 bottlenecks start slower than V3-Small.
-    [("mobilenet_v3_small", 0.5, 2, 0.4), ("mobilenet_v2", 0.35, 2, 0.2)],
+    "name, width_mult, data, steps, floor",
+    # 16-px digits, batch 32. V3-Small learns in 2 epochs (84 steps; chance is 10%). V2's 17 bottlenecks start
+    # slower (37% after 84 steps) at twice the cost per step: 20 steps of a subset check its round trip only.
+    [
+        ("mobilenet_v3_small", 0.5, "--epochs 2", 84, 0.4),
+        ("mobilenet_v2", 0.35, "--epochs 1 --max-train-samples 640", 20, 0.0),
+    ],
 )
-def test_v2_v3_train_eval_and_predict_through_the_cli(name, width_mult, epochs, floor, tmp_path, capsys):
+def test_v2_v3_train_eval_and_predict_through_the_cli(name, width_mult, data, steps, floor, tmp_path, capsys):
     from PIL import Image
 
     from mobilenets.data import load_dataset, prepare_batch
 
     out = tmp_path / "run"
-    args = f"train --model {name} --width-mult {width_mult} --dataset digits --epochs {epochs} --batch-size 32 "
-    args += f"--out-dir {out}"
+    args = f"train --model {name} --width-mult {width_mult} --dataset digits {data} --batch-size 32 --out-dir {out}"
     threads = torch.get_num_threads()
     try:
         rc = cli.main([*args.split(), "--threads", "1", "--no-progress", "--no-tensorboard", "--no-plots", "--json"])
@@ -543,7 +546,7 @@ def test_v2_v3_train_eval_and_predict_through_the_cli(name, width_mult, epochs, 
         torch.set_num_threads(threads)
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["test_acc"] > floor and result["steps"] == 42 * epochs
+    assert result["test_acc"] >= floor and result["steps"] == steps
     # The small-image stem is automatic at 16 px, for V2 and V3 as for V1, and model.pt rebuilds it.
     config = json.loads((out / "config.json").read_text())
     assert (config["model"], config["resolution"], config["stem_stride"]) == (name, 16, 1)
