@@ -4,6 +4,7 @@ the backbone half: ``feature_info``, ``forward_intermediates``, ``prune_intermed
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -20,6 +21,17 @@ def check_resolution(resolution: int, min_resolution: int, name: str) -> int:
             f"{min_resolution}x{min_resolution} pixels"
         )
     return resolution
+
+
+def check_config(cfg, family: str) -> None:
+    """The checks every model config shares: stem stride, dropout, class and channel counts, resolution."""
+    if cfg.stem_stride not in (1, 2):
+        raise MobileNetsError(f"stem_stride must be 1 or 2, got {cfg.stem_stride}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise MobileNetsError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.num_classes < 0 or cfg.in_chans < 1:
+        raise MobileNetsError(f"num_classes must be >= 0 and in_chans >= 1, got {cfg.num_classes}, {cfg.in_chans}")
+    check_resolution(cfg.resolution, cfg.min_resolution, family)
 
 
 class FeatureInfo(list):
@@ -184,3 +196,35 @@ class ImageClassifier(nn.Module):
         if prune_head:
             self.reset_classifier(0)
         return levels
+
+
+class PooledClassifier(ImageClassifier):
+    """A model whose head is global average pooling, dropout and a linear classifier (MobileNetV1/V2/V3, Xception).
+
+    Subclasses keep their config dataclass in ``self.cfg`` and call :meth:`init_head` after the body. A model
+    with a hidden head layer (MobileNetV3) overrides :meth:`pre_logits` and sets ``head_hidden_size``.
+    """
+
+    cfg: object
+
+    def init_head(self, num_features: int, hidden: int | None = None) -> None:
+        self.num_features = num_features
+        self.head_hidden_size = hidden or num_features
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(self.cfg.dropout)
+        self.reset_classifier(self.cfg.num_classes)
+
+    def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flatten(self.global_pool(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre_logits(x)
+        return x if pre_logits else self.classifier(self.dropout(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = self.cfg.num_classes = num_classes
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)

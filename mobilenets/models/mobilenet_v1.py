@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
+from mobilenets.models.base import PooledClassifier, check_config, feature_levels
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -79,19 +79,11 @@ class MobileNetV1Config:
         if self.variant not in VARIANTS:
             raise MobileNetsError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         get_activation(self.act)
-        if self.stem_stride not in (1, 2):
-            raise MobileNetsError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise MobileNetsError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.num_classes < 0 or self.in_chans < 1:
-            raise MobileNetsError(
-                f"num_classes must be >= 0 and in_chans >= 1, got {self.num_classes}, {self.in_chans}"
-            )
-        check_resolution(self.resolution, self.min_resolution, "MobileNetV1")
+        check_config(self, "MobileNetV1")
         return self
 
 
-class MobileNetV1(ImageClassifier):
+class MobileNetV1(PooledClassifier):
     """MobileNetV1: a full 3×3 conv stem, 13 depthwise separable blocks, global average pool, dropout, FC."""
 
     def __init__(self, cfg: MobileNetV1Config | None = None, **kwargs):
@@ -118,15 +110,10 @@ class MobileNetV1(ImageClassifier):
             channels, reduction = out_channels, reduction * stride
             layers.append((f"blocks.{i}", channels, reduction))
         self.blocks = nn.Sequential(*blocks)
-        self.num_features = channels
         # Backbone taps: the last block at each stride (blocks.0/2/4/10/12 at strides 2..32, as timm's stages).
         self.feature_layer_names = [name for name, _, _ in layers]
         self.feature_info = feature_levels(layers)
-
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(channels, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_head(channels)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -143,19 +130,6 @@ class MobileNetV1(ImageClassifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.blocks(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.flatten(self.global_pool(x))
-        if pre_logits:
-            return x
-        return self.classifier(self.dropout(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = self.cfg.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
 
 
 def mobilenet_v1(**kwargs) -> MobileNetV1:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
+from mobilenets.models.base import PooledClassifier, check_config, feature_levels
 from mobilenets.models.layers import (
     ConvBNAct,
     InvertedResidual,
@@ -84,22 +84,11 @@ class MobileNetV2Config:
     def validate(self) -> MobileNetV2Config:
         check_family_width_mult(self.width_mult, min(c for _, c, _, _ in BLOCKS), "MobileNetV2")
         get_activation(self.act)
-        validate_common(self, "MobileNetV2")
+        check_config(self, "MobileNetV2")
         return self
 
 
-def validate_common(cfg, family: str) -> None:
-    """The checks every MobileNet config shares: stem stride, dropout, class and channel counts, resolution."""
-    if cfg.stem_stride not in (1, 2):
-        raise MobileNetsError(f"stem_stride must be 1 or 2, got {cfg.stem_stride}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise MobileNetsError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.num_classes < 0 or cfg.in_chans < 1:
-        raise MobileNetsError(f"num_classes must be >= 0 and in_chans >= 1, got {cfg.num_classes}, {cfg.in_chans}")
-    check_resolution(cfg.resolution, cfg.min_resolution, family)
-
-
-class MobileNetV2(ImageClassifier):
+class MobileNetV2(PooledClassifier):
     """MobileNetV2: a 3×3 conv stem, 17 inverted residual bottlenecks, a 1×1 conv to 1280, pool, dropout, FC."""
 
     def __init__(self, cfg: MobileNetV2Config | None = None, **kwargs):
@@ -129,34 +118,17 @@ class MobileNetV2(ImageClassifier):
         self.blocks = nn.Sequential(*blocks)
         self.head_conv = ConvBNAct(channels, cfg.last_channels, 1, act=cfg.act, **layer)
         layers.append(("head_conv", cfg.last_channels, reduction))
-        self.num_features = cfg.last_channels
         self.feature_layer_names = [name for name, _, _ in layers]
         # Feature levels in timm's convention: the 1×1 conv to 1280 counts as the head (timm's conv_head), so
         # stride 32's map is the last bottleneck's 320 channels; forward_features still ends after it.
         self.feature_info = feature_levels(layers[:-1])
 
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_head(cfg.last_channels)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.head_conv(self.blocks(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.flatten(self.global_pool(x))
-        if pre_logits:
-            return x
-        return self.classifier(self.dropout(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = self.cfg.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
 
 
 def init_weights(model: nn.Module) -> None:

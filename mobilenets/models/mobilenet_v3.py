@@ -3,15 +3,15 @@ variants TF-slim and Keras define (no squeeze-and-excite, no hard-swish, 3×3 ke
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier, feature_levels
+from mobilenets.models.base import PooledClassifier, check_config, feature_levels
 from mobilenets.models.layers import ConvBNAct, InvertedResidual, make_divisible, scale_channels
-from mobilenets.models.mobilenet_v2 import check_family_width_mult, init_weights, validate_common
+from mobilenets.models.mobilenet_v2 import check_family_width_mult, init_weights
 
 # One row per "bneck" (inverted residual) of V3 paper Tables 1–2, top to bottom:
 # (kernel, exp size, #out, SE, NL, s) — NL "RE" is ReLU, "HS" hard-swish; s is the depthwise conv's stride.
@@ -96,7 +96,7 @@ class MobileNetV3Config:
         if self.layout not in LAYOUTS:
             raise MobileNetsError(f"unknown MobileNetV3 layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
         check_family_width_mult(self.width_mult, 16, "MobileNetV3")
-        validate_common(self, "MobileNetV3")
+        check_config(self, "MobileNetV3")
         return self
 
     def act(self, nl: str) -> str:
@@ -130,7 +130,7 @@ class MobileNetV3Config:
         return last, make_divisible(head * self.width_mult, 8)
 
 
-class MobileNetV3(ImageClassifier):
+class MobileNetV3(PooledClassifier):
     """MobileNetV3: a 3×3 hard-swish stem, the table's bnecks, a 1×1 conv, pool, a 1×1 head conv without BN,
     dropout, FC. ``forward_features`` ends at the last 1×1 conv (``num_features`` channels); the pooled head is
     ``head_hidden_size`` wide (as timm)."""
@@ -159,36 +159,21 @@ class MobileNetV3(ImageClassifier):
         last, head = cfg.head_channels()
         self.last_conv = ConvBNAct(channels, last, 1, act=cfg.act("HS"), **layer)
         layers.append(("last_conv", last, reduction))
-        self.num_features = last
-        self.head_hidden_size = head
         self.feature_layer_names = [name for name, _, _ in layers]
         self.feature_info = feature_levels(layers)
 
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
         # The paper's "conv2d 1×1, NBN" on the pooled 1×1 map: a linear layer with bias, then the nonlinearity.
         self.head = nn.Linear(last, head)
         self.head_act = nn.ReLU(inplace=True) if cfg.minimal else nn.Hardswish(inplace=True)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(head, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_head(last, hidden=head)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.last_conv(self.blocks(self.stem(x)))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_act(self.head(self.flatten(self.global_pool(x))))
-        if pre_logits:
-            return x
-        return self.classifier(self.dropout(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = self.cfg.num_classes = num_classes
-        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
+    def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_act(self.head(super().pre_logits(x)))
 
 
 def mobilenet_v3_large(**kwargs) -> MobileNetV3:

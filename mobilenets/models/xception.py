@@ -4,13 +4,12 @@ Inception" MobileNets descends from: entry flow, middle flow repeated eight time
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
+from mobilenets.models.base import PooledClassifier, check_config, feature_levels
 
 # Figure 5, input 299×299×3. Stem: two full 3×3 convs without padding, (out_channels, stride), each BN + ReLU.
 STEM = [(32, 2), (64, 1)]
@@ -86,19 +85,11 @@ class XceptionConfig:
         return 32 if self.stem_stride == 2 else 20
 
     def validate(self) -> XceptionConfig:
-        if self.stem_stride not in (1, 2):
-            raise MobileNetsError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise MobileNetsError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.num_classes < 0 or self.in_chans < 1:
-            raise MobileNetsError(
-                f"num_classes must be >= 0 and in_chans >= 1, got {self.num_classes}, {self.in_chans}"
-            )
-        check_resolution(self.resolution, self.min_resolution, "Xception")
+        check_config(self, "Xception")
         return self
 
 
-class Xception(ImageClassifier):
+class Xception(PooledClassifier):
     """Xception: a two-conv stem, 12 residual blocks of separable convs (3 entry, 8 middle, 1 exit), two separable
     convs to 2048 channels, global average pool, dropout, FC."""
 
@@ -129,14 +120,9 @@ class Xception(ImageClassifier):
             channels = width
         self.tail = nn.Sequential(*tail)
         layers.append(("tail", channels, reduction))
-        self.num_features = channels
         self.feature_layer_names = [name for name, _, _ in layers]
         self.feature_info = feature_levels(layers)
-
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(channels, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_head(channels)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -147,17 +133,6 @@ class Xception(ImageClassifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.tail(self.blocks(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.flatten(self.global_pool(x))
-        return x if pre_logits else self.classifier(self.dropout(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = self.cfg.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
 
 
 def xception(**kwargs) -> Xception:
