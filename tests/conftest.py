@@ -14,10 +14,9 @@ from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
 
-@pytest.fixture(scope="session")
-def _fashion_trained():
-    """α=0.25, stem stride 1, 28 px MobileNet trained ~20 s on Fashion-MNIST (one thread: 2 shared cores), once
-    per session: (model, 2,000 test images, their labels, 256 held-out calibration images)."""
+def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
+    """``name`` at 28 px, stem stride 1, trained ``steps`` AdamW steps of 64 Fashion-MNIST images on one thread
+    (2 shared cores): (model, 2,000 test images, their labels, 256 held-out calibration images)."""
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -27,9 +26,9 @@ def _fashion_trained():
         except MobileNetsError as e:
             pytest.skip(str(e))
         torch.manual_seed(0)
-        model = create_model("mobilenet_v1", width_mult=0.25, resolution=28, num_classes=10, in_chans=1, stem_stride=1)
+        model = create_model(name, width_mult=width_mult, resolution=28, num_classes=10, in_chans=1, stem_stride=1)
         model = model.to(memory_format=torch.channels_last)
-        steps, batch = 300, 64
+        batch = 64
         opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
         g = torch.Generator().manual_seed(0)
@@ -46,14 +45,34 @@ def _fashion_trained():
         model = model.to(memory_format=torch.contiguous_format).eval()
         test_images = ex.normalize(test_x[:2000], 28, ex.FASHION_MNIST_STATS)
         calib = ex.normalize(train_x[50000:50256], 28, ex.FASHION_MNIST_STATS)  # held out from training steps
-        print(f"trained in {time.time() - start:.1f}s")
+        print(f"{name} trained in {time.time() - start:.1f}s")
         return model, test_images, test_y[:2000], calib
     finally:
         torch.set_num_threads(old_threads)
+
+
+@pytest.fixture(scope="session")
+def _fashion_trained():
+    """α=0.25 MobileNetV1 trained ~20 s on Fashion-MNIST, once per session."""
+    return _train_on_fashion_mnist("mobilenet_v1", 0.25, 300)
+
+
+@pytest.fixture(scope="session")
+def _fashion_trained_v3():
+    """α=0.75 MobileNetV3-Small (hard-swish, squeeze-excite with a hard-sigmoid gate, residual adds) trained
+    ~30 s on Fashion-MNIST, once per session: the int8 tests of the ops V1 lacks."""
+    return _train_on_fashion_mnist("mobilenet_v3_small", 0.75, 200)
 
 
 @pytest.fixture(scope="module")
 def fashion_model(_fashion_trained):
     """The session's Fashion-MNIST model, a fresh copy per module (no module sees another's changes)."""
     model, images, labels, calib = _fashion_trained
+    return copy.deepcopy(model), images, labels, calib
+
+
+@pytest.fixture(scope="module")
+def fashion_model_v3(_fashion_trained_v3):
+    """The session's Fashion-MNIST MobileNetV3-Small, a fresh copy per module."""
+    model, images, labels, calib = _fashion_trained_v3
     return copy.deepcopy(model), images, labels, calib
