@@ -2,8 +2,10 @@
 
 The files take NHWC input, the layout of Android's image buffers and of TF-slim's published MobileNet .tflite
 files; ``load`` takes the usual NCHW batch and transposes it. int8 files are full-integer: int8 input and output
-tensors and every op in int8, with quantization parameters calibrated on real images; the runner quantizes the
-input and dequantizes the logits with the file's own parameters.
+tensors and every op in int8 (convolutions, ReLU6, hard-swish, residual adds, the squeeze-excite's x·gate), with
+quantization parameters calibrated on real images; the runner quantizes the input and dequantizes the logits with
+the file's own parameters. One exception: litert-torch's quantizer leaves MobileNetV3's hard-sigmoid gate,
+relu6(x + 3)/6 on a 1×1 tensor per squeeze-excite block, in float between a DEQUANTIZE and a QUANTIZE.
 
 int8 and saturation: LiteRT's int8 scheme has signed int8 activations (any zero point) and symmetric weights
 (zero point 0) within [-127, 127], per output channel for convolutions. XNNPACK, LiteRT's default CPU path,
@@ -78,7 +80,10 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
     nhwc = litert_torch.to_channel_last_io(relu6_as_relu_clamp(model), args=[0]).eval()
     example = _nhwc_example(model, resolution)
     with _quiet(), torch.no_grad():
-        graph = torch.export.export(nhwc, (example,)).module()
+        # Strict (Dynamo) tracing: litert-torch's quantizer finds adds and multiplies by the source function each
+        # node records, which only strict export records. Traced non-strict, V2/V3's residual adds and the
+        # squeeze-excite's x·gate stayed float ops between DEQUANTIZE and QUANTIZE nodes in the int8 file.
+        graph = torch.export.export(nhwc, (example,), strict=True).module()
         prepared = pt2e.prepare_pt2e(graph, quantizer)
         for img in calib_images.split(1):  # the graph is traced at batch 1
             prepared(img.permute(0, 2, 3, 1))
