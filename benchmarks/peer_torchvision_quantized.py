@@ -107,7 +107,7 @@ def torchvision_int8(arch: str, calib: torch.Tensor, seed: int) -> tuple[torch.n
         with torch.inference_mode():
             prepared(calib)
         quantized = tq.convert(prepared).eval()
-    notes = sorted({str(w.message).splitlines()[0] for w in caught if "deprecat" in str(w.message).lower()})
+    notes = sorted({" ".join(str(w.message).split())[:200] for w in caught if "deprecat" in str(w.message).lower()})
     return float_model, quantized, "; ".join(notes)
 
 
@@ -189,21 +189,21 @@ def summary(rows: list[Row], meta: dict) -> tuple[str, dict]:
         f"CPU: {meta['cpu']}",
         f"torch {meta['torch']}, batch 1, {meta['threads']} threads, interleaved rounds (median of block medians)",
         "",
-        f"{'runner':<52} {'median ms':>9} {'p90 ms':>7} {'agree clear':>11} {'agree all':>9}  ratio vs theirs",
+        f"{'runner':<60} {'median ms':>9} {'p90 ms':>7} {'agree clear':>11} {'agree all':>9}  ratio vs theirs",
     ]
     ratios = {}
     for arch in dict.fromkeys(r.arch for r in rows):
         theirs = next(r for r in rows if r.arch == arch and r.who == "torchvision")
         for r in (r for r in rows if r.arch == arch):
             if r.failed:
-                lines.append(f"{r.label:<52} failed: {r.failed}")
+                lines.append(f"{r.label:<60} failed: {r.failed}")
                 continue
             ratio = ""
             if r.who == "ours" and theirs.median_ms:
                 ratios.setdefault(arch, {})[r.runtime] = round(r.median_ms / theirs.median_ms, 3)
                 ratio = f"{ratios[arch][r.runtime]:.3f}"
             lines.append(
-                f"{r.label:<52} {r.median_ms:>9.3f} {r.p90_ms:>7.3f} {100 * r.agreement_clear:>10.1f}% "
+                f"{r.label:<60} {r.median_ms:>9.3f} {r.p90_ms:>7.3f} {100 * r.agreement_clear:>10.1f}% "
                 f"{100 * r.agreement_all:>8.1f}%  {ratio}"
             )
         ours = [r for r in rows if r.arch == arch and r.who == "ours" and r.correct and r.median_ms]
@@ -217,8 +217,8 @@ def summary(rows: list[Row], meta: dict) -> tuple[str, dict]:
             )
             ratios.setdefault(arch, {})["fastest"] = round(ratio, 3)
         lines.append("")
-    for note in meta["torch_ao_quantization_notes"]:
-        lines.append(f"torch said: {note}")
+    notes = {n.strip() for joined in meta["torch_ao_quantization_notes"] for n in joined.split("; ")}
+    lines += [f"torch warned: {note}" for note in sorted(notes)]
     return "\n".join(lines).rstrip(), ratios
 
 
