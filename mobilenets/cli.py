@@ -64,10 +64,19 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         help="exact Mult-Adds and parameters of a model (per layer, by type as paper Table 2)",
         epilog="examples:\n  mobilenets profile mobilenet_v1_1.0_224 --per-layer\n"
         "  mobilenets profile mobilenet_v1 --width-mult 0.5 --resolution 160 --json\n"
-        "  mobilenets profile mobilenet_v1 --features-only --resolution 300   # an SSD300 backbone",
+        "  mobilenets profile mobilenet_v1 --features-only --resolution 300   # an SSD300 backbone\n"
+        "  mobilenets profile mobilenet_v3_small_0.75_224                      # with the V3 paper's figures\n"
+        "  mobilenets profile mobilenet_v3_large_0.75_224 --layout torchvision # torchvision's thinner α=0.75\n"
+        "  mobilenets profile mobilenet_v2 --grid",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", help="registered model name (see `mobilenets list`)")
+    p.add_argument(
+        "--layout",
+        choices=("tf", "torchvision"),
+        help="MobileNetV3 at α ≠ 1: 'tf' (default; the paper's, TF-slim's and Keras's widths) or 'torchvision' "
+        "(torchvision's and timm's α ≠ 1 checkpoints)",
+    )
     p.add_argument("--width-mult", type=_positive_float, help="width multiplier α (MobileNets only)")
     p.add_argument("--resolution", type=int, help="input side in pixels (default: the name's, e.g. 224)")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
@@ -81,7 +90,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--grid",
         action="store_true",
-        help="Markdown table of Mult-Adds for the paper's 16 α×ρ variants of NAME's family",
+        help="Markdown table of Mult-Adds for the registered α×ρ variants of NAME's family",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_profile)
@@ -103,6 +112,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         num_classes=args.num_classes,
         in_chans=args.in_chans,
+        layout=args.layout,
         features_only=args.features_only,
     )
     prof = profile(model)
@@ -110,7 +120,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(json.dumps({"model": args.name, **prof.to_dict()}, indent=2, ensure_ascii=False))
     else:
         print(format_profile(prof, per_layer=args.per_layer, title=f"{args.name} ({type(model).__name__})"))
-        if not args.features_only and args.width_mult is args.resolution is None:
+        if not args.features_only and args.width_mult is args.resolution is args.layout is None:
             for line in paper_lines(args.name, prof):
                 print(line)
     return 0
