@@ -93,7 +93,10 @@ ROUND_TRIPS = [
     ("openvino", "mobilenet_v1_0.75_160", {}, 64),
     ("executorch", "mobilenet_v1_0.25_224", {}, 32),
     ("executorch", "mobilenet_v1_0.5_128", {}, 48),
-    *[(fmt, name, kw, 32) for fmt in ("onnx", "openvino", "executorch") for name, kw in (V2, V3)],
+    # V3 has every op V2 has (linear bottlenecks, residual adds; ReLU6 is the pretrained V1's) and more: V2 once,
+    # V3 on each runtime (test time: make test is near its budget on AVX2-only CPUs).
+    ("onnx", *V2, 32),
+    *[(fmt, *V3, 32) for fmt in ("onnx", "openvino", "executorch")],
 ]
 
 
