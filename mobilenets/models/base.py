@@ -207,6 +207,12 @@ class PooledClassifier(ImageClassifier):
 
     cfg: object
 
+    def use_config(self, cfg) -> None:
+        """Keep the validated config and the attributes every model exposes from it."""
+        self.cfg = cfg
+        self.num_classes, self.in_chans = cfg.num_classes, cfg.in_chans
+        self.resolution, self.min_resolution = cfg.resolution, cfg.min_resolution
+
     def init_head(self, num_features: int, hidden: int | None = None) -> None:
         self.num_features = num_features
         self.head_hidden_size = hidden or num_features

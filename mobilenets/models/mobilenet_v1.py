@@ -89,11 +89,7 @@ class MobileNetV1(PooledClassifier):
     def __init__(self, cfg: MobileNetV1Config | None = None, **kwargs):
         super().__init__()
         cfg = (cfg or MobileNetV1Config(**kwargs)).validate()
-        self.cfg = cfg
-        self.num_classes = cfg.num_classes
-        self.in_chans = cfg.in_chans
-        self.resolution = cfg.resolution
-        self.min_resolution = cfg.min_resolution
+        self.use_config(cfg)
         layer = dict(act=cfg.act, padding=cfg.padding, bn_eps=cfg.bn_eps)
 
         channels = scale_channels(STEM[0], cfg.width_mult)

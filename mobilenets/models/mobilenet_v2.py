@@ -94,11 +94,7 @@ class MobileNetV2(PooledClassifier):
     def __init__(self, cfg: MobileNetV2Config | None = None, **kwargs):
         super().__init__()
         cfg = (cfg or MobileNetV2Config(**kwargs)).validate()
-        self.cfg = cfg
-        self.num_classes = cfg.num_classes
-        self.in_chans = cfg.in_chans
-        self.resolution = cfg.resolution
-        self.min_resolution = cfg.min_resolution
+        self.use_config(cfg)
         layer = dict(padding=cfg.padding, bn_eps=cfg.bn_eps)
 
         channels = scale_channels(STEM[0], cfg.width_mult)

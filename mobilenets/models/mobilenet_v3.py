@@ -138,11 +138,7 @@ class MobileNetV3(PooledClassifier):
     def __init__(self, cfg: MobileNetV3Config | None = None, **kwargs):
         super().__init__()
         cfg = (cfg or MobileNetV3Config(**kwargs)).validate()
-        self.cfg = cfg
-        self.num_classes = cfg.num_classes
-        self.in_chans = cfg.in_chans
-        self.resolution = cfg.resolution
-        self.min_resolution = cfg.min_resolution
+        self.use_config(cfg)
         layer = dict(padding=cfg.padding, bn_eps=cfg.bn_eps)
 
         bnecks = cfg.bnecks()

@@ -96,9 +96,7 @@ class Xception(PooledClassifier):
     def __init__(self, cfg: XceptionConfig | None = None, **kwargs):
         super().__init__()
         cfg = (cfg or XceptionConfig(**kwargs)).validate()
-        self.cfg = cfg
-        self.num_classes, self.in_chans = cfg.num_classes, cfg.in_chans
-        self.resolution, self.min_resolution = cfg.resolution, cfg.min_resolution
+        self.use_config(cfg)
 
         stem: list[nn.Module] = []
         channels, reduction = cfg.in_chans, 1
