@@ -34,6 +34,22 @@ def check_config(cfg, family: str) -> None:
     check_resolution(cfg.resolution, cfg.min_resolution, family)
 
 
+def init_weights(model: nn.Module) -> None:
+    """The MobileNets' initialization (torchvision's V2/V3 one, and V1's): He (fan-out) convs, unit BN, N(0, 0.01)
+    linear layers."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 class FeatureInfo(list):
     """The feature levels a model can hand out, in timm's convention: a list of dicts
     ``{"num_chs": channels, "reduction": stride w.r.t. the input, "module": layer name}``, shallowest first,

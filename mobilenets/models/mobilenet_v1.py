@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import PooledClassifier, check_config, feature_levels
+from mobilenets.models.base import PooledClassifier, check_config, feature_levels, init_weights
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -110,18 +110,7 @@ class MobileNetV1(PooledClassifier):
         self.feature_layer_names = [name for name, _, _ in layers]
         self.feature_info = feature_levels(layers)
         self.init_head(channels)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)  # He (fan-out) convs, unit BN, N(0, 0.01) classifier
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

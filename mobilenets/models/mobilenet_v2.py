@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import PooledClassifier, check_config, feature_levels
+from mobilenets.models.base import PooledClassifier, check_config, feature_levels, init_weights
 from mobilenets.models.layers import (
     ConvBNAct,
     InvertedResidual,
@@ -125,21 +125,6 @@ class MobileNetV2(PooledClassifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.head_conv(self.blocks(self.stem(x)))
-
-
-def init_weights(model: nn.Module) -> None:
-    """torchvision's initialization of its MobileNetV2/V3: He (fan-out) convs, unit BN, N(0, 0.01) linear."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 def mobilenet_v2(**kwargs) -> MobileNetV2:

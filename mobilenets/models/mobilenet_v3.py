@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models.base import PooledClassifier, check_config, feature_levels
+from mobilenets.models.base import PooledClassifier, check_config, feature_levels, init_weights
 from mobilenets.models.layers import ConvBNAct, InvertedResidual, make_divisible, scale_channels
-from mobilenets.models.mobilenet_v2 import check_family_width_mult, init_weights
+from mobilenets.models.mobilenet_v2 import check_family_width_mult
 
 # One row per "bneck" (inverted residual) of V3 paper Tables 1–2, top to bottom:
 # (kernel, exp size, #out, SE, NL, s) — NL "RE" is ReLU, "HS" hard-swish; s is the depthwise conv's stride.
