@@ -57,7 +57,7 @@ def test_paper_tables(capsys):
     ],
 )
 def test_bad_input_is_one_line_error(argv, message):
-    result = subprocess.run([sys.executable, "-m", "mobilenets.cli", *argv], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mobilenets", *argv], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("mobilenets: error: ") and message in result.stderr

@@ -1,0 +1,168 @@
+"""`mobilenets list`, `profile` and `paper-tables`: the registry and the models' costs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from mobilenets.cli.common import positive_float
+from mobilenets.errors import MobileNetsError
+
+# --- list -------------------------------------------------------------------------------------------
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "list",
+        help="list registered model names",
+        epilog="example: mobilenets list 'mobilenet_v1_*_224'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern (default: all)")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from mobilenets.models import list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise MobileNetsError(f"no model matches {args.pattern!r}; run `mobilenets list` to see all names")
+    print("\n".join(names))
+    return 0
+
+
+# --- profile ----------------------------------------------------------------------------------------
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="exact Mult-Adds and parameters of a model (per layer, by type as paper Table 2)",
+        epilog="examples:\n  mobilenets profile mobilenet_v1_1.0_224 --per-layer\n"
+        "  mobilenets profile mobilenet_v1 --width-mult 0.5 --resolution 160 --json\n"
+        "  mobilenets profile mobilenet_v1 --features-only --resolution 300   # an SSD300 backbone\n"
+        "  mobilenets profile mobilenet_v3_small_0.75_224                      # with the V3 paper's figures\n"
+        "  mobilenets profile mobilenet_v3_large_0.75_224 --layout torchvision # torchvision's thinner α=0.75\n"
+        "  mobilenets profile mobilenet_v2 --grid",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="registered model name (see `mobilenets list`)")
+    p.add_argument(
+        "--layout",
+        choices=("tf", "torchvision"),
+        help="MobileNetV3 at α ≠ 1: 'tf' (default; the paper's, TF-slim's and Keras's widths) or 'torchvision' "
+        "(torchvision's and timm's α ≠ 1 checkpoints)",
+    )
+    p.add_argument("--width-mult", type=positive_float, help="width multiplier α (MobileNets only)")
+    p.add_argument("--resolution", type=int, help="input side in pixels (default: the name's, e.g. 224)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
+    p.add_argument("--in-chans", type=int, help="input channels (default 3)")
+    p.add_argument("--per-layer", action="store_true", help="print every conv/FC layer")
+    p.add_argument(
+        "--features-only",
+        action="store_true",
+        help="count the backbone alone: no classifier, up to the stride-32 feature map (as a detector uses it)",
+    )
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="Markdown table of Mult-Adds for the registered α×ρ variants of NAME's family",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from mobilenets.models import FAMILY_GRIDS, create_model
+    from mobilenets.profile import format_profile, grid_table, profile
+
+    if args.grid:
+        family = re.sub(r"_\d+\.\d+_\d+$", "", args.name)  # mobilenet_v1_0.75_160 -> mobilenet_v1
+        if family not in FAMILY_GRIDS:
+            raise MobileNetsError(f"--grid needs a MobileNet family ({', '.join(FAMILY_GRIDS)}), got {args.name!r}")
+        print(grid_table(family))
+        return 0
+    model = create_model(
+        args.name,
+        width_mult=args.width_mult,
+        resolution=args.resolution,
+        num_classes=args.num_classes,
+        in_chans=args.in_chans,
+        layout=args.layout,
+        features_only=args.features_only,
+    )
+    prof = profile(model)
+    if args.json:
+        print(json.dumps({"model": args.name, **prof.to_dict()}, indent=2, ensure_ascii=False))
+    else:
+        print(format_profile(prof, per_layer=args.per_layer, title=f"{args.name} ({type(model).__name__})"))
+        if not args.features_only and args.width_mult is args.resolution is args.layout is None:
+            for line in paper_lines(args.name, prof):
+                print(line)
+    return 0
+
+
+def paper_lines(name: str, prof) -> list[str]:
+    """The paper's figures for a registered name (its first row in the papers' tables), beside ours."""
+    from mobilenets import paper
+
+    row = next((r for r in paper.ROWS + paper.V2_V3_ROWS if r.build == name), None)
+    if row is None:
+        return []
+    generation, _, table = row.table.rpartition(" ")
+    return [
+        f"paper ({generation or 'V1'} paper, Table {table}, {row.label}): {row.mult_adds} M Mult-Adds, "
+        f"{row.params} M parameters, ImageNet top-1 {row.top1}%"
+    ]
+
+
+# --- paper-tables -----------------------------------------------------------------------------------
+
+
+def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "paper-tables",
+        help="every resource figure of paper Tables 1-9 (and the V2/V3 papers' tables) beside our profiled count",
+        epilog="example: mobilenets paper-tables --json > tables.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_paper_tables)
+
+
+def cmd_paper_tables(args: argparse.Namespace) -> int:
+    from mobilenets import paper
+
+    comparisons = paper.all_comparisons()
+    if args.json:
+        print(
+            json.dumps(
+                {"table1": paper.table1_rows(), "comparisons": [c.to_dict() for c in comparisons]},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    print("Table 1 — MobileNet body architecture, read back from mobilenet_v1_1.0_224\n")
+    print(paper.table1_text())
+    print(
+        "\nTables 2–9, V2 paper Table 4, V3 paper Table 3 — the papers' figures beside ours "
+        "(Mult-Adds and parameters in millions)\n"
+    )
+    print(paper.format_comparisons(comparisons))
+    mobilenet = [c for c in comparisons if c.table in "234567" or "MobileNet" in c.label]
+    bad = [c for c in mobilenet if not c.matches and not c.note]
+    print(
+        f"\n{sum(c.matches for c in mobilenet)}/{len(mobilenet)} MobileNet figures match the paper to its "
+        f"printed precision; every other mismatch is explained in its note."
+    )
+    return 1 if bad else 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register this group's subcommands (in `mobilenets --help` order)."""
+    _add_list(sub)
+    _add_profile(sub)
+    _add_paper_tables(sub)
