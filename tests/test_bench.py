@@ -42,6 +42,8 @@ def test_bench_model_every_runtime():
         ("litert", "fp32", 1),
         ("openvino", "fp32", 1),
         ("openvino", "fp32", 4),
+        ("web", "fp32", 1),
+        ("web", "fp32", 4),
         ("onnxruntime", "int8", 2),
         ("openvino", "int8", 2),
     }
@@ -204,6 +206,33 @@ def test_select_estimates_top1_within_family():
     assert picked[0].top1_estimated and 63.7 < picked[0].top1 < 64.4
 
 
+def test_squeezenet_and_xception_join_the_grid_and_select(capsys):
+    """The seed networks without an α×ρ grid: one row per registered model at its own size, with the papers'
+    top-1 (SqueezeNet paper Table 6 for the bypasses, Xception paper Table 1), ranked beside the MobileNets."""
+    squeeze = ["squeezenet1_0", "squeezenet1_0_simple_bypass", "squeezenet1_0_complex_bypass", "squeezenet1_1"]
+    assert bench.grid_names(families=["squeezenet"]) == squeeze
+    assert bench.grid_names(resolutions=[299]) == ["xception"]  # the one 299-px model of any family
+    assert bench.grid_names([0.75], [224], families=["squeezenet", "mobilenet_v1"]) == ["mobilenet_v1_0.75_224"]
+    assert {bench.family_of(n) for n in squeeze} == {"squeezenet"} and bench.family_of("xception") == "xception"
+    known = bench.known_top1()
+    assert known["squeezenet1_0"] == (57.5, "V1 paper Table 9")
+    assert known["squeezenet1_0_simple_bypass"] == (60.4, "SqueezeNet paper Table 6")
+    assert known["xception"] == (79.0, "Xception paper Table 1")
+    rows = {r.model: r for r in bench.grid_cost_rows(families=["squeezenet", "xception"])}
+    assert (rows["xception"].resolution, rows["xception"].width_mult, rows["xception"].num_params) == (
+        299,
+        1.0,
+        22_855_952,
+    )
+    assert rows["squeezenet1_0_complex_bypass"].mult_adds > rows["squeezenet1_0_simple_bypass"].mult_adds
+    # Within 1.3M parameters: the simple bypass (60.4%) before plain SqueezeNet (57.5%) and the 0.25 MobileNets
+    # (which beat both on Mult-Adds, not on top-1); SqueezeNet 1.1 has no published top-1 and comes last.
+    assert main(["select", "--max-params", "1.3", "--family", "squeezenet", "mobilenet_v1", "--json"]) == 0
+    picked = [s["model"] for s in json.loads(capsys.readouterr().out)]
+    assert picked[:3] == ["squeezenet1_0_simple_bypass", "squeezenet1_0", "mobilenet_v1_0.25_224"]
+    assert picked[-1] == "squeezenet1_1" and "squeezenet1_0_complex_bypass" not in picked  # 1.59M parameters
+
+
 def test_pareto_front():
     rows = fake_grid()
     front = bench.pareto_front(rows, "onnxruntime/int8")
@@ -285,7 +314,13 @@ def test_cli_select_by_params(capsys):
     assert main(["select", "--max-params", "1.5M", "--json"]) == 0
     chosen = json.loads(capsys.readouterr().out)
     assert chosen and all(c["num_params"] <= 1.5e6 for c in chosen)
-    assert {c["width_mult"] for c in chosen} == {0.5, 0.25}
+    # α 0.5 and 0.25 MobileNets and SqueezeNet (α 1, 1.25M parameters) are the variants that small.
+    assert {c["width_mult"] for c in chosen} == {1.0, 0.5, 0.25}
+    assert {c["model"] for c in chosen if c["width_mult"] == 1.0} == {
+        "squeezenet1_0",
+        "squeezenet1_0_simple_bypass",
+        "squeezenet1_1",
+    }
 
 
 @pytest.mark.parametrize(

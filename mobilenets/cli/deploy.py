@@ -131,27 +131,29 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="latency (median, p90) on eager / ONNX Runtime / ExecuTorch / OpenVINO / LiteRT; --grid for the "
-        "V1/V2/V3 α×ρ grids",
+        "V1/V2/V3 α×ρ grids beside SqueezeNet and Xception",
         epilog="examples:\n"
         "  mobilenets bench mobilenet_v1_1.0_224 --runtime onnxruntime openvino --precision fp32 int8 --threads 2\n"
         "  mobilenets bench mobilenet_v1_0.5_160 --runtime eager --batch-size 1 8\n"
         "  mobilenets bench --grid --runtime onnxruntime openvino --precision fp32 int8 --out-dir reports/grid\n"
         "  mobilenets bench --grid --widths 0.25 0.5 --resolutions 128 --runtime eager --out-dir /tmp/g\n"
         "  mobilenets bench --grid --family mobilenet_v1 mobilenet_v3_small --runtime onnxruntime --precision int8\n"
+        "  mobilenets bench --grid --family squeezenet xception --runtime openvino --out-dir /tmp/g\n"
         "  mobilenets bench --grid --runtime litert --precision int8 --out-dir reports/grid --keep-measured\n"
         "--grid without --widths/--resolutions measures each family's widths at its largest resolution and its\n"
-        "resolutions at α=1 (the shape of V1 Tables 6-7) plus every variant a paper prints a top-1 for:\n"
-        "25 models. A runtime/precision whose export fails for a model is reported in the table, not fatal.",
+        "resolutions at α=1 (the shape of V1 Tables 6-7) plus every variant a paper prints a top-1 for,\n"
+        "and SqueezeNet 1.0 (plain, simple and complex bypass), SqueezeNet 1.1 and Xception: 30 models.\n"
+        "A runtime/precision whose export fails for a model is reported in the table, not fatal.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", nargs="?", help="registered model name (not with --grid)")
     _add_model_args(p, weights=False)
-    p.add_argument("--grid", action="store_true", help="the MobileNetV1/V2/V3 grid (see below)")
+    p.add_argument("--grid", action="store_true", help="the MobileNetV1/V2/V3 grid and the seed networks (see below)")
     p.add_argument(
         "--family",
         nargs="+",
         help="--grid: only these families (default: mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small "
-        "mobilenet_v3_large_minimal mobilenet_v3_small_minimal; mobilenet_v3 = the four V3 ones)",
+        "mobilenet_v3_large_minimal mobilenet_v3_small_minimal squeezenet xception; mobilenet_v3 = the four V3 ones)",
     )
     p.add_argument("--widths", type=float, nargs="+", help="--grid: every registered α×ρ with these widths")
     p.add_argument("--resolutions", type=int, nargs="+", help="--grid: every registered α×ρ with these resolutions")
@@ -299,7 +301,8 @@ def _count(text: str) -> float:
 def _add_select(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "select",
-        help="the V1/V2/V3 α×ρ MobileNets that fit a latency / parameter / Mult-Adds budget, most accurate first",
+        help="the V1/V2/V3 α×ρ MobileNets (and SqueezeNet, Xception) that fit a latency / parameter / Mult-Adds "
+        "budget, most accurate first",
         epilog="examples:\n"
         "  mobilenets select --max-params 1.5            # millions; 1500K and 1.5M also work\n"
         "  mobilenets select --max-madds 200M\n"

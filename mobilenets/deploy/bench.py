@@ -2,7 +2,9 @@
 
 Latency is the median (and 90th percentile) of many timed runs after warm-up, batch 1 or N, with a fixed
 number of CPU threads. ``bench_grid`` measures the α×ρ grids of MobileNetV1, V2 and V3 (``DEFAULT_GRID``: the
-V1 paper's 16 models of Figures 4–5, and for V2 and each V3 family the shape of V1 Tables 6–7), ``select``
+V1 paper's 16 models of Figures 4–5, and for V2 and each V3 family the shape of V1 Tables 6–7) beside the
+seed papers' networks that have one variant each (``SINGLE_FAMILIES``: SqueezeNet with and without its bypasses,
+Xception), ``select``
 picks the variants that fit a budget, across families, and ``pareto_front`` marks the ones no other beats.
 Timings are noisy on shared machines: compare numbers measured in one run.
 """
@@ -37,7 +39,13 @@ RUNTIMES = ("eager", *(r for r, f in FORMAT_OF.items() if f in ex.FORMATS))
 RUNTIME_PRECISIONS = {"eager": ("fp32", "bf16"), **{r: ex.FORMAT_PRECISIONS[FORMAT_OF[r]] for r in RUNTIMES[1:]}}
 # Runtimes whose programs have a static batch of 1 (the mobile case).
 BATCH_ONE = ("executorch", "litert")
-# The three generations' families, as the registry names them (``{family}_{α}_{resolution}``).
+# The seed papers' networks without an α×ρ grid: family → its registered models, each at its own resolution
+# (SqueezeNet 224 px, Xception 299 px), counted as α = 1.
+SINGLE_FAMILIES = {
+    "squeezenet": ("squeezenet1_0", "squeezenet1_0_simple_bypass", "squeezenet1_0_complex_bypass", "squeezenet1_1"),
+    "xception": ("xception",),
+}
+# The three generations' families, as the registry names them (``{family}_{α}_{resolution}``), then the others.
 GRID_FAMILIES = (
     "mobilenet_v1",
     "mobilenet_v2",
@@ -45,6 +53,7 @@ GRID_FAMILIES = (
     "mobilenet_v3_small",
     "mobilenet_v3_large_minimal",
     "mobilenet_v3_small_minimal",
+    *SINGLE_FAMILIES,
 )
 # Shorthand accepted by --family: every V3 family.
 FAMILY_ALIASES = {"mobilenet_v3": tuple(f for f in GRID_FAMILIES if f.startswith("mobilenet_v3_"))}
@@ -260,24 +269,49 @@ class GridRow:
 def known_top1() -> dict[str, tuple[float, str]]:
     """ImageNet top-1 the papers print for grid models: name → (top-1 %, source).
 
-    V1 paper Tables 6, 7 and 9; V2 paper Table 4; V3 paper Table 3 (the first table a model appears in).
+    V1 paper Tables 6, 7 and 9; V2 paper Table 4; V3 paper Table 3 (the first table a model appears in);
+    SqueezeNet paper Table 6 (its bypass variants); Xception paper Table 1.
     """
     from mobilenets import paper
 
     on_a_grid = set(registered_grid_names(GRID_FAMILIES))
     known = {}
-    for row in paper.ROWS + paper.V2_V3_ROWS:
+    sources = {"SQ 6": "SqueezeNet paper Table 6", "X 3": "Xception paper Table 1"}  # X 3 is its params' table
+    for row in paper.ROWS + paper.V2_V3_ROWS + paper.squeezenet_table6_rows() + paper.OTHER_ROWS:
         if row.build in on_a_grid:
             generation, _, table = row.table.rpartition(" ")  # "7" (V1 paper) or "V3 3"
-            known.setdefault(row.build, (float(row.top1), f"{generation or 'V1'} paper Table {table}"))
+            source = sources.get(row.table, f"{generation or 'V1'} paper Table {table}")
+            known.setdefault(row.build, (float(row.top1), source))
     # The pretrained 1.0/224 weights are Google's; their top-1 is the paper's 70.6 ± TF-slim's retraining
     # (70.9): no ImageNet here to measure it, so the grid shows the paper's figure.
     return known
 
 
 def family_of(name: str) -> str:
-    """``mobilenet_v3_small_0.75_160`` → ``mobilenet_v3_small``."""
+    """``mobilenet_v3_small_0.75_160`` → ``mobilenet_v3_small``; ``squeezenet1_0_simple_bypass`` → ``squeezenet``."""
+    for family, names in SINGLE_FAMILIES.items():
+        if name in names:
+            return family
     return name.rsplit("_", 2)[0]
+
+
+def family_axes(family: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """The widths and resolutions registered for ``family`` (a single-variant family: α 1 at its models' sizes)."""
+    from mobilenets.models import FAMILY_GRIDS, model_defaults
+
+    if family in SINGLE_FAMILIES:
+        return (1.0,), tuple(dict.fromkeys(model_defaults(n)["resolution"] for n in SINGLE_FAMILIES[family]))
+    return FAMILY_GRIDS[family]
+
+
+def family_names(family: str, pairs: Iterable[tuple[float, int]]) -> list[str]:
+    """The registered names of ``family`` at these (α, resolution) pairs."""
+    pairs = list(pairs)
+    if family in SINGLE_FAMILIES:
+        from mobilenets.models import model_defaults
+
+        return [n for n in SINGLE_FAMILIES[family] if (1.0, model_defaults(n)["resolution"]) in pairs]
+    return [f"{family}_{w}_{r}" for w, r in pairs]
 
 
 def check_families(families: Iterable[str] | None) -> list[str]:
@@ -287,7 +321,7 @@ def check_families(families: Iterable[str] | None) -> list[str]:
     out = []
     for f in GRID_FAMILIES if families is None else families:
         for g in FAMILY_ALIASES.get(f, (f,)):
-            if g not in FAMILY_GRIDS:
+            if g not in FAMILY_GRIDS and g not in SINGLE_FAMILIES:
                 choices = ", ".join([*GRID_FAMILIES, *FAMILY_ALIASES])
                 raise MobileNetsError(f"unknown family {f!r}; choose from {choices}")
             if g not in out:
@@ -313,10 +347,8 @@ DEFAULT_GRID = {
 def default_grid(family: str) -> list[tuple[float, int]]:
     """The (α, resolution) pairs ``bench_grid`` measures for ``family`` unless told otherwise (``DEFAULT_GRID``;
     a registered family not in it: its whole grid)."""
-    from mobilenets.models import FAMILY_GRIDS
-
     if family not in DEFAULT_GRID:
-        widths, resolutions = FAMILY_GRIDS[family]
+        widths, resolutions = family_axes(family)
         return [(w, r) for w in widths for r in resolutions]
     widths, resolutions = DEFAULT_GRID[family]
     pairs = [(w, resolutions[0]) for w in widths] + [(1.0, r) for r in resolutions[1:]]
@@ -328,9 +360,11 @@ def default_grid(family: str) -> list[tuple[float, int]]:
 
 
 def registered_grid_names(families: Iterable[str]) -> list[str]:
-    from mobilenets.models import FAMILY_GRIDS
-
-    return [f"{f}_{w}_{r}" for f in families for w in FAMILY_GRIDS[f][0] for r in FAMILY_GRIDS[f][1]]
+    out = []
+    for f in families:
+        widths, resolutions = family_axes(f)
+        out += family_names(f, [(w, r) for w in widths for r in resolutions])
+    return out
 
 
 def grid_names(
@@ -340,15 +374,14 @@ def grid_names(
 ) -> list[str]:
     """Registered names of the grid: ``default_grid`` of each family, or every registered α×ρ of the given
     ``widths`` × ``resolutions`` (a width or resolution no chosen family has is an error)."""
-    from mobilenets.models import FAMILY_GRIDS
-
     families = check_families(families)
+    axes = {f: family_axes(f) for f in families}
     widths = None if widths is None else list(widths)
     resolutions = None if resolutions is None else list(resolutions)
     for asked, index, what in ((widths, 0, "width"), (resolutions, 1, "resolution")):
         for v in asked or ():
-            if not any(v in FAMILY_GRIDS[f][index] for f in families):
-                have = sorted({x for f in families for x in FAMILY_GRIDS[f][index]}, reverse=True)
+            if not any(v in axes[f][index] for f in families):
+                have = sorted({x for f in families for x in axes[f][index]}, reverse=True)
                 raise MobileNetsError(
                     f"{what} {v:g} is not on the registered grid of {', '.join(families)}; "
                     f"choose from {', '.join(f'{x:g}' for x in have)}"
@@ -358,10 +391,10 @@ def grid_names(
         if widths is None and resolutions is None:
             pairs = default_grid(f)
         else:
-            fw, fr = FAMILY_GRIDS[f]
+            fw, fr = axes[f]
             pairs = [(w, r) for w in fw for r in fr if (widths is None or w in widths)]
             pairs = [(w, r) for w, r in pairs if resolutions is None or r in resolutions]
-        names += [f"{f}_{w}_{r}" for w, r in pairs]
+        names += family_names(f, pairs)
     return names
 
 
@@ -396,9 +429,8 @@ def bench_grid(
         model = create_model(name).eval()
         mult_adds, params = _costs(name)
         top1, source = known.get(name, (None, ""))
-        row = GridRow(
-            name, model.cfg.width_mult, model.resolution, mult_adds, params, top1, source, family=family_of(name)
-        )
+        width_mult = getattr(getattr(model, "cfg", None), "width_mult", 1.0)  # SqueezeNet, Xception: none
+        row = GridRow(name, width_mult, model.resolution, mult_adds, params, top1, source, family=family_of(name))
         for runtime in runtimes:
             for precision in precisions:
                 key = f"{runtime}/{precision}"
@@ -560,6 +592,8 @@ FAMILY_STYLE = {
     "mobilenet_v3_small": ("C3", "v"),
     "mobilenet_v3_large_minimal": ("C4", "D"),
     "mobilenet_v3_small_minimal": ("C5", "P"),
+    "squeezenet": ("C8", "*"),
+    "xception": ("C9", "X"),
 }
 
 
@@ -602,7 +636,7 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
                 ax.scatter(xs, [r.top1 for r in pts], label=family, **style(family))
         for r in known:
             ax.annotate(
-                f"{r.width_mult:g}-{r.resolution}",
+                r.model if r.family in SINGLE_FAMILIES else f"{r.width_mult:g}-{r.resolution}",
                 (getattr(r, x_attr) / 1e6, r.top1),
                 fontsize=6,
                 xytext=(3, 3),
