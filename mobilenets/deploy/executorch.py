@@ -77,6 +77,17 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
     path.write_bytes(_lower(exported))
 
 
+def quantize_qat(model: nn.Module, path: Path, qat: dict, resolution: int) -> None:
+    """int8 ExecuTorch program converted from the graph a ``train --qat`` run trained (no calibration: the
+    activation ranges are the ones learned in training); ``model`` is the run's float model, BN not folded."""
+    from mobilenets.training.qat import executorch_program
+
+    converted = executorch_program(model, qat, resolution)
+    with quiet(), torch.no_grad():
+        exported = torch.export.export(converted, (_example(model, resolution),))
+    path.write_bytes(_lower(exported))
+
+
 def set_metadata(path: Path, info: dict) -> None:
     """A .pte has no free-form metadata field: the card goes beside it as ``<file>.json``."""
     sidecar(path).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -215,11 +215,24 @@ def export(
         verify_images = real_images(32, model.in_chans, res, split="test")
     folded = static_padding(fold_bn(model), res)
     info = built_for(format, precision, weight_bits, model, res)
+    # A `train --qat` model: its ExecuTorch int8 file is converted from the graph it trained; the other runtimes
+    # quantize its (QAT-trained) float weights with their own quantizer, calibrated as for any model.
+    qat = getattr(model, "qat_state", None) if precision == "int8" else None
+    if qat is not None:
+        exact = format == "executorch" and qat["target"] == "executorch"
+        info["int8"]["qat"] = (
+            f"converted from the {qat['target']} QAT graph (activation ranges learned in training)"
+            if exact
+            else f"QAT weights (trained for {qat['target']}), activations calibrated by {module.RUNTIME}'s quantizer"
+        )
     skipped = []
     with _staging(path, format) as staged:
         say(f"writing {format} {precision} ({module.RUNTIME})")
         try:
-            write_model_file(folded, staged, format, precision, calib_images, res, weight_bits)
+            if qat is not None and exact:
+                module.quantize_qat(model, staged, qat, res)
+            else:
+                write_model_file(folded, staged, format, precision, calib_images, res, weight_bits)
             module.set_metadata(staged, info)
         except MobileNetsError:
             raise

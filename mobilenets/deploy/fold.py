@@ -18,6 +18,15 @@ def fold_bn(model: nn.Module) -> nn.Module:
     follow something else (DenseNet's pre-activation BN) are kept.
     """
     model = copy.deepcopy(model).eval()
+    for parent, first, second in conv_bn_pairs(model):
+        parent._modules[first] = _fold_conv_bn(parent._modules[first], parent._modules[second])
+        parent._modules[second] = nn.Identity()
+    return model
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
+    """(parent, conv name, bn name) of every Conv2d → BatchNorm2d pair :func:`fold_bn` folds."""
+    pairs = []
     for parent in model.modules():
         if not isinstance(parent, nn.Sequential):
             continue
@@ -30,9 +39,8 @@ def fold_bn(model: nn.Module) -> nn.Module:
                 and bn.num_features == conv.out_channels
                 and bn.running_mean is not None
             ):
-                parent._modules[first] = _fold_conv_bn(conv, bn)
-                parent._modules[second] = nn.Identity()
-    return model
+                pairs.append((parent, first, second))
+    return pairs
 
 
 def static_padding(model: nn.Module, resolution: int) -> nn.Module:

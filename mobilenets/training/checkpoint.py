@@ -91,6 +91,8 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike) -> tuple[nn.Modul
     model = create_model(meta["model"], **meta["model_kwargs"])
     state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(state)
+    if ckpt.get("qat") is not None:  # a --qat run: the fake-quantize state its int8 export converts
+        model.qat_state = ckpt["qat"]
     return model.eval(), meta
 
 

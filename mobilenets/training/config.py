@@ -11,6 +11,9 @@ from mobilenets import data as D
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import model_defaults
 
+# --qat without --lr: the preset's rate times this (see mobilenets.training.qat).
+QAT_LR_SCALE = 0.1
+
 
 @dataclass
 class TrainConfig:
@@ -62,6 +65,9 @@ class TrainConfig:
             resolution and normalization.
         distill_weight: α of ``(1 − α)·CE(labels) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))``.
         distill_temperature: T.
+    Quantization:
+        qat: quantization-aware training towards this export format's int8 scheme ("executorch", "tflite",
+            "onnx", "openvino"; see :mod:`mobilenets.training.qat`), usually a short fine-tune from ``init``.
     Run:
         seed, device ("auto", "cpu", "cuda", "cuda:1"), amp ("auto": bf16 on GPU, off on CPU; "bf16",
         "fp16", "off"), channels_last (None: on), compile (torch.compile), sync_bn (DDP),
@@ -112,6 +118,8 @@ class TrainConfig:
     teacher: str | None = None
     distill_weight: float = 0.0
     distill_temperature: float = 4.0
+    # quantization
+    qat: str | None = None
     # run
     seed: int = 0
     device: str = "auto"
@@ -133,6 +141,8 @@ class TrainConfig:
         """A copy with every preset value filled in and the values checked."""
         cfg = dataclasses.replace(self)
         preset = preset_values(self.preset, self.model)
+        if cfg.qat and cfg.ema_decay is None:  # QAT fine-tunes are short; the weights trained are the ones exported
+            cfg.ema_decay = 0.0
         for key, value in preset.items():
             if key == "lr_per_256":
                 continue
@@ -140,12 +150,17 @@ class TrainConfig:
                 setattr(cfg, key, value)
         if cfg.lr is None:
             cfg.lr = preset["lr_per_256"] * cfg.batch_size / 256
+            if cfg.qat:  # a fine-tune of a BN-folded network: the preset's rate wrecked it (25e-3 SGD), 2e-3 not
+                cfg.lr *= QAT_LR_SCALE
         if cfg.rmsprop_eps is None:  # the presets without RMSprop leave it out (their values key caches)
             cfg.rmsprop_eps = 1.0
         if cfg.flip is None:
             # Mirrored digits are different symbols; clothes, photos and CIFAR objects are not.
             cfg.flip = str(cfg.dataset).lower() != "digits"
         cfg._check()
+        from mobilenets.training.qat import check_config
+
+        check_config(cfg)
         return cfg
 
     def _check(self) -> None:
@@ -392,6 +407,9 @@ FIELD_HELP = {
     "dropout": "dropout before the classifier (default: the model's, 0)",
     "init": "start from weights: 'pretrained' (Google's ImageNet MobileNetV1 1.0) or a file: .safetensors, "
     "a run's model.pt/checkpoint.pt, a timm .pth, a TF-slim .pb (default: random)",
+    "qat": "quantization-aware training: fake int8 quantization of this export format's scheme (executorch, "
+    "tflite, onnx, openvino; bare --qat: executorch) of the trained model --init names; default --lr: the "
+    "preset's / 10",
     "dataset": "fashion-mnist, digits, a CIFAR python folder or an ImageFolder root",
     "data_dir": "folder with Fashion-MNIST's four IDX .gz files (default: /usr/share/datasets/fashion-mnist)",
     "max_train_samples": "train on a class-balanced subset of this size",

@@ -256,7 +256,7 @@ def _setup_data(run: _Run) -> None:
     on_gpu = device.type == "cuda"
     # Channels-last runs MobileNets' depthwise/pointwise convs faster on GPUs and on CPUs (oneDNN, ~1.4x).
     run.channels_last = True if cfg.channels_last is None else cfg.channels_last
-    run.amp = ("bf16" if on_gpu else "off") if cfg.amp == "auto" else cfg.amp
+    run.amp = ("bf16" if on_gpu and not cfg.qat else "off") if cfg.amp == "auto" else cfg.amp
     run.sync_every = cfg.sync_every or (GPU_SYNC_EVERY if on_gpu else 1)
     if isinstance(train_set, D.ArrayDataset) and (cfg.gpu_data if cfg.gpu_data is not None else on_gpu):
         train_set, test_set = train_set.to(device), test_set.to(device)
@@ -278,6 +278,10 @@ def _build_model(run: _Run) -> None:
     model = model.to(run.device)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.qat:  # fake int8 quantization of the target runtime; the float parameters are the graph's
+        from mobilenets.training.qat import prepare
+
+        model = prepare(model, cfg.qat, cfg.resolution)
     run.model = model
     run.meta = dict(
         model=cfg.model,
@@ -291,6 +295,8 @@ def _build_model(run: _Run) -> None:
     )
     if init_meta:  # where the weights came from: model.pt's card
         run.meta["init"] = dict(source=init_meta["source"], notes=init_meta["notes"])
+    if cfg.qat:
+        run.meta["qat"] = dict(target=cfg.qat)
     run.config = asdict(cfg)
 
 
@@ -310,7 +316,8 @@ def _build_optimizer(run: _Run) -> None:
     cfg = run.cfg
     if cfg.freeze:
         set_backbone_trainable(run.model, False)
-    run.optimizer = build_optimizer(run.model, cfg)
+    # A QAT graph has lost the module types that pick each weight's decay: group the float model's (same) tensors.
+    run.optimizer = build_optimizer(getattr(run.model, "float_model", run.model), cfg)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
         run.optimizer, lambda s: lr_factor(s, run.total_steps, run.steps_per_epoch, cfg)
     )
@@ -710,7 +717,10 @@ def _finish(run: _Run, last_eval: EvalResult | None, interrupted: bool, wall_sta
     if last_eval is None:  # interrupted before any evaluation, or resumed at the end
         last_eval = _evaluate(run)
     if run.dist_info.is_main:
-        atomic_save(dict(meta=run.meta, config=run.config, model=run.eval_model.state_dict(), ema=None), run.model_path)
+        final = dict(meta=run.meta, config=run.config, model=run.eval_model.state_dict(), ema=None)
+        if cfg.qat:  # model.pt holds the float model (eval, export, predict load it as any) and the QAT state
+            final.update(model=run.model.float_state(), qat=run.model.qat_state())
+        atomic_save(final, run.model_path)
         write_metrics_csv(out_dir / "steps.csv", [dict(step=i + 1, loss=v) for i, v in enumerate(state["step_losses"])])
         if cfg.plots and state["history"]:
             plot_curves(state["history"], out_dir / "curves.png", title=f"{cfg.model} on {cfg.dataset}")

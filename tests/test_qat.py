@@ -1,0 +1,120 @@
+"""Quantization-aware training: a short --qat fine-tune trains through the int8 an ExecuTorch file computes,
+resumes bit for bit, and exports; bad combinations fail with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mobilenets.deploy import executorch
+from mobilenets.deploy import export as ex
+from mobilenets.deploy.fold import fold_bn
+from mobilenets.deploy.images import real_images
+from mobilenets.deploy.verify import int8_safety
+from mobilenets.errors import MobileNetsError
+from mobilenets.training import TrainConfig, load_model, train
+from mobilenets.training.qat import from_trained
+
+SMALL = dict(
+    model="mobilenet_v1",
+    width_mult=0.25,
+    resolution=28,
+    stem_stride=1,
+    dataset="fashion-mnist",
+    max_train_samples=2000,
+    max_test_samples=200,
+    batch_size=64,
+    preset="sgd",
+    label_smoothing=0.0,
+    translate=0.0,
+    progress=False,
+    tensorboard=False,
+    plots=False,
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A float run (2 epochs of 2,000 images, ~6 s), then a 12-step --qat fine-tune of it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("qat")
+        try:
+            train(TrainConfig(**SMALL, epochs=2, out_dir=str(root / "float")))
+        except MobileNetsError as e:  # no Fashion-MNIST here
+            pytest.skip(str(e))
+        qat = dict(SMALL, epochs=1, init=str(root / "float" / "model.pt"), qat="executorch")
+        result = train(TrainConfig(**qat, max_steps=12, out_dir=str(root / "qat")))
+        return root, qat, result
+    finally:
+        torch.set_num_threads(old)
+
+
+def _folded_weights(model: torch.nn.Module) -> dict:
+    return {k: v for k, v in fold_bn(model).state_dict().items() if k.endswith("weight")}
+
+
+@pytest.mark.slow
+def test_qat_trains_the_int8_the_executorch_file_computes(runs, tmp_path):
+    root, _, result = runs
+    start, _ = load_model(root / "float" / "model.pt")
+    model, meta = load_model(result.model_path)
+    assert meta["qat"] == {"target": "executorch"} and model.qat_state["target"] == "executorch"
+    # The fine-tune moved the weights (in the folded form every exporter quantizes) ...
+    before, after = _folded_weights(start), _folded_weights(model)
+    assert before.keys() == after.keys()
+    assert max(float((after[k] - before[k]).abs().max()) for k in before) > 1e-4
+    # ... and learned activation ranges: every fake-quantize scale observed (its initial value is 1.0).
+    scales = [v for k, v in model.qat_state["state"].items() if k.endswith(".scale")]
+    assert len(scales) >= 10 and all(torch.isfinite(s).all() and (s != 1.0).all() and (s > 0).all() for s in scales)
+
+    out = tmp_path / "qat.pte"
+    exported = ex.export(model, out, "executorch", "int8", verify=False)
+    assert "converted from the executorch QAT graph" in exported.built_for["int8"]["qat"]
+    assert int8_safety(executorch.int8_ranges(out)).everywhere
+    images = real_images(48, 1, 28, "test", stats=(tuple(meta["mean"]), tuple(meta["std"])))
+    file_logits = torch.from_numpy(ex.run_model_file(out, "executorch", images, "int8"))
+    with torch.no_grad():
+        float_logits = model(images)
+        fake_quant_logits = from_trained(model, model.qat_state)(images)
+    # The int8 file is the graph training saw: ExecuTorch's integer kernels land near the fake-quantized
+    # forward pass, several times nearer than to the same weights in float (a QAT run that trained in float,
+    # or converted something else, fails here).
+    to_fake_quant = float((file_logits - fake_quant_logits).abs().max())
+    to_float = float((file_logits - float_logits).abs().max())
+    assert to_fake_quant < 0.4 * to_float, (to_fake_quant, to_float)
+    assert float((file_logits.argmax(1) == fake_quant_logits.argmax(1)).float().mean()) >= 0.95
+
+
+@pytest.mark.slow
+def test_qat_resumes_bit_for_bit(runs):
+    root, qat, straight = runs
+    out = root / "resumed"
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the straight run: bit-for-bit needs the same reduction order
+    try:
+        train(TrainConfig(**qat, max_steps=6, out_dir=str(out)))
+        train(TrainConfig(**qat, max_steps=12, out_dir=str(out), resume=True))
+    finally:
+        torch.set_num_threads(old)
+    a = torch.load(straight.model_path, weights_only=True)
+    b = torch.load(out / "model.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys() and a["qat"]["state"].keys() == b["qat"]["state"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["qat"]["state"]:
+        assert torch.equal(a["qat"]["state"][key], b["qat"]["state"][key]), key
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(qat="executorch"), "--qat fine-tunes a trained model"),
+        (dict(qat="coreml", init="x.pt"), "unknown --qat target 'coreml'"),
+        (dict(qat="onnx", init="x.pt", compile=True, ema_decay=0.999), "drop --compile, --ema-decay with it"),
+    ],
+)
+def test_qat_bad_options_are_one_line_errors(changes, message):
+    with pytest.raises(MobileNetsError, match=message):
+        TrainConfig(**{**SMALL, **changes}).resolved()
