@@ -118,3 +118,21 @@ def test_qat_resumes_bit_for_bit(runs):
 def test_qat_bad_options_are_one_line_errors(changes, message):
     with pytest.raises(MobileNetsError, match=message):
         TrainConfig(**{**SMALL, **changes}).resolved()
+
+
+@pytest.mark.slow
+def test_cli_train_qat(runs, tmp_path, capsys):
+    from mobilenets.cli import main
+
+    root, _, _ = runs
+    flags = ["--model", "mobilenet_v1", "--width-mult", "0.25", "--stem-stride", "1", "--max-train-samples", "2000"]
+    flags += ["--max-test-samples", "200", "--batch-size", "64", "--no-progress", "--no-tensorboard", "--no-plots"]
+    out = tmp_path / "cli"
+    init = str(root / "float" / "model.pt")
+    argv = ["train", "--qat", "--init", init, "--max-steps", "3", "--out-dir", str(out), *flags]
+    assert main(argv) == 0
+    model, meta = load_model(out / "model.pt")
+    assert meta["qat"] == {"target": "executorch"} and model.qat_state["state"]
+    assert main(["train", "--qat", "--out-dir", str(tmp_path / "x"), *flags]) == 2
+    assert "mobilenets: error: --qat fine-tunes a trained model" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -67,6 +67,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             help_text += f" (default: {f.default})"
         if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        elif f.name == "qat":  # bare --qat: ExecuTorch's scheme, whose int8 file is the trained graph itself
+            p.add_argument(flag, nargs="?", const="executorch", default=None, help=help_text, metavar="FORMAT")
         else:
             p.add_argument(flag, type=kind, default=f.default, help=help_text, metavar=f.name.upper())
     p.add_argument("--data", dest="data_dir", help="alias of --data-dir")
