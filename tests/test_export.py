@@ -85,18 +85,20 @@ def test_fold_bn_float32_matches_closely():
 SMALL = dict(in_chans=1, num_classes=10, stem_stride=1)
 V2 = ("mobilenet_v2", dict(width_mult=0.35, **SMALL))
 V3 = ("mobilenet_v3_small", dict(width_mult=0.75, **SMALL))
+# The seed papers' other networks: SqueezeNet's complex bypass has every op of the plain and simple-bypass ones
+# (fire modules' concat, ceil-mode max pools, a 1×1-conv classifier under ReLU) plus identity and 1×1-conv shortcut
+# adds; Xception adds 3×3 max pools with padding and strided 1×1 shortcuts around separable convs.
+SEED = [("squeezenet1_0_complex_bypass", dict(in_chans=1, num_classes=10), 48), ("xception", {}, 32)]
 ROUND_TRIPS = [
     ("onnx", "mobilenet_v1_0.25_128", {}, 32),
-    ("onnx", "mobilenet_v1_0.5_160", {}, 64),
     ("onnx", "mobilenet_v1_1.0_224", {}, 32),
     ("openvino", "mobilenet_v1_0.25_192", {}, 32),
-    ("openvino", "mobilenet_v1_0.75_160", {}, 64),
     ("executorch", "mobilenet_v1_0.25_224", {}, 32),
-    ("executorch", "mobilenet_v1_0.5_128", {}, 48),
     # V3 has every op V2 has (linear bottlenecks, residual adds; ReLU6 is the pretrained V1's) and more: V2 once,
     # V3 on each runtime (test time: make test is near its budget on AVX2-only CPUs).
     ("onnx", *V2, 32),
     *[(fmt, *V3, 32) for fmt in ("onnx", "openvino", "executorch")],
+    *[(fmt, name, kw, res) for name, kw, res in SEED for fmt in ("onnx", "openvino", "executorch")],
 ]
 
 

@@ -39,6 +39,9 @@ FP32_MODELS = [
     ("mobilenet_v1_0.25_128", dict(resolution=64)),
     ("mobilenet_v2", dict(width_mult=0.35, **SMALL)),
     ("mobilenet_v3_small", dict(width_mult=0.75, **SMALL)),
+    # SqueezeNet's fire modules and bypass shortcuts; Xception's padded max pools and strided 1×1 shortcuts.
+    ("squeezenet1_0_complex_bypass", dict(in_chans=1, num_classes=10, resolution=48)),
+    ("xception", dict(resolution=32)),
 ]
 
 
