@@ -56,21 +56,30 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "  mobilenets export mobilenet_v1_1.0_224 --format openvino --precision int8 --calib 300 -o m.xml\n"
         "  mobilenets export mobilenet_v1_0.5_160 --format executorch --precision int8 -o m.pte\n"
         "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format tflite --precision int8 -o m.tflite\n"
+        "  mobilenets export --checkpoint runs/demo/model.pt --format web -o demo_web   # a web page\n"
         "  mobilenets export mobilenet_v1 --width-mult 0.25 --resolution 28 --in-chans 1 --num-classes 10 \\\n"
         "      --stem-stride 1 --checkpoint fmnist.pt --format onnx --precision int8 -o fmnist_int8.onnx\n\n"
         "The file is checked by its own runtime against PyTorch on real images (photos for 3-channel models,\n"
         "Fashion-MNIST for 1-channel ones); a file that fails is not written. int8 files are safe on every CPU\n"
         "(7-bit weights where activations are u8: no saturation on x86 without VNNI); a file for a CPU feature\n"
-        "this machine lacks (bf16) is still written, and the output says which check could not run here.",
+        "this machine lacks (bf16) is still written, and the output says which check could not run here.\n"
+        "--format web writes a folder (model.onnx, model.json, classify.js, index.html, onnxruntime-web's wasm)\n"
+        "that classifies offline under any static server; it is verified in headless Chromium, on the page's\n"
+        "own decoding and preprocessing too (needs `apt-get install chromium` and `npm ci` in the repository).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "name", nargs="?", help="registered model name (see `mobilenets list`); optional with a training --checkpoint"
     )
     _add_model_args(p)
-    p.add_argument("--format", default="onnx", help="onnx | executorch | openvino | tflite (default onnx)")
+    p.add_argument("--format", default="onnx", help="onnx | executorch | openvino | tflite | web (default onnx)")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 (OpenVINO) | int8 (default fp32)")
-    p.add_argument("-o", "--output", help="output file (.onnx, .pte, .xml or .tflite; default NAME[_PRECISION].EXT)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="output file (.onnx, .pte, .xml or .tflite; default NAME[_PRECISION].EXT), or folder for web "
+        "(default NAME[_PRECISION]_web)",
+    )
     p.add_argument(
         "--int8-weight-bits",
         type=int,
@@ -96,7 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise MobileNetsError("--calib and --verify-images must be >= 1")
     model, stats = _build_model(args)
     suffix = "" if args.precision == "fp32" else f"_{args.precision}"
-    output = args.output or f"{args.name or 'model'}{suffix}{ex.SUFFIXES[args.format]}"
+    output = args.output or f"{args.name or 'model'}{suffix}{ex.SUFFIXES[args.format] or '_web'}"
     res = model.resolution
     calib = real_images(args.calib, model.in_chans, res, "train", stats=stats) if args.precision == "int8" else None
     verify = None if args.no_verify else real_images(args.verify_images, model.in_chans, res, "test", stats=stats)
@@ -111,17 +120,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         min_agreement=args.min_agreement,
         weight_bits=args.int8_weight_bits,
         progress=lambda m: print(m, file=sys.stderr),
+        card=_web_card(args, model, stats) if args.format == "web" else None,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return 0
     if result.verification is not None:
         print(result.verification.summary())
+    for line in result.checks:
+        print(line)
     for why in result.skipped:
         print(f"not verified here: {why}")
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision})")
     print(f"runs on: {result.built_for['runs_on']}")
+    if args.format == "web":
+        print(f"serve it: cd {result.path} && python -m http.server (or python serve.py for 2 threads: ?threads=2)")
     return 0
+
+
+def _web_card(args: argparse.Namespace, model, stats):
+    """The classes and preprocessing of the page: from the checkpoint's run or the weights' card."""
+    from mobilenets.deploy.web import card_for
+
+    return card_for(
+        model,
+        stats,
+        checkpoint=args.checkpoint,
+        weights=args.weights,
+        pretrained=args.pretrained,
+        name=args.name,
+    )
 
 
 # --- bench ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Ship a model to a device runtime: fold BatchNorm, write ONNX / ExecuTorch-XNNPACK / OpenVINO / LiteRT
 files (fp32, bf16, int8), verify them with their own runtime, and measure their latency.
 
-One module per runtime (``onnx``, ``executorch``, ``openvino``, ``litert``), each with the same functions:
+One module per runtime (``onnx``, ``executorch``, ``openvino``, ``litert``, ``web``), each with the same functions:
 ``write`` (fp32 file), ``quantize`` (int8 file, calibrated on real images), ``load`` (a runner), ``run``,
 ``set_metadata``/``metadata`` (what the file was built for) and ``int8_ranges`` (the integer weight ranges
 read back from an int8 file). A new runtime is one new module and one line in ``RUNTIME_MODULES``.
@@ -20,6 +20,7 @@ RUNTIME_MODULES = {
     "executorch": "mobilenets.deploy.executorch",
     "openvino": "mobilenets.deploy.openvino",
     "tflite": "mobilenets.deploy.litert",
+    "web": "mobilenets.deploy.web",
 }
 FORMATS = tuple(RUNTIME_MODULES)
 

@@ -25,6 +25,7 @@ PACKAGES = {
     "skimage": ("scikit-image", "deploy"),
     "litert_torch": ("litert-torch", "litert"),
     "ai_edge_litert": ("ai-edge-litert", "litert"),
+    "playwright": ("playwright", "web"),
 }
 
 

@@ -39,7 +39,7 @@ RUNTIME_OF = {f: runtime_module(f).RUNTIME for f in FORMATS}
 FORMAT_PRECISIONS = {f: runtime_module(f).PRECISIONS for f in FORMATS}
 # Formats whose int8 kernels multiply u8 activations by s8 weights on x86: 8-bit weights saturate there
 # without VNNI, so their int8 weights default to 7 bits. The others use signed int8 activations.
-WEIGHT_BITS_FORMATS = ("onnx", "openvino")
+WEIGHT_BITS_FORMATS = ("onnx", "openvino", "web")
 DEFAULT_WEIGHT_BITS = 7
 
 
@@ -52,6 +52,7 @@ class ExportResult:
     verification: Verification | None = None
     skipped: list[str] = field(default_factory=list)  # checks this machine could not run, and why
     built_for: dict = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)  # further checks that passed (web: the page on image files)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -189,6 +190,7 @@ def export(
     min_agreement: float | None = None,
     weight_bits: int = DEFAULT_WEIGHT_BITS,
     progress: Callable[[str], None] | None = None,
+    card=None,
 ) -> ExportResult:
     """Fold BN, write ``model`` as ``format`` at ``precision``, verify it with its runtime, move it into place.
 
@@ -199,6 +201,8 @@ def export(
         verify_images: normalized images to compare on (default: 32 real test images).
         min_agreement: top-1 agreement the file needs (default: 97% fp32, 90% bf16, 80% int8).
         weight_bits: int8 weights of ONNX/OpenVINO files: 7 (default, safe on every CPU) or 8 (VNNI CPUs).
+        card: the :class:`mobilenets.weights.ModelCard` whose classes and preprocessing a web page uses
+            (default: "class N" and the datasets' mean/std); other formats do not store them.
 
     Raises MobileNetsError (and leaves nothing at ``path``) when the file cannot be written or fails. A check
     this machine cannot run is skipped and named in ``ExportResult.skipped``; the int8 range check always runs.
@@ -225,7 +229,7 @@ def export(
             if exact
             else f"QAT weights (trained for {qat['target']}), activations calibrated by {module.RUNTIME}'s quantizer"
         )
-    skipped = []
+    skipped, checks = [], []
     with _staging(path, format) as staged:
         say(f"writing {format} {precision} ({module.RUNTIME})")
         try:
@@ -234,6 +238,8 @@ def export(
             else:
                 write_model_file(folded, staged, format, precision, calib_images, res, weight_bits)
             module.set_metadata(staged, info)
+            if card is not None and hasattr(module, "set_card"):
+                module.set_card(staged, card)
         except MobileNetsError:
             raise
         except Exception as e:  # noqa: BLE001 - an exporter failure is the user's "export failed"
@@ -259,8 +265,11 @@ def export(
                     raise MobileNetsError(
                         f"{format} {precision} export failed verification, nothing written: {verification.summary()}"
                     )
+                if hasattr(module, "verify_page"):  # web: real image files through the page's own preprocessing
+                    say(f"classifying real image files in the page ({module.RUNTIME})")
+                    checks.append(module.verify_page(staged, model, precision, min_agreement))
         size = _commit(staged, path, format)
-    return ExportResult(path, format, precision, size, verification, skipped, info)
+    return ExportResult(path, format, precision, size, verification, skipped, info, checks)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -276,7 +285,10 @@ def _staging(path: Path, format: str) -> Iterator[Path]:
         raise MobileNetsError(f"cannot write {path}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
         raise MobileNetsError(f"cannot write {path}: the folder {folder} is not writable; choose another -o path")
-    if path.is_dir():
+    if _is_folder(format):
+        if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or _is_export(path, format))):
+            raise MobileNetsError(f"cannot write {path}: it exists and is not a {format} export; choose another -o")
+    elif path.is_dir():
         raise MobileNetsError(f"cannot write {path}: it is a folder; give a file name ending in {SUFFIXES[format]}")
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=folder))
     try:
@@ -290,6 +302,8 @@ def _commit(staged: Path, path: Path, format: str) -> int:
 
     The companions go first: a model file is only ever visible next to the weights and card it comes with.
     """
+    if _is_folder(format):
+        return _commit_folder(staged, Path(path))
     companions = getattr(runtime_module(format), "companions", lambda _p: [])
     size = 0
     for extra, target in zip(companions(staged), companions(Path(path))):
@@ -301,8 +315,35 @@ def _commit(staged: Path, path: Path, format: str) -> int:
     return size
 
 
+def _is_folder(format: str) -> bool:
+    return getattr(runtime_module(format), "FOLDER", False)
+
+
+def _is_export(path: Path, format: str) -> bool:
+    """Whether the folder ``path`` holds an earlier export of ``format`` (which a new one may replace)."""
+    try:
+        return runtime_module(format).metadata(path) is not None
+    except (OSError, ValueError, RuntimeError, MobileNetsError):
+        return False
+
+
+def _commit_folder(staged: Path, path: Path) -> int:
+    """Move a verified staged folder into place; an earlier export there is moved aside first, then deleted."""
+    size = sum(f.stat().st_size for f in staged.rglob("*") if f.is_file())
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent if str(path.parent) else "."))
+        os.replace(path, old / "export")
+    os.replace(staged, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return size
+
+
 def _check_path(path: str | os.PathLike, format: str) -> Path:
     path = Path(path)
+    if _is_folder(format):
+        return path
     if path.suffix != SUFFIXES[format]:
         raise MobileNetsError(f"{format} files end in {SUFFIXES[format]}: got output path {path}")
     return path
