@@ -570,3 +570,30 @@ def test_v2_v3_train_eval_and_predict_through_the_cli(name, width_mult, data, st
     for r in printed:
         assert [t["name"] for t in r["top"]] == [test.classes[t["index"]] for t in r["top"]]
         assert 0 < sum(t["prob"] for t in r["top"]) <= 1 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "name, extra",
+    [("squeezenet1_0_simple_bypass", "--resolution 48"), ("xception", "--resolution 32 --stem-stride 2")],
+)
+def test_seed_networks_train_eval_and_export_through_the_cli(name, extra, tmp_path, capsys):
+    """SqueezeNet (bypass) and Xception go through the same engine as the MobileNets: 4 steps on digits, the
+    saved model.pt evaluates to the run's accuracy and exports to a verified ONNX file."""
+    out = tmp_path / "run"
+    args = f"train --model {name} {extra} --dataset digits --max-steps 4 --batch-size 16 --max-test-samples 100"
+    args += f" --out-dir {out}"
+    threads = torch.get_num_threads()
+    try:
+        rc = cli.main([*args.split(), "--threads", "1", "--no-progress", "--no-tensorboard", "--no-plots", "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 4 and 0.0 <= result["test_acc"] <= 1.0
+    model, meta = T.load_model(out / "model.pt")
+    assert meta["model"] == name and model.num_classes == 10 and model.in_chans == 1
+    assert cli.main(["eval", str(out / "model.pt"), "--max-samples", "100", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(result["test_acc"])
+    onnx_path = tmp_path / "m.onnx"
+    assert cli.main(["export", "--checkpoint", str(out / "model.pt"), "--format", "onnx", "-o", str(onnx_path)]) == 0
+    assert "top-1 agreement 100.0%" in capsys.readouterr().out and onnx_path.exists()
