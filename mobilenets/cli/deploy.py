@@ -89,6 +89,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "VNNI/AMX or Arm, and saturates (wrong answers) on AVX2-only x86",
     )
     p.add_argument("--calib", type=int, default=200, help="real training images to calibrate int8 on (default 200)")
+    p.add_argument(
+        "--calibration",
+        help="int8 activation ranges: onnx minmax|entropy|percentile, openvino nncf|minmax|percentile|histogram, "
+        "executorch/tflite mse|minmax (default: the first)",
+    )
+    p.add_argument(
+        "--equalize",
+        action="store_true",
+        help="int8 after cross-layer equalization of ReLU-joined depthwise/pointwise pairs (Nagel et al. 2019)",
+    )
     p.add_argument("--verify-images", type=int, default=32, help="real images to verify on (default 32)")
     p.add_argument("--min-agreement", type=float, help="top-1 agreement required, 0-1 (default .97 fp32, .8 int8)")
     p.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
@@ -101,6 +111,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mobilenets.deploy.images import real_images
 
     ex.check_target(args.format, args.precision, args.int8_weight_bits)
+    ex.check_calibration(args.format, args.calibration)
     if args.calib < 1 or args.verify_images < 1:
         raise MobileNetsError("--calib and --verify-images must be >= 1")
     model, stats = _build_model(args)
@@ -119,6 +130,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         verify_images=verify,
         min_agreement=args.min_agreement,
         weight_bits=args.int8_weight_bits,
+        calibration=args.calibration,
+        equalize=args.equalize,
         progress=lambda m: print(m, file=sys.stderr),
         card=_web_card(args, model, stats) if args.format == "web" else None,
     )

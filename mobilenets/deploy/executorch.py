@@ -26,6 +26,9 @@ FORMAT = "executorch"
 SUFFIX = ".pte"
 RUNTIME = "ExecuTorch-XNNPACK"
 PRECISIONS = ("fp32", "int8")
+# Activation observers of the PT2E quantizer: "mse" (XNNPACK's default HistogramObserver, which picks the range
+# with the least L2 quantization error) or "minmax".
+CALIBRATIONS = ("mse", "minmax")
 
 
 def _example(model: nn.Module, resolution: int) -> torch.Tensor:
@@ -48,7 +51,28 @@ def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
     path.write_bytes(_lower(exported))
 
 
-def quantized_graph(model: nn.Module, calib_images: torch.Tensor, resolution: int) -> torch.fx.GraphModule:
+def with_calibration(config, calibration: str, runtime: str):
+    """A PT2E QuantizationConfig whose activation observers follow ``calibration`` (see CALIBRATIONS)."""
+    import dataclasses
+    import functools
+
+    if calibration not in CALIBRATIONS:
+        raise MobileNetsError(f"{runtime} calibrates by {', '.join(CALIBRATIONS)}, not {calibration!r}")
+    if calibration == "mse":
+        return config
+    observer = require("torchao.quantization.pt2e.observer", "int8 export").MinMaxObserver
+    ctr = functools.partial(observer, eps=2**-12)
+    specs = {}
+    for field in ("input_activation", "output_activation"):
+        spec = getattr(config, field)
+        if spec is not None:
+            specs[field] = dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)
+    return dataclasses.replace(config, **specs)
+
+
+def quantized_graph(
+    model: nn.Module, calib_images: torch.Tensor, resolution: int, calibration: str = CALIBRATIONS[0]
+) -> torch.fx.GraphModule:
     """The PT2E-quantized graph (XNNPACK quantizer, per-channel symmetric weights) before lowering.
 
     Biases first absorb the mean error of the int8 weights (``fold.correct_bias_for_int8_weights``):
@@ -56,9 +80,8 @@ def quantized_graph(model: nn.Module, calib_images: torch.Tensor, resolution: in
     """
     xnn_quantizer = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "int8 ExecuTorch export")
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "int8 ExecuTorch export")
-    quantizer = xnn_quantizer.XNNPACKQuantizer().set_global(
-        xnn_quantizer.get_symmetric_quantization_config(is_per_channel=True)
-    )
+    config = xnn_quantizer.get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = xnn_quantizer.XNNPACKQuantizer().set_global(with_calibration(config, calibration, RUNTIME))
     example = _example(model, resolution)
     with quiet(), torch.no_grad():
         model = correct_bias_for_int8_weights(model, calib_images)
@@ -69,9 +92,11 @@ def quantized_graph(model: nn.Module, calib_images: torch.Tensor, resolution: in
         return pt2e.convert_pt2e(prepared)
 
 
-def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int) -> None:
+def quantize(
+    model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int, calibration: str = CALIBRATIONS[0]
+) -> None:
     """int8 ExecuTorch program: PT2E quantization with XNNPACK's quantizer, lowered to XNNPACK."""
-    converted = quantized_graph(model, calib_images, resolution)
+    converted = quantized_graph(model, calib_images, resolution, calibration)
     with quiet(), torch.no_grad():
         exported = torch.export.export(converted, (_example(model, resolution),))
     path.write_bytes(_lower(exported))

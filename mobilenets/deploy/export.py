@@ -26,7 +26,7 @@ from torch import nn
 
 from mobilenets.deploy import FORMATS, runtime_module
 from mobilenets.deploy.cpu import cpu_info
-from mobilenets.deploy.fold import fold_bn, static_padding
+from mobilenets.deploy.fold import equalize_cross_layer, fold_bn, static_padding
 from mobilenets.deploy.images import real_images
 from mobilenets.deploy.verify import Verification, compare_outputs, int8_safety
 from mobilenets.errors import MobileNetsError
@@ -39,6 +39,8 @@ RUNTIME_OF = {f: runtime_module(f).RUNTIME for f in FORMATS}
 FORMAT_PRECISIONS = {f: runtime_module(f).PRECISIONS for f in FORMATS}
 # Formats whose int8 kernels multiply u8 activations by s8 weights on x86: 8-bit weights saturate there
 # without VNNI, so their int8 weights default to 7 bits. The others use signed int8 activations.
+# int8 activation calibrations per format (the first is the default); see each runtime's quantize.
+CALIBRATIONS = {f: tuple(getattr(runtime_module(f), "CALIBRATIONS", ())) for f in FORMATS}
 WEIGHT_BITS_FORMATS = ("onnx", "openvino", "web")
 DEFAULT_WEIGHT_BITS = 7
 
@@ -60,6 +62,12 @@ class ExportResult:
         if self.verification is not None:
             d["verification"]["passed"] = bool(self.verification.passed)
         return d
+
+
+def check_calibration(format: str, calibration: str | None) -> None:
+    if calibration is not None and calibration not in CALIBRATIONS.get(format, ()):
+        offered = ", ".join(CALIBRATIONS.get(format, ())) or "none"
+        raise MobileNetsError(f"{format} int8 calibrates by {offered}; got --calibration {calibration!r}")
 
 
 def check_target(format: str, precision: str, weight_bits: int = DEFAULT_WEIGHT_BITS) -> None:
@@ -121,18 +129,23 @@ def write_model_file(
     calib_images: torch.Tensor | None = None,
     resolution: int | None = None,
     weight_bits: int = DEFAULT_WEIGHT_BITS,
+    calibration: str | None = None,
 ) -> None:
-    """Write ``model`` (already BN-folded, eval) to ``path`` without verification. Paths are not staged."""
+    """Write ``model`` (already BN-folded, eval) to ``path`` without verification. Paths are not staged.
+
+    ``calibration``: how int8 activation ranges are estimated, one of the runtime's CALIBRATIONS (None: its default).
+    """
     check_target(format, precision, weight_bits)
     res = resolution or model.resolution
     module = runtime_module(format)
     if precision == "int8":
         if calib_images is None:
             raise MobileNetsError("int8 export needs calibration images (calib_images=, CLI --calib N)")
+        options = {"calibration": calibration} if calibration else {}
         if format in WEIGHT_BITS_FORMATS:
-            module.quantize(model, path, calib_images, res, weight_bits=weight_bits)
+            module.quantize(model, path, calib_images, res, weight_bits=weight_bits, **options)
         else:
-            module.quantize(model, path, calib_images, res)
+            module.quantize(model, path, calib_images, res, **options)
     else:
         module.write(model, path, res)
 
@@ -190,6 +203,8 @@ def export(
     min_agreement: float | None = None,
     weight_bits: int = DEFAULT_WEIGHT_BITS,
     progress: Callable[[str], None] | None = None,
+    calibration: str | None = None,
+    equalize: bool = False,
     card=None,
 ) -> ExportResult:
     """Fold BN, write ``model`` as ``format`` at ``precision``, verify it with its runtime, move it into place.
@@ -201,6 +216,9 @@ def export(
         verify_images: normalized images to compare on (default: 32 real test images).
         min_agreement: top-1 agreement the file needs (default: 97% fp32, 90% bf16, 80% int8).
         weight_bits: int8 weights of ONNX/OpenVINO files: 7 (default, safe on every CPU) or 8 (VNNI CPUs).
+        calibration: int8 activation ranges by one of the runtime's ``CALIBRATIONS`` (:data:`CALIBRATIONS`;
+            None: the runtime's default, the first listed).
+        equalize: int8 after cross-layer equalization of the ReLU-joined conv pairs (``fold.equalize_cross_layer``).
         card: the :class:`mobilenets.weights.ModelCard` whose classes and preprocessing a web page uses
             (default: "class N" and the datasets' mean/std); other formats do not store them.
 
@@ -208,6 +226,7 @@ def export(
     this machine cannot run is skipped and named in ``ExportResult.skipped``; the int8 range check always runs.
     """
     check_target(format, precision, weight_bits)
+    check_calibration(format, calibration)
     path = _check_path(path, format)
     say = progress or (lambda _msg: None)
     model = model.eval()
@@ -218,7 +237,12 @@ def export(
     if verify and verify_images is None:
         verify_images = real_images(32, model.in_chans, res, split="test")
     folded = static_padding(fold_bn(model), res)
+    if equalize and precision == "int8":
+        folded = equalize_cross_layer(folded)
     info = built_for(format, precision, weight_bits, model, res)
+    if precision == "int8" and info.get("int8") is not None:
+        info["int8"]["calibration"] = calibration or (CALIBRATIONS[format] or ("default",))[0]
+        info["int8"]["equalized"] = bool(equalize)
     # A `train --qat` model: its ExecuTorch int8 file is converted from the graph it trained; the other runtimes
     # quantize its (QAT-trained) float weights with their own quantizer, calibrated as for any model.
     qat = getattr(model, "qat_state", None) if precision == "int8" else None
@@ -236,7 +260,7 @@ def export(
             if qat is not None and exact:
                 module.quantize_qat(model, staged, qat, res)
             else:
-                write_model_file(folded, staged, format, precision, calib_images, res, weight_bits)
+                write_model_file(folded, staged, format, precision, calib_images, res, weight_bits, calibration)
             module.set_metadata(staged, info)
             if card is not None and hasattr(module, "set_card"):
                 module.set_card(staged, card)

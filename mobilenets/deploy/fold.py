@@ -169,3 +169,64 @@ def correct_bias_for_int8_weights(model: nn.Module, calib_images: torch.Tensor, 
                 shift = (error.sum(dim=(2, 3)) * per_group).sum(1)
             m.bias.copy_((m.bias.double() - shift).to(m.bias.dtype))
     return model
+
+
+def _relu_after(block: nn.Module) -> bool:
+    """Whether a folded ConvBNAct ends in a plain ReLU, which commutes with a positive per-channel scale."""
+    act = getattr(block, "act", None) if isinstance(block, nn.Sequential) else None
+    return type(act) is nn.ReLU
+
+
+def equalizable_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.Conv2d]]:
+    """(first, second) convolutions of ``model`` whose channels cross-layer equalization may rescale: the first
+    feeds the second only, through a ReLU. In MobileNetV1 every depthwise → pointwise pair and every pointwise →
+    next depthwise; in V2/V3 blocks expand → depthwise and depthwise → project (without squeeze-excite between).
+    ReLU6 and hard-swish pairs are left out: relu6(x / s) · s clips at 6s, so the rescaled network would differ.
+    """
+    from mobilenets.models.layers import DepthwiseSeparable, InvertedResidual
+
+    pairs = []
+    for parent in model.modules():
+        if isinstance(parent, DepthwiseSeparable) and _relu_after(parent.depthwise):
+            pairs.append((parent.depthwise.conv, parent.pointwise.conv))
+        elif isinstance(parent, InvertedResidual):
+            if isinstance(parent.expand, nn.Sequential) and _relu_after(parent.expand):
+                pairs.append((parent.expand.conv, parent.depthwise.conv))
+            if isinstance(parent.se, nn.Identity) and _relu_after(parent.depthwise):
+                pairs.append((parent.depthwise.conv, parent.project.conv))
+        elif isinstance(parent, nn.Sequential):
+            blocks = list(parent.children())
+            for a, b in zip(blocks, blocks[1:]):  # V1's body: a block's pointwise output is the next one's input
+                if isinstance(a, DepthwiseSeparable) and isinstance(b, DepthwiseSeparable) and _relu_after(a.pointwise):
+                    pairs.append((a.pointwise.conv, b.depthwise.conv))
+    return pairs
+
+
+def equalize_cross_layer(model: nn.Module, iterations: int = 2) -> nn.Module:
+    """A copy of a BN-folded ``model`` with cross-layer equalization (Nagel et al., 2019, "Data-Free
+    Quantization", §4.1) on :func:`equalizable_pairs`: the same function, with each channel's weight range shared
+    evenly between the two convolutions it passes through.
+
+    For a pair (W1 → ReLU → W2) and channel i, r1 = max|W1[i]| and r2 = max|W2[:, i]|; W1[i] and b1[i] are divided
+    by s = √(r1 / r2) and W2[:, i] multiplied by it, so both ranges become √(r1·r2). A depthwise filter whose
+    range is 50× its neighbours' no longer sets a per-tensor grid (or wastes int8 levels per channel) for them.
+    ``iterations`` passes, since in V1 every conv belongs to two pairs.
+    """
+    model = copy.deepcopy(model).eval()
+    pairs = equalizable_pairs(model)
+    with torch.no_grad():
+        for _ in range(iterations):
+            for first, second in pairs:
+                w1, w2 = first.weight.double(), second.weight.double()
+                r1 = w1.abs().flatten(1).amax(1)
+                if second.groups == 1:
+                    r2 = w2.abs().transpose(0, 1).flatten(1).amax(1)
+                else:  # depthwise: input channel i is output channel i
+                    r2 = w2.abs().flatten(1).amax(1)
+                scale = torch.where((r1 > 0) & (r2 > 0), (r1 / r2.clamp_min(1e-12)).sqrt(), torch.ones_like(r1))
+                first.weight.copy_((w1 / scale.view(-1, 1, 1, 1)).to(first.weight.dtype))
+                if first.bias is not None:
+                    first.bias.copy_((first.bias.double() / scale).to(first.bias.dtype))
+                shape = (1, -1, 1, 1) if second.groups == 1 else (-1, 1, 1, 1)
+                second.weight.copy_((w2 * scale.view(shape)).to(second.weight.dtype))
+    return model

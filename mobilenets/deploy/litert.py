@@ -37,6 +37,8 @@ FORMAT = "tflite"
 SUFFIX = ".tflite"
 RUNTIME = "LiteRT"
 PRECISIONS = ("fp32", "int8")
+# Activation observers of litert-torch's PT2E quantizer, as ExecuTorch's: "mse" (histogram, the default), "minmax".
+CALIBRATIONS = ("mse", "minmax")
 # Name of the model-metadata entry (a flatbuffer Metadata: name → buffer) that holds what the file was built for.
 METADATA_NAME = "mobilenets"
 
@@ -61,7 +63,13 @@ def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
     _convert(nhwc, path, resolution)
 
 
-def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int | None = None) -> None:
+def quantize(
+    model: nn.Module,
+    path: Path,
+    calib_images: torch.Tensor,
+    resolution: int | None = None,
+    calibration: str = CALIBRATIONS[0],
+) -> None:
     """Full-integer int8 LiteRT file: PT2E quantization with litert-torch's quantizer (per-channel symmetric
     int8 weights, int8 activations observed by histogram on ``calib_images``, normalized NCHW float).
 
@@ -73,9 +81,10 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
     pt2e = _require("torchao.quantization.pt2e.quantize_pt2e", "int8 LiteRT export")
     pt2e_utils = _require("torchao.quantization.pt2e", "int8 LiteRT export")
     resolution = resolution or model.resolution
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    )
+    from mobilenets.deploy.executorch import with_calibration
+
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(with_calibration(config, calibration, RUNTIME))
     model = correct_bias_for_int8_weights(model, calib_images)
     nhwc = litert_torch.to_channel_last_io(relu6_as_relu_clamp(model), args=[0]).eval()
     example = _nhwc_example(model, resolution)

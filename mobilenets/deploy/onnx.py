@@ -24,6 +24,8 @@ FORMAT = "onnx"
 SUFFIX = ".onnx"
 RUNTIME = "ONNX Runtime"
 PRECISIONS = ("fp32", "int8")
+# Activation calibrations of ONNX Runtime's quantizer (the first is the default).
+CALIBRATIONS = ("minmax", "entropy", "percentile")
 DEFAULT_OPSET = 17
 METADATA_KEY = "mobilenets"
 
@@ -51,17 +53,32 @@ def write(model: nn.Module, path: Path, resolution: int | None = None, opset: in
         )
 
 
-def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int, weight_bits: int = 7) -> None:
-    """Static int8 (QDQ, per-channel weights, MinMax-calibrated u8 activations) with ONNX Runtime's quantizer.
+def quantize(
+    model: nn.Module,
+    path: Path,
+    calib_images: torch.Tensor,
+    resolution: int,
+    weight_bits: int = 7,
+    calibration: str = CALIBRATIONS[0],
+) -> None:
+    """Static int8 (QDQ, per-channel weights, u8 activations calibrated by ``calibration``, one of
+    CALIBRATIONS) with ONNX Runtime's quantizer, after bias correction for the int8 weights.
 
     ``weight_bits`` 7 (the default) is safe on every CPU; 8 only on CPUs with VNNI/AMX or Arm (see module doc).
     """
+    from mobilenets.deploy.fold import correct_bias_for_int8_weights
+
     quantization = require("onnxruntime.quantization", "int8 ONNX export")
     shape_inference = require("onnxruntime.quantization.shape_inference", "int8 ONNX export")
     if weight_bits not in (7, 8):
         raise MobileNetsError(f"int8 weight bits must be 7 (safe on every CPU) or 8 (VNNI only), got {weight_bits}")
     fp32 = path.with_name("fp32_" + path.name)
     pre = path.with_name("pre_" + path.name)
+    methods = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+    if calibration not in methods:
+        raise MobileNetsError(f"ONNX Runtime calibrates by {', '.join(CALIBRATIONS)}, not {calibration!r}")
+    # ONNX Runtime's symmetric int8 weights: scale = max|w| / 64 with reduce_range (7 bits), / 127 without.
+    model = correct_bias_for_int8_weights(model, calib_images, qmax=64 if weight_bits == 7 else 127)
     write(model, fp32, resolution)
     with quiet():
         shape_inference.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -84,6 +101,7 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
             reduce_range=weight_bits == 7,
             activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
+            calibrate_method=getattr(quantization.CalibrationMethod, methods[calibration]),
         )
     fp32.unlink()
     pre.unlink()

@@ -28,6 +28,8 @@ FORMAT = "openvino"
 SUFFIX = ".xml"
 RUNTIME = "OpenVINO"
 PRECISIONS = ("fp32", "bf16", "int8")
+# Activation range estimators of NNCF (the first is the default: NNCF's own choice).
+CALIBRATIONS = ("nncf", "minmax", "percentile", "histogram")
 METADATA_KEY = "mobilenets"
 
 
@@ -44,8 +46,17 @@ def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
         ov.save_model(ov_model, str(path), compress_to_fp16=False)
 
 
-def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int, weight_bits: int = 7) -> None:
-    """int8 IR with NNCF post-training quantization (per-channel symmetric weights, u8 activations).
+def quantize(
+    model: nn.Module,
+    path: Path,
+    calib_images: torch.Tensor,
+    resolution: int,
+    weight_bits: int = 7,
+    calibration: str = CALIBRATIONS[0],
+) -> None:
+    """int8 IR with NNCF post-training quantization (per-channel symmetric weights, u8 activations whose ranges
+    ``calibration`` estimates: "nncf" NNCF's default, "minmax", "percentile" (mean of per-batch quantiles),
+    "histogram").
 
     ``weight_bits`` 7 (the default) is safe on every CPU; 8 only on CPUs with VNNI/AMX (see module doc).
     """
@@ -55,6 +66,15 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
     if weight_bits not in (7, 8):
         raise MobileNetsError(f"int8 weight bits must be 7 (safe on every CPU) or 8 (VNNI only), got {weight_bits}")
     fix = params.OverflowFix.ENABLE if weight_bits == 7 else params.OverflowFix.DISABLE
+    estimators = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "histogram": "HISTOGRAM"}
+    if calibration not in CALIBRATIONS:
+        raise MobileNetsError(f"OpenVINO (NNCF) calibrates by {', '.join(CALIBRATIONS)}, not {calibration!r}")
+    ranges = require("nncf.quantization.range_estimator", "int8 OpenVINO export").RangeEstimatorParametersSet
+    estimator = (
+        {"activations_range_estimator_params": getattr(ranges, estimators[calibration])}
+        if (calibration in estimators)
+        else {}
+    )
     fp32 = path.with_name("fp32_" + path.name)
     write(model, fp32, resolution)
     # NNCF draws progress bars on stdout: send them to stderr so `--json` output stays clean.
@@ -68,7 +88,7 @@ def quantize(model: nn.Module, path: Path, calib_images: torch.Tensor, resolutio
             # Full bias correction: with 7-bit weights the fast one kept 91.9% of the pretrained model's
             # clear decisions on 64 photo crops, the full one 100% (benchmarks/deploy_latency.py).
             fast_bias_correction=False,
-            advanced_parameters=params.AdvancedQuantizationParameters(overflow_fix=fix),
+            advanced_parameters=params.AdvancedQuantizationParameters(overflow_fix=fix, **estimator),
         )
         ov.save_model(quantized, str(path), compress_to_fp16=False)
     fp32.unlink()

@@ -1,0 +1,97 @@
+"""Stronger post-training int8: cross-layer equalization keeps the function and evens the channel ranges; the
+calibration choice reaches the runtime's quantizer; bad choices fail with one clear line, nothing written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mobilenets.deploy import export as ex
+from mobilenets.deploy.fold import equalizable_pairs, equalize_cross_layer, fold_bn
+from mobilenets.errors import MobileNetsError
+from mobilenets.models import create_model
+
+
+def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BN statistics and affine terms, so that the folded convs' channel ranges differ (as trained ones)."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) * 3 + 0.05
+            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = torch.rand(m.num_features, generator=g) * 4 + 0.01
+    return model.eval()
+
+
+def test_equalization_keeps_the_function_and_evens_the_ranges():
+    model = _trained_like(create_model("mobilenet_v1", width_mult=0.25, resolution=32))
+    folded = fold_bn(model)
+    equalized = equalize_cross_layer(folded, iterations=1)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref, out = model(x), equalized(x)
+    assert float((out - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+    # Each depthwise filter's range spread over its channels shrinks (√ of the pair's) ...
+    pairs = equalizable_pairs(folded)
+    assert len(pairs) == 2 * 13 - 1  # 13 depthwise → pointwise pairs, 12 pointwise → next depthwise
+    spread = lambda w: float(w.abs().flatten(1).amax(1).max() / w.abs().flatten(1).amax(1).min())  # noqa: E731
+    depthwise = [(a, b) for a, b in zip(pairs, equalizable_pairs(equalized)) if a[0].groups > 1]
+    assert all(spread(new[0].weight) < spread(old[0].weight) for old, new in depthwise)
+    # ... and after one pass the last pair equalized (no later one rescales it) has equal ranges on both sides.
+    first, second = equalizable_pairs(equalized)[-1]
+    r1 = first.weight.abs().flatten(1).amax(1)
+    r2 = second.weight.abs().transpose(0, 1).flatten(1).amax(1)
+    assert torch.allclose(r1, r2, rtol=1e-4)
+
+
+def test_equalization_leaves_relu6_pairs_alone():
+    v2 = fold_bn(create_model("mobilenet_v2", width_mult=0.35, resolution=32))
+    assert equalizable_pairs(v2) == []  # relu6(x / s)·s clips at 6s: rescaling would change the network
+
+
+@pytest.mark.slow
+def test_onnx_calibration_choice_reaches_the_file(fashion_model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    model, images, labels, calib = fashion_model
+
+    def activation_scales(path):
+        proto = onnx.load(str(path))
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        return {
+            n.input[0]: float(inits[n.input[1]])
+            for n in proto.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[1] in inits and inits[n.input[1]].size == 1
+        }
+
+    paths = {}
+    for calibration in ("minmax", "percentile"):
+        paths[calibration] = tmp_path / f"{calibration}.onnx"
+        result = ex.export(
+            model,
+            paths[calibration],
+            "onnx",
+            "int8",
+            calib_images=calib[:64],
+            verify_images=images[:64],
+            calibration=calibration,
+            equalize=True,
+        )
+        assert result.built_for["int8"]["calibration"] == calibration and result.built_for["int8"]["equalized"]
+    minmax, percentile = activation_scales(paths["minmax"]), activation_scales(paths["percentile"])
+    shared = minmax.keys() & percentile.keys()
+    assert len(shared) >= 10
+    # The 99.999th percentile clips the outliers min-max keeps: never a wider range, narrower somewhere.
+    assert all(percentile[k] <= minmax[k] * (1 + 1e-6) for k in shared)
+    assert any(percentile[k] < 0.99 * minmax[k] for k in shared)
+    logits = ex.run_model_file(paths["percentile"], "onnx", images[:256], "int8")
+    assert float(np.mean(logits.argmax(1) == labels[:256].numpy())) > 0.5
+
+
+def test_unknown_calibration_is_one_line_error(tmp_path):
+    model = create_model("mobilenet_v1", width_mult=0.25, resolution=32)
+    with pytest.raises(MobileNetsError, match="executorch int8 calibrates by mse, minmax; got --calibration 'entropy'"):
+        ex.export(model, tmp_path / "m.pte", "executorch", "int8", calibration="entropy")
+    assert list(tmp_path.iterdir()) == []
