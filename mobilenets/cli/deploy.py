@@ -204,7 +204,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="--grid: keep the cells OUT_DIR/grid.json already has (measure only missing and failed ones)",
     )
     p.add_argument(
-        "--runtime", nargs="+", default=["eager", "onnxruntime"], help="eager onnxruntime executorch openvino"
+        "--runtime",
+        nargs="+",
+        default=["eager", "onnxruntime"],
+        help="eager onnxruntime executorch openvino litert web (onnxruntime-web in headless Chromium)",
     )
     p.add_argument("--precision", nargs="+", default=["fp32"], help="fp32 bf16 int8 (each runtime runs what it can)")
     p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
@@ -247,7 +250,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise MobileNetsError(
             f"none of {', '.join(args.runtime)} runs {', '.join(args.precision)}: "
             "eager fp32/bf16, onnxruntime fp32/int8, executorch fp32/int8 (batch 1), openvino fp32/bf16/int8, "
-            "litert fp32/int8 (batch 1)"
+            "litert fp32/int8 (batch 1), web fp32/int8"
         )
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))

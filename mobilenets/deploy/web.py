@@ -320,7 +320,7 @@ class Page:
         threads: int = 1,
         url: str | None = None,
         width: int = 900,
-        height: int = 620,
+        height: int = 480,
     ) -> None:
         self.folder = Path(folder)
         read_config(self.folder)
