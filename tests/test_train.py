@@ -523,6 +523,18 @@ def test_paper_preset_is_each_familys_recipe(capsys):
         assert f"lr {values['lr_per_256']:g} " in text, family
 
 
+def train_quietly(args: str, out: Path, capsys) -> dict:
+    """`mobilenets train ARGS` on one thread, without progress, TensorBoard or plots: its JSON result."""
+    threads = torch.get_num_threads()
+    try:
+        argv = ["train", *args.split(), "--out-dir", str(out), "--threads", "1", "--no-progress", "--no-tensorboard"]
+        rc = cli.main([*argv, "--no-plots", "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    return json.loads(capsys.readouterr().out)
+
+
 @pytest.mark.parametrize(
     "name, width_mult, data, steps, floor",
     # 16-px digits, batch 32. V3-Small learns in 2 epochs (84 steps; chance is 10%). V2's 17 bottlenecks start
@@ -538,14 +550,9 @@ def test_v2_v3_train_eval_and_predict_through_the_cli(name, width_mult, data, st
     from mobilenets.data import load_dataset, prepare_batch
 
     out = tmp_path / "run"
-    args = f"train --model {name} --width-mult {width_mult} --dataset digits {data} --batch-size 32 --out-dir {out}"
-    threads = torch.get_num_threads()
-    try:
-        rc = cli.main([*args.split(), "--threads", "1", "--no-progress", "--no-tensorboard", "--no-plots", "--json"])
-    finally:
-        torch.set_num_threads(threads)
-    assert rc == 0
-    result = json.loads(capsys.readouterr().out)
+    result = train_quietly(
+        f"--model {name} --width-mult {width_mult} --dataset digits {data} --batch-size 32", out, capsys
+    )
     assert result["test_acc"] >= floor and result["steps"] == steps
     # The small-image stem is automatic at 16 px, for V2 and V3 as for V1, and model.pt rebuilds it.
     config = json.loads((out / "config.json").read_text())
@@ -580,15 +587,9 @@ def test_seed_networks_train_eval_and_export_through_the_cli(name, extra, tmp_pa
     """SqueezeNet (bypass) and Xception go through the same engine as the MobileNets: 4 steps on digits, the
     saved model.pt evaluates to the run's accuracy and exports to a verified ONNX file."""
     out = tmp_path / "run"
-    args = f"train --model {name} {extra} --dataset digits --max-steps 4 --batch-size 16 --max-test-samples 100"
-    args += f" --out-dir {out}"
-    threads = torch.get_num_threads()
-    try:
-        rc = cli.main([*args.split(), "--threads", "1", "--no-progress", "--no-tensorboard", "--no-plots", "--json"])
-    finally:
-        torch.set_num_threads(threads)
-    assert rc == 0
-    result = json.loads(capsys.readouterr().out)
+    result = train_quietly(
+        f"--model {name} {extra} --dataset digits --max-steps 4 --batch-size 16 --max-test-samples 100", out, capsys
+    )
     assert result["steps"] == 4 and 0.0 <= result["test_acc"] <= 1.0
     model, meta = T.load_model(out / "model.pt")
     assert meta["model"] == name and model.num_classes == 10 and model.in_chans == 1
