@@ -142,7 +142,7 @@ def test_fp32_page_matches_pytorch_on_real_images(exported, trained):
     assert np.abs(logits - reference).max() <= 1e-4 and np.abs(reference).max() > 0.1
     assert (logits.argmax(1) == reference.argmax(1)).all()
     # The page's own decoding and preprocessing give the tensor `mobilenets predict` gives (a float32 port).
-    assert check.num_images == 8 and check.max_input_diff <= 1e-6
+    assert check.num_images == 8 and check.max_input_diff <= 1e-6 and check.pipeline_top1 == 1.0 and check.passed
     assert check.verification.max_abs_diff <= 1e-4 and check.verification.top1_agreement == 1.0
 
 
@@ -213,8 +213,15 @@ def test_rgb_preprocessing_is_pythons_on_photos(tmp_path, crop, interpolation):
     web.set_card(folder, ModelCard("mobilenet_v1", {"num_classes": 3}, pre, ["a", "b", "c"]))
     check = web.check_page(folder, model)
     assert check.num_images >= 4 and "chelsea.jpg" in check.files  # a real JPEG, decoded by Chromium
-    assert check.max_input_diff <= 1e-6
+    assert check.max_input_diff <= 1e-6 and check.passed
     assert check.verification.max_abs_diff <= 1e-4 and check.verification.top1_agreement == 1.0
+    if crop == "resize_shorter" and interpolation == "bilinear":
+        # A page whose preprocessing forgets the mean fails the check, and `export` then writes nothing.
+        js = folder / "classify.js"
+        js.write_text(js.read_text().replace("const m = mean[c % mean.length];", "const m = 0;"))
+        with pytest.raises(MobileNetsError, match="web fp32 export failed verification, nothing written") as e:
+            web.verify_page(folder, model, "fp32", None)
+        assert float(str(e.value).split("input max |Δ| ")[1].split(",")[0]) > 1
 
 
 def test_int8_web_page_computes_what_native_onnx_runtime_does(trained, tmp_path):
