@@ -54,14 +54,13 @@ def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
 def with_calibration(config, calibration: str, runtime: str):
     """A PT2E QuantizationConfig whose activation observers follow ``calibration`` (see CALIBRATIONS)."""
     import dataclasses
-    import functools
 
     if calibration not in CALIBRATIONS:
         raise MobileNetsError(f"{runtime} calibrates by {', '.join(CALIBRATIONS)}, not {calibration!r}")
     if calibration == "mse":
         return config
     observer = require("torchao.quantization.pt2e.observer", "int8 export").MinMaxObserver
-    ctr = functools.partial(observer, eps=2**-12)
+    ctr = observer.with_args(eps=2**-12)
     specs = {}
     for field in ("input_activation", "output_activation"):
         spec = getattr(config, field)
