@@ -20,7 +20,13 @@ converts that very graph (:func:`executorch_program`): the int8 file computes wh
 
 The schemes (``TARGETS``): ExecuTorch-XNNPACK and LiteRT use int8 activations and int8 weights in [-127, 127];
 ONNX Runtime and OpenVINO use u8 activations (affine int8 is the same grid, shifted by 128) and the 7-bit
-weights (|w| ≤ 63) that keep AVX2-only x86 from saturating its 16-bit pair sums (see deploy/onnx.py).
+weights (|w| ≤ 64) that keep AVX2-only x86 from saturating its 16-bit pair sums (see deploy/onnx.py).
+
+Where the int8 file comes from: ExecuTorch converts the trained graph itself (:func:`executorch_program`). ONNX
+Runtime, OpenVINO and LiteRT quantize the QAT-trained float weights with their own quantizer (``mobilenets
+export`` as for any model): the weights fall on the grid they trained on (the same per-channel max|w| scales),
+the activation ranges are calibrated again. Converting the PT2E graph for them (QDQ ONNX through the dynamo
+exporter, OpenVINO's PT2E frontend, litert-torch with a foreign quantizer's annotations) is not done here.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from torch import nn
 from mobilenets.errors import MobileNetsError
 
 # target runtime → (weight qmin, weight qmax) of its int8 scheme; activations are int8 affine for all of them.
-TARGETS = {"executorch": (-127, 127), "tflite": (-127, 127), "onnx": (-63, 63), "openvino": (-63, 63)}
+# ONNX Runtime's reduce_range grid is [-64, 64] (scale max|w| / 64); NNCF's overflow fix halves its [-127, 127].
+TARGETS = {"executorch": (-127, 127), "tflite": (-127, 127), "onnx": (-64, 64), "openvino": (-63, 63)}
 QAT_STATE_VERSION = 1
 
 
