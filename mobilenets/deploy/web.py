@@ -281,7 +281,8 @@ class _Browser:
         sync_api = require("playwright.sync_api", "running web exports in Chromium")
         executable = chromium_path()
         self.playwright = sync_api.sync_playwright().start()
-        args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # root: no user namespaces
+        # Root has no user-namespace sandbox; containers often have a tiny /dev/shm.
+        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])
         try:
             self.browser = self.playwright.chromium.launch(executable_path=executable, headless=True, args=args)
         except Exception as e:  # noqa: BLE001 - any launch failure is "this Chromium does not start"
