@@ -196,6 +196,19 @@ def test_two_threads_on_the_isolated_server(exported):
     assert headers["Content-Type"].startswith("text/javascript")
 
 
+def test_a_process_exits_with_a_page_still_open(exported):
+    """A runner still referenced at exit (a script's global, `bench`'s last runtime) is closed by an atexit hook:
+    closing its server in the interpreter's teardown waited forever for a frozen thread."""
+    # A first runner dropped (closed when the next page opens), then one still held when the script ends.
+    script = (
+        "import numpy as np\nfrom mobilenets.deploy import web\nx = np.zeros((1, 1, 16, 16), np.float32)\n"
+        f"def first():\n    r = web.load({str(exported)!r})\n    r(x)\nfirst()\n"
+        f"r = web.load({str(exported)!r})\nprint(r(x).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0 and done.stdout.strip() == "(1, 10)", done.stderr[-500:]
+
+
 @pytest.mark.parametrize(
     "crop,interpolation",
     [("resize_shorter", "bilinear"), ("resize_shorter", "bicubic"), ("central_fraction", "tf_bilinear")],

@@ -26,8 +26,10 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -248,7 +250,10 @@ def serve(folder: str | os.PathLike, isolated: bool = True) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
-        server.shutdown()
+        # Closed by the interpreter's teardown (a page still open at exit), the serving thread is frozen and
+        # shutdown() would wait for it forever: only the socket is closed then.
+        if not sys.is_finalizing():
+            server.shutdown()
         server.server_close()
 
 
@@ -307,6 +312,17 @@ class _Browser:
             pass
 
 
+# Pages not closed yet; the ones still open at exit are closed by an atexit hook, while their server threads
+# still run (closing them in the interpreter's teardown instead hung the process: ``serve``).
+_OPEN_PAGES: weakref.WeakSet[Page] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_pages() -> None:
+    for page in list(_OPEN_PAGES):
+        page.close()
+
+
 class Page:
     """A web export served from its folder and open in headless Chromium, its classifier loaded.
 
@@ -329,6 +345,7 @@ class Page:
             _Browser.pending_close.pop().close()
         self._server = None if url else serve(self.folder)
         self.url = url or self._server.__enter__()
+        _OPEN_PAGES.add(self)
         try:
             browser = _Browser.get()
             self.page = browser.browser.new_page(viewport={"width": width, "height": height})
