@@ -39,9 +39,8 @@ FP32_MODELS = [
     ("mobilenet_v1_0.25_128", dict(resolution=64)),
     ("mobilenet_v2", dict(width_mult=0.35, **SMALL)),
     ("mobilenet_v3_small", dict(width_mult=0.75, **SMALL)),
-    # SqueezeNet's fire modules and bypass shortcuts; Xception's padded max pools and strided 1×1 shortcuts.
+    # SqueezeNet's fire modules and bypass shortcuts (Xception's file: reports/int8-accuracy/.../seed-networks).
     ("squeezenet1_0_complex_bypass", dict(in_chans=1, num_classes=10, resolution=48)),
-    ("xception", dict(resolution=32)),
 ]
 
 
@@ -77,10 +76,10 @@ def test_fp32_round_trip_matches_pytorch(tmp_path, name, kw):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
 
 
-@pytest.fixture(scope="module", params=["fashion_model", "fashion_model_v3"])
+@pytest.fixture(scope="module", params=["fashion_model_v3"])
 def fashion_int8(request, tmp_path_factory):
-    """The session's trained V1 and V3-Small (hard-swish, squeeze-excite, residual adds), each as an int8 file:
-    (model, test images, labels, path)."""
+    """The session's trained V3-Small (V1's ops plus hard-swish, squeeze-excite, residual adds) as an int8 file:
+    (model, test images, labels, path). V1's LiteRT int8 is checked on the pretrained model below."""
     model, images, labels, calib = request.getfixturevalue(request.param)
     path = tmp_path_factory.mktemp("litert") / "q.tflite"
     start = time.perf_counter()
