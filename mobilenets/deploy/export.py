@@ -243,11 +243,17 @@ def export(
     if precision == "int8" and info.get("int8") is not None:
         info["int8"]["calibration"] = calibration or (CALIBRATIONS[format] or ("default",))[0]
         info["int8"]["equalized"] = bool(equalize)
-    # A `train --qat` model: its ExecuTorch int8 file is converted from the graph it trained; the other runtimes
-    # quantize its (QAT-trained) float weights with their own quantizer, calibrated as for any model.
+    # A `train --qat` model: the int8 file of the runtime it trained for is converted from the graph it trained
+    # (its learned scales); another runtime quantizes its (QAT-trained) float weights with its own quantizer.
     qat = getattr(model, "qat_state", None) if precision == "int8" else None
     if qat is not None:
-        exact = format == "executorch" and qat["target"] == "executorch"
+        from mobilenets.training.qat import converts_to
+
+        exact = converts_to(qat, format) and hasattr(module, "quantize_qat")
+        if exact and format in WEIGHT_BITS_FORMATS and weight_bits != DEFAULT_WEIGHT_BITS:
+            raise MobileNetsError(
+                f"this QAT model trained on the {DEFAULT_WEIGHT_BITS}-bit weight grid; export it without --weight-bits"
+            )
         info["int8"]["qat"] = (
             f"converted from the {qat['target']} QAT graph (activation ranges learned in training)"
             if exact

@@ -102,6 +102,28 @@ def quantize(
     _convert(converted, path, resolution, quant_config.QuantConfig(pt2e_quantizer=quantizer))
 
 
+def quantize_qat(model: nn.Module, path: Path, qat: dict, resolution: int) -> None:
+    """Full-integer int8 LiteRT file converted from the graph a ``train --qat`` run trained (its learned
+    activation ranges, no calibration): PT2E's converted graph, NHWC at the input, through litert-torch's
+    static-quantization path. ``model`` is the run's float model."""
+    from mobilenets.training.qat import converted_graph
+
+    litert_torch = _require("litert_torch", "int8 LiteRT export")
+    pt2e_quantizer = _require("litert_torch.quantize.pt2e_quantizer", "int8 LiteRT export")
+    quant_config = _require("litert_torch.quantize.quant_config", "int8 LiteRT export")
+    pt2e_utils = _require("torchao.quantization.pt2e", "int8 LiteRT export")
+    converted = converted_graph(model, qat, resolution, FORMAT, fold_quantize=False)
+    pt2e_utils.allow_exported_model_train_eval(converted)
+    nhwc = litert_torch.to_channel_last_io(converted, args=[0]).eval()
+    nhwc.in_chans = getattr(model, "in_chans", 3)
+    # The QuantConfig only tells litert-torch the graph is statically quantized (its quantizer's global config
+    # is static int8, the scheme the QAT graph trained with); the graph's own Q/DQ nodes give the parameters.
+    static = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    )
+    _convert(nhwc, path, resolution, quant_config.QuantConfig(pt2e_quantizer=static))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Running
 

@@ -107,6 +107,104 @@ def quantize(
     pre.unlink()
 
 
+def quantize_qat(
+    model: nn.Module, path: Path, qat: dict, resolution: int, opset: int = DEFAULT_OPSET, target: str = FORMAT
+) -> None:
+    """int8 QDQ file converted from the graph a ``train --qat`` run trained: the fake-quantize ops at the
+    scales training learned become QuantizeLinear/DequantizeLinear pairs (no calibration), then the weights
+    are stored as int8 and the biases as int32 (see :func:`finish_qdq`). ``model`` is the run's float model."""
+    from mobilenets.training.qat import check_export, fake_quant_graph
+
+    onnx = require("onnx", "int8 ONNX export")
+    check_export(qat, target, resolution)
+    graph = fake_quant_graph(model, qat, resolution)
+    with quiet(), torch.no_grad():
+        torch.onnx.export(
+            graph,
+            (_example(graph, 2, resolution),),
+            str(path),
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    finish_qdq(proto)
+    onnx.save(proto, str(path))
+
+
+def finish_qdq(proto) -> None:
+    """A QDQ graph from fake-quantize ops made into the form ONNX Runtime's quantizer writes (in place):
+    constants as initializers, each QuantizeLinear of a constant weight folded into an int8 initializer (its
+    DequantizeLinear stays, without the all-zero zero point), and each Conv/Gemm float bias stored as int32 at
+    scale input scale × weight scale (the integer kernels' bias, as ONNX Runtime's quantizer stores it).
+    """
+    onnx = require("onnx", "int8 ONNX export")
+    numpy_helper = require("onnx.numpy_helper", "int8 ONNX export")
+    graph = proto.graph
+    # Constant nodes (the exporter's scales and zero points) become initializers, as the quantizer writes them.
+    constants = [n for n in graph.node if n.op_type == "Constant" and [a.name for a in n.attribute] == ["value"]]
+    for node in constants:
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0]))
+        graph.node.remove(node)
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    new_inits, new_inits_nodes, dropped = [], [], set()
+
+    def quantized(q) -> np.ndarray:
+        w, scale, zp = consts[q.input[0]], consts[q.input[1]], consts[q.input[2]]
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
+        shape = [1] * w.ndim
+        if scale.ndim:
+            shape[axis] = -1
+        info = np.iinfo(zp.dtype)
+        values = np.rint(w / scale.reshape(shape)) + zp.astype(np.int64).reshape(shape)
+        return np.clip(values, info.min, info.max).astype(zp.dtype)
+
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in producer:
+            q = producer[node.input[0]]
+            if q.op_type == "QuantizeLinear" and q.input[0] in consts:
+                name = q.input[0] + "_quantized"
+                new_inits.append(numpy_helper.from_array(quantized(q), name))
+                node.input[0] = name
+                dropped.add(id(q))
+                if len(node.input) > 2 and not consts[node.input[2]].any():
+                    # Symmetric weights: no zero point (0 is the default). With an explicit one, OpenVINO's ONNX
+                    # frontend left the depthwise convs in f32 (their weights dequantized at run time).
+                    del node.input[2]
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in consts:
+            continue
+        x_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
+        if not (x_dq and w_dq and x_dq.op_type == w_dq.op_type == "DequantizeLinear"):
+            continue
+        x_scale, w_scale = consts[x_dq.input[1]], consts[w_dq.input[1]]
+        bias_scale = (x_scale.astype(np.float64) * w_scale.astype(np.float64)).astype(np.float32).reshape(-1)
+        bias = consts[node.input[2]].astype(np.float64)
+        bias_scale = np.broadcast_to(bias_scale, bias.shape).copy()
+        name = node.input[2] + "_int32"
+        new_inits += [
+            numpy_helper.from_array(np.rint(bias / bias_scale).astype(np.int32), name),
+            numpy_helper.from_array(bias_scale, name + "_scale"),
+            numpy_helper.from_array(np.zeros(bias.shape, np.int32), name + "_zero_point"),
+        ]
+        dq = onnx.helper.make_node(
+            "DequantizeLinear", [name, name + "_scale", name + "_zero_point"], [name + "_dq"], axis=0
+        )
+        new_inits_nodes.append(dq)
+        node.input[2] = name + "_dq"
+    kept = [n for n in graph.node if id(n) not in dropped]
+    del graph.node[:]
+    graph.node.extend(new_inits_nodes + kept)
+    graph.initializer.extend(new_inits)
+    used = {i for n in graph.node for i in n.input}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for t in unused:
+        graph.initializer.remove(t)
+
+
 def set_metadata(path: Path, info: dict) -> None:
     """Store ``info`` (what the file was built for) as the ONNX model's metadata_props["mobilenets"]."""
     onnx = require("onnx", "ONNX export")

@@ -95,6 +95,25 @@ def quantize(
     fp32.with_suffix(".bin").unlink()
 
 
+def quantize_qat(model: nn.Module, path: Path, qat: dict, resolution: int) -> None:
+    """int8 IR converted from the graph a ``train --qat`` run trained: its QDQ ONNX file
+    (``onnx.quantize_qat``: the scales learned in training, int8 weights on the 7-bit grid) read by OpenVINO's
+    ONNX frontend, which turns each QuantizeLinear/DequantizeLinear pair into the FakeQuantize NNCF would
+    write (no calibration, no NNCF). ``model`` is the run's float model."""
+    from mobilenets.deploy import onnx as onnx_module
+
+    ov = require("openvino", "int8 OpenVINO export")
+    qdq = path.with_name("qdq_" + path.stem + ".onnx")
+    try:
+        onnx_module.quantize_qat(model, qdq, qat, resolution, target=FORMAT)
+        with quiet():
+            ov_model = ov.convert_model(str(qdq))
+            ov_model.reshape([-1, model.in_chans, resolution, resolution])
+            ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    finally:
+        qdq.unlink(missing_ok=True)
+
+
 def set_metadata(path: Path, info: dict) -> None:
     """Store ``info`` in the IR's rt_info (``<rt_info><mobilenets value="..."/>``)."""
     ov = require("openvino", "OpenVINO export")

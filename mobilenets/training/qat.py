@@ -15,22 +15,29 @@ So QAT needs a trained starting point (``init``).
 The prepared graph holds the folded model's parameters (the same tensors): the optimizer trains them, and
 ``model.pt`` stores them back in the model's own layout (each BN an identity with the folded bias, see
 :meth:`QATModel.float_state`), so eval, export and predict load it as any model; the activations' fake-quantize
-state (ranges, scales, zero points) goes beside them under "qat". An ExecuTorch export of a QAT ``model.pt``
-converts that very graph (:func:`executorch_program`): the int8 file computes what training saw.
+state (ranges, scales, zero points) goes beside them under "qat". An int8 export of a QAT ``model.pt`` for a
+runtime of its scheme converts that very graph (below): the int8 file computes what training saw.
 
 The schemes (``TARGETS``): ExecuTorch-XNNPACK and LiteRT use int8 activations and int8 weights in [-127, 127];
 ONNX Runtime and OpenVINO use u8 activations (affine int8 is the same grid, shifted by 128) and the 7-bit
 weights (|w| ≤ 64) that keep AVX2-only x86 from saturating its 16-bit pair sums (see deploy/onnx.py).
 
-Where the int8 file comes from: ExecuTorch converts the trained graph itself (:func:`executorch_program`). ONNX
-Runtime, OpenVINO and LiteRT quantize the QAT-trained float weights with their own quantizer (``mobilenets
-export`` as for any model): the weights fall on the grid they trained on (the same per-channel max|w| scales),
-the activation ranges are calibrated again. Converting the PT2E graph for them (QDQ ONNX through the dynamo
-exporter, OpenVINO's PT2E frontend, litert-torch with a foreign quantizer's annotations) is not done here.
+Where the int8 file comes from: the graph it trained, for the runtimes of its scheme (``SCHEMES``), with the
+scales and zero points training used, no calibration. ExecuTorch and LiteRT take PT2E's ``convert_pt2e`` of it
+(:func:`converted_graph`; LiteRT through litert-torch's static int8 path, NHWC at the input); ONNX Runtime and
+OpenVINO a QDQ ONNX file of it (:func:`fake_quant_graph`, ``deploy.onnx.quantize_qat``; OpenVINO's ONNX
+frontend makes its Q/DQ pairs the FakeQuantize ops NNCF writes). A runtime of the other scheme quantizes the
+QAT-trained float weights with its own quantizer, as for any model (``mobilenets export`` says which it did).
+
+Weights are fake-quantized symmetrically per channel by a plain FakeQuantize (see :func:`quantizer`): XNNPACK's
+QAT config uses the fused observer kernel, which gives a channel whose weights all share one sign an affine grid
+no int8 file stores.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from collections.abc import Iterator
 
 import torch
@@ -41,7 +48,14 @@ from mobilenets.errors import MobileNetsError
 # target runtime → (weight qmin, weight qmax) of its int8 scheme; activations are int8 affine for all of them.
 # ONNX Runtime's reduce_range grid is [-64, 64] (scale max|w| / 64); NNCF's overflow fix halves its [-127, 127].
 TARGETS = {"executorch": (-127, 127), "tflite": (-127, 127), "onnx": (-64, 64), "openvino": (-63, 63)}
-QAT_STATE_VERSION = 1
+QAT_STATE_VERSION = 2  # 2: symmetric weight fake quantization (1 had the fused kernel's affine channels)
+# target → the formats whose int8 file is converted from the graph it trained (the same int8 scheme).
+SCHEMES = {
+    "executorch": ("executorch", "tflite"),
+    "tflite": ("tflite", "executorch"),
+    "onnx": ("onnx", "openvino"),
+    "openvino": ("openvino", "onnx"),
+}
 
 
 def check_target(target: str) -> str:
@@ -59,6 +73,17 @@ def quantizer(target: str, is_qat: bool = True):
     config = xnn.get_symmetric_quantization_config(
         is_per_channel=True, is_qat=is_qat, weight_qmin=qmin, weight_qmax=qmax
     )
+    if is_qat:
+        # XNNPACK's QAT config fake-quantizes weights with the fused observer kernel, whose "symmetric" per-channel
+        # scales are affine for a channel of one sign (zero point ±64 on a 3×3 depthwise filter of positive
+        # weights): training saw a grid the int8 file (symmetric, zero point 0) does not have. The plain
+        # FakeQuantize takes its scales from the observer's symmetric calculate_qparams, as convert_pt2e does.
+        fq = require("torchao.quantization.pt2e.fake_quantize", "quantization-aware training")
+        obs = require("torchao.quantization.pt2e.observer", "quantization-aware training")
+        weight_fq = fq.FakeQuantize.with_args(observer=obs.MovingAveragePerChannelMinMaxObserver, eps=2**-12)
+        config = dataclasses.replace(
+            config, weight=dataclasses.replace(config.weight, observer_or_fake_quant_ctr=weight_fq)
+        )
 
     class FoldedQuantizer(xnn.XNNPACKQuantizer):
         # Without the conv → BN patterns: our graphs have BN folded already, and those annotators trace their
@@ -210,17 +235,96 @@ def check_config(cfg) -> None:
         raise MobileNetsError(f"--qat trains through fake int8 quantization; drop {', '.join(clash)} with it")
 
 
-def executorch_program(model: nn.Module, qat: dict, resolution: int):
-    """The int8 graph of a QAT run, converted by PT2E from the graph it trained (for ExecuTorch's lowering)."""
+def converted_graph(model: nn.Module, qat: dict, resolution: int, format: str, fold_quantize: bool = True):
+    """The int8 graph of a QAT run, converted by PT2E (``convert_pt2e``) from the graph it trained at batch 1
+    (ExecuTorch's lowering and litert-torch take it); ``format`` must share the scheme it trained for."""
     from mobilenets.deploy.deps import quiet, require
 
-    pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "int8 ExecuTorch export")
-    if qat["target"] != "executorch":
-        raise MobileNetsError(f"this model was trained for {qat['target']} int8, not ExecuTorch")
+    pt2e = require("torchao.quantization.pt2e.quantize_pt2e", f"int8 {format} export")
+    check_export(qat, format, resolution)
+    trained = from_trained(model, qat, batch_size=1)
+    with quiet(), torch.no_grad():
+        return pt2e.convert_pt2e(trained.graph, fold_quantize=fold_quantize)
+
+
+def executorch_program(model: nn.Module, qat: dict, resolution: int):
+    """The int8 graph of a QAT run for ExecuTorch's lowering (see :func:`converted_graph`)."""
+    return converted_graph(model, qat, resolution, "executorch")
+
+
+def fake_quant_graph(model: nn.Module, qat: dict, resolution: int) -> torch.fx.GraphModule:
+    """The graph a QAT run trained, with each fake-quantize module replaced by the plain
+    ``torch.fake_quantize_per_*_affine`` op at the scale and zero point training used (the exact forward
+    pass of the trained graph, any batch size; what the TorchScript ONNX exporter writes as QDQ pairs).
+
+    Activations move to u8 (zero point + 128: the same grid, the type ONNX Runtime's and OpenVINO's x86
+    kernels take). Weights are stored fake-quantized (already on the target's grid, e.g. |w| ≤ 64 scales
+    for ONNX Runtime's 7-bit one) under a per-channel Q/DQ of the full int8 range, which leaves them unchanged
+    and which ONNX allows. PT2E's ``convert_pt2e`` is not used here: it recomputes the scales from the
+    observers' running ranges, which drift from the ones the forward pass used (~1% per channel).
+    """
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    trained = from_trained(model, qat)
+    gm = trained.graph
+    graph = gm.graph
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_module":
+            continue
+        fq = gm.get_submodule(node.target)
+        if not isinstance(fq, FakeQuantizeBase):
+            continue
+        (x,) = node.args
+        scale, zero_point = fq.scale.detach().clone(), fq.zero_point.detach().clone()
+        per_channel = fq.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
+        with graph.inserting_before(node):
+            if per_channel:
+                if x.op != "get_attr":
+                    raise MobileNetsError(
+                        f"per-channel fake quantization of a non-constant ({x.name}) in the QAT graph"
+                    )
+                with torch.no_grad():
+                    weight = fq(
+                        operator.attrgetter(x.target)(gm).detach()
+                    )  # on the trained grid, clamped as training did
+                names = [f"_qdq_{count}_{k}" for k in ("weight", "scale", "zero_point")]
+                for name, value in zip(names, (weight, scale.float(), zero_point.int())):
+                    gm.register_buffer(name, value)
+                w, s, zp = (graph.get_attr(n) for n in names)
+                new = graph.call_function(torch.fake_quantize_per_channel_affine, (w, s, zp, fq.ch_axis, -128, 127))
+            else:
+                if (fq.quant_min, fq.quant_max) != (-128, 127):
+                    raise MobileNetsError(
+                        f"unexpected activation grid [{fq.quant_min}, {fq.quant_max}] in the QAT graph"
+                    )
+                args = (x, float(scale), int(zero_point) + 128, 0, 255)
+                new = graph.call_function(torch.fake_quantize_per_tensor_affine, args)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        count += 1
+    graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+    allow_exported_model_train_eval(gm)  # the ONNX exporter switches it to eval (dropout, BN are eval already)
+    gm.in_chans = trained.in_chans
+    return gm
+
+
+def converts_to(qat: dict, format: str) -> bool:
+    """Whether a QAT model's graph converts to ``format``'s int8 as it trained: the same int8 scheme (signed
+    activations and 8-bit weights for ExecuTorch and LiteRT, u8 activations and 7-bit weights for ONNX Runtime
+    and OpenVINO; a 64-step weight grid is as safe under OpenVINO's 63 as ONNX Runtime's own)."""
+    return format in SCHEMES.get(qat["target"], ())
+
+
+def check_export(qat: dict, format: str, resolution: int) -> None:
+    """A QAT model converts to ``format``'s int8 only when it trained for its scheme, at that resolution."""
+    if not converts_to(qat, format):
+        raise MobileNetsError(f"this model was trained for {qat['target']} int8, not {format}")
     if resolution != qat["resolution"]:
         raise MobileNetsError(
             f"this QAT model was trained at {qat['resolution']} px; export it at that --resolution, not {resolution}"
         )
-    trained = from_trained(model, qat, batch_size=1)
-    with quiet(), torch.no_grad():
-        return pt2e.convert_pt2e(trained.graph)
