@@ -70,6 +70,11 @@ def _latency_ms(paths: list[Path], fmt: str, image: torch.Tensor, threads: int, 
     return [1000 * float(np.median(t)) for t in times]
 
 
+def _own_float(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(b) for b in images.split(500)])
+
+
 def evaluate(
     checkpoint: str,
     formats: list[str],
@@ -121,6 +126,16 @@ def evaluate(
                 export_s = round(time.perf_counter() - start, 1)
                 logits, acc = top1(path, "int8")
                 v = compare_outputs(reference, logits, ex.RUNTIME_OF[fmt], "int8")
+                if name.startswith("qat"):  # a further-trained network: also read it against its own float
+                    own = _own_float(variant, images)
+                    own_v = compare_outputs(own, logits, ex.RUNTIME_OF[fmt], "int8")
+                    own_top1 = float((own.argmax(1).numpy() == labels).mean())
+                    entry.setdefault("qat", {})[name] = {
+                        "own_float_top1": own_top1,
+                        "drop_vs_own_pts": 100 * (own_top1 - acc),
+                        "clear_images_vs_own": own_v.clear_images,
+                        "clear_agreement_vs_own": own_v.clear_agreement,
+                    }
                 entry["int8"][name] = {
                     "top1": acc,
                     "drop_pts": 100 * (entry["fp32_top1"] - acc),
@@ -162,6 +177,14 @@ def format_report(rows: list[dict], command: str, load: str = "") -> str:
                     f"| {ex.RUNTIME_OF[fmt]} | {name} | {100 * e['fp32_top1']:.2f}% | {100 * q['top1']:.2f}% | "
                     f"{q['drop_pts']:+.2f} | {100 * q['clear_agreement']:.2f}% of {q['clear_images']} | {latency} | "
                     f"{q['export_s']:.0f} |"
+                )
+        for fmt, e in row["runtimes"].items():
+            for name, q in e.get("qat", {}).items():
+                lines.append(
+                    f"- {ex.RUNTIME_OF[fmt]} {name}: the QAT model's own float top-1 {100 * q['own_float_top1']:.2f}%, "
+                    f"int8 drop against it {q['drop_vs_own_pts']:+.2f} pts, its clear decisions kept "
+                    f"{100 * q['clear_agreement_vs_own']:.2f}% of {q['clear_images_vs_own']}; int8 from: "
+                    f"{e['int8'][name]['built_for'].get('qat')}"
                 )
         lines.append("")
     return "\n".join(lines)

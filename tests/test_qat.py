@@ -145,6 +145,39 @@ def test_qat_resumes_bit_for_bit(runs):
         assert torch.equal(a["qat"]["state"][key], b["qat"]["state"][key]), key
 
 
+def test_qat_relu6_outputs_train_on_the_clamps_grid():
+    """A ReLU6 network with TF "SAME" pads (TF-slim's V1, as the pretrained model): each relu output is
+    fake-quantized by its clamp's module (a range within [0, 6], not the conv's whole range), and the graph the
+    exporters convert, its inserted clamps dropped, computes the same."""
+    from mobilenets.deploy.images import calibrate_bn
+    from mobilenets.models import create_model
+    from mobilenets.training.qat import RELU6_CLAMP, fake_quant_graph, prepare
+
+    torch.manual_seed(0)
+    model = create_model(
+        "mobilenet_v1", width_mult=0.25, resolution=32, in_chans=1, num_classes=10, act="relu6", padding="tf_same"
+    )
+    images = real_images(32, 1, 32, "train")
+    calibrate_bn(model, images)
+    relu6 = sum(isinstance(m, torch.nn.ReLU6) for m in model.modules())
+    qat = prepare(model, "onnx", 32)
+    calls = [n for n in qat.graph.graph.nodes if n.op == "call_module"]
+    assert relu6 == 27 and len(calls) - len({n.target for n in calls}) == relu6
+    with torch.no_grad():
+        qat.train()(images)  # observe
+        trained = qat.eval()(images)
+    shared = {n.target for n in calls if n.args[0].meta.get(RELU6_CLAMP)}
+    assert len(shared) == relu6
+    for name in shared:
+        fq = qat.graph.get_submodule(name)
+        assert float(fq.scale) * (fq.quant_max - int(fq.zero_point)) <= 6.0 + 1e-4
+    model.load_state_dict(qat.float_state())
+    graph = fake_quant_graph(model, qat.qat_state(), 32)
+    assert not any(n.meta.get(RELU6_CLAMP) for n in graph.graph.nodes)
+    with torch.no_grad():
+        assert torch.equal(graph(images), trained)
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [

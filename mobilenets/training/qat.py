@@ -120,6 +120,7 @@ class QATModel(nn.Module):
         with quiet():
             graph = torch.export.export(float_model, (example,), dynamic_shapes=dynamic).module()
             self.graph = pt2e.prepare_qat_pt2e(graph, quantizer(target))
+        share_relu6_ranges(self.graph)
         self._has_modes = any(_has_mode(n) for n in self.graph.graph.nodes)
         self.train()
 
@@ -189,6 +190,65 @@ class QATModel(nn.Module):
         return self
 
 
+RELU6_CLAMP = "mobilenets_relu6_clamp"  # node.meta key of the clamps share_relu6_ranges inserts
+
+
+def _is_fake_quant(gm: torch.fx.GraphModule, node) -> bool:
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), FakeQuantizeBase)
+
+
+def share_relu6_ranges(gm: torch.fx.GraphModule) -> int:
+    """Quantize each ReLU6's relu output on its clamp's int8 grid, in a QAT graph (in place); returns how many.
+
+    XNNPACK's quantizer fake-quantizes relu → clamp(0, 6) twice, the relu's output over its whole range (20 and
+    more in a trained MobileNet): the int8 files then store the conv's output on a grid ~3× coarser than [0, 6]
+    (the PTQ exporters fix the same in ``fold.share_relu6_observers``). Here the relu's node calls the clamp's
+    fake-quantize module, behind a clamp(0, 6) of its own so that the shared observer sees only values in [0, 6].
+    The conversions drop that clamp (:func:`drop_relu6_clamps`): a quantize whose grid ends at or below 6
+    clips as it does.
+    """
+    relus = (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
+    graph, shared = gm.graph, 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.clamp.default:
+            continue
+        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min")
+        high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max")
+        relu_fq = node.args[0]
+        if high != 6.0 or low not in (None, 0, 0.0) or not _is_fake_quant(gm, relu_fq) or len(relu_fq.users) != 1:
+            continue
+        relu = relu_fq.args[0]
+        if relu.op != "call_function" or relu.target not in relus or len(relu.users) != 1:
+            continue
+        last = node
+        while len(last.users) == 1 and next(iter(last.users)).target == torch.ops.aten.pad.default:
+            last = next(iter(last.users))  # zero pads (TF "SAME" on stride 2) keep values within [0, 6]
+        outputs = [u for u in last.users if _is_fake_quant(gm, u)]
+        if len(outputs) != 1 or len(last.users) != 1:
+            continue
+        with graph.inserting_after(relu):
+            clamp = graph.call_function(torch.ops.aten.clamp.default, (relu, 0.0, 6.0))
+        clamp.meta[RELU6_CLAMP] = True
+        relu_fq.args = (clamp,)
+        relu_fq.target = outputs[0].target
+        shared += 1
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return shared
+
+
+def drop_relu6_clamps(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``gm`` without the clamps :func:`share_relu6_ranges` inserted (the same function: see there)."""
+    for node in list(gm.graph.nodes):
+        if node.meta.get(RELU6_CLAMP):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
 def _has_mode(node) -> bool:
     """A node that computes differently in training and evaluation: a BN, a dropout with p > 0."""
     target = str(node.target)
@@ -244,7 +304,7 @@ def converted_graph(model: nn.Module, qat: dict, resolution: int, format: str, f
     check_export(qat, format, resolution)
     trained = from_trained(model, qat, batch_size=1)
     with quiet(), torch.no_grad():
-        return pt2e.convert_pt2e(trained.graph, fold_quantize=fold_quantize)
+        return pt2e.convert_pt2e(drop_relu6_clamps(trained.graph), fold_quantize=fold_quantize)
 
 
 def executorch_program(model: nn.Module, qat: dict, resolution: int):
@@ -266,7 +326,7 @@ def fake_quant_graph(model: nn.Module, qat: dict, resolution: int) -> torch.fx.G
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
     trained = from_trained(model, qat)
-    gm = trained.graph
+    gm = drop_relu6_clamps(trained.graph)
     graph = gm.graph
     count = 0
     for node in list(graph.nodes):
