@@ -92,6 +92,45 @@ def test_onnx_calibration_choice_reaches_the_file(fashion_model, tmp_path):
 
 def test_unknown_calibration_is_one_line_error(tmp_path):
     model = create_model("mobilenet_v1", width_mult=0.25, resolution=32)
-    with pytest.raises(MobileNetsError, match="executorch int8 calibrates by mse, minmax; got --calibration 'entropy'"):
+    with pytest.raises(MobileNetsError, match="executorch int8 calibrates by minmax, mse; got --calibration 'entropy'"):
         ex.export(model, tmp_path / "m.pte", "executorch", "int8", calibration="entropy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_relu6_conv_outputs_take_the_clamps_int8_grid():
+    """fold.share_relu6_observers: conv → relu → clamp(6) (→ zero pad) → conv quantizes the relu on the clamp's
+    scale, not over the whole pre-activation range."""
+    pytest.importorskip("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
+    from torchao.quantization.pt2e import quantize_pt2e as pt2e
+
+    from mobilenets.deploy.fold import relu6_as_relu_clamp, share_relu6_observers
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU6(),
+        torch.nn.ZeroPad2d((0, 1, 0, 1)),
+        torch.nn.Conv2d(8, 8, 3, stride=2),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(8, 4, 1),
+    ).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(20)  # pre-activations far above 6
+    config = xq.get_symmetric_quantization_config(is_per_channel=True)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        prepared = pt2e.prepare_pt2e(
+            torch.export.export(relu6_as_relu_clamp(model), (x,)).module(), xq.XNNPACKQuantizer().set_global(config)
+        )
+        for _ in range(4):
+            prepared(torch.randn(1, 3, 16, 16))
+        assert share_relu6_observers(prepared) == 2
+        converted = pt2e.convert_pt2e(prepared)
+    quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    relu_scales = [
+        n.args[1]
+        for n in converted.graph.nodes
+        if n.target == quantize and n.args[0].target == torch.ops.aten.relu.default
+    ]
+    assert len(relu_scales) == 2 and all(s <= 6 / 255 * (1 + 1e-6) for s in relu_scales)  # [0, 6], not [0, max]

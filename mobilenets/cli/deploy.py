@@ -92,7 +92,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calibration",
         help="int8 activation ranges: onnx minmax|entropy|percentile, openvino nncf|minmax|percentile|histogram, "
-        "executorch/tflite mse|minmax (default: the first)",
+        "executorch/tflite minmax|mse (default: the first)",
     )
     p.add_argument(
         "--equalize",
