@@ -396,9 +396,9 @@ def pretrained():
 def test_pretrained_int8_keeps_clear_imagenet_decisions(tmp_path, pretrained, format):
     """int8 files of Google's ImageNet MobileNet keep ≥ 90% of the float model's clear top-1 decisions on
     real photo crops, on every CPU: the files cannot saturate (tests/test_deploy.py reads their ranges), so
-    what they compute does not depend on VNNI. Measured on 37 clear crops (Xeon with AVX-512 VNNI; the
-    same files on an AVX2-only EPYC before 7-bit weights: ONNX Runtime 56.8%, OpenVINO 75.7%): ONNX Runtime
-    97.3%, OpenVINO 100%, ExecuTorch 94.6%."""
+    what they compute does not depend on VNNI. Measured on 322 clear crops of 512 (EPYC Zen 4,
+    benchmarks/int8_pretrained_clear.py): ExecuTorch 100% (94.6% on 37 before the ReLU6 outputs took the clamp's
+    grid and minmax became its default), ONNX Runtime and OpenVINO in reports/int8-qat/pretrained_clear.md."""
     model, calib, verify = pretrained
     result = ex.export(
         model,

@@ -153,7 +153,7 @@ def share_relu6_observers(prepared: torch.fx.GraphModule) -> int:
         if observer.args[0].op != "call_function" or observer.args[0].target not in relus or len(observer.users) != 1:
             continue
         last = node
-        while len(last.users) == 1 and _is_zero_pad(next(iter(last.users))):
+        while len(last.users) == 1 and is_zero_pad(next(iter(last.users))):
             last = next(iter(last.users))  # zero pads (TF "SAME" on stride 2) keep values within [0, 6]
         outputs = [u for u in last.users if u.op == "call_module" and observed in u.target]
         if len(outputs) == 1 and len(last.users) == 1:
@@ -163,7 +163,7 @@ def share_relu6_observers(prepared: torch.fx.GraphModule) -> int:
     return shared
 
 
-def _is_zero_pad(node: torch.fx.Node) -> bool:
+def is_zero_pad(node: torch.fx.Node) -> bool:
     if node.op != "call_function" or node.target != torch.ops.aten.pad.default:
         return False
     mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")

@@ -209,6 +209,8 @@ def share_relu6_ranges(gm: torch.fx.GraphModule) -> int:
     The conversions drop that clamp (:func:`drop_relu6_clamps`): a quantize whose grid ends at or below 6
     clips as it does.
     """
+    from mobilenets.deploy.fold import is_zero_pad
+
     relus = (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
     graph, shared = gm.graph, 0
     for node in list(graph.nodes):
@@ -223,7 +225,7 @@ def share_relu6_ranges(gm: torch.fx.GraphModule) -> int:
         if relu.op != "call_function" or relu.target not in relus or len(relu.users) != 1:
             continue
         last = node
-        while len(last.users) == 1 and next(iter(last.users)).target == torch.ops.aten.pad.default:
+        while len(last.users) == 1 and is_zero_pad(next(iter(last.users))):
             last = next(iter(last.users))  # zero pads (TF "SAME" on stride 2) keep values within [0, 6]
         outputs = [u for u in last.users if _is_fake_quant(gm, u)]
         if len(outputs) != 1 or len(last.users) != 1:
