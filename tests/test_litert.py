@@ -3,8 +3,12 @@ images; int8 files are full-integer, keep the decisions of a trained model and c
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +214,30 @@ def test_missing_package_names_the_extra(monkeypatch):
     with pytest.raises(MobileNetsError, match=r"'litert-torch'.*pip install 'mobilenets\[litert\]'") as e:
         litert.write(nn.Conv2d(3, 3, 1), None, 32)
     assert "\n" not in str(e.value)
+
+
+def test_export_prints_no_native_info_lines(tmp_path):
+    # Issue 34: `export --format tflite` printed the converter's "I0000 ... port.cc:153] oneDNN custom operations are
+    # on" (absl, while the library loads), its op count, and "INFO: Created TensorFlow Lite XNNPACK delegate".
+    # A fresh process: the notice appears only when the converter loads.
+    root = Path(__file__).resolve().parents[1]
+    args = "mobilenet_v1 --width-mult 0.25 --resolution 32 --num-classes 10 --format tflite --verify-images 8"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "export", *args.split(), "-o", str(tmp_path / "m.tflite")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "m.tflite").stat().st_size > 1000 and "LiteRT vs PyTorch" in proc.stdout
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert "writing tflite fp32 (LiteRT)" in lines  # our own progress lines still come through
+    noise = [line for line in lines if litert_info_line(line)]
+    assert not noise, noise
+
+
+def litert_info_line(line: str) -> bool:
+    """An info line of absl/TensorFlow ("I0000 00:00:17.5 9098 port.cc:153] ...") or of TensorFlow Lite ("INFO: ...")
+    - written out here, not taken from deploy.deps, so that a wrong pattern there cannot pass."""
+    return bool(re.match(r"I\d{4} \S+ +\d+ \S+\] |INFO: |WARNING: All log messages before absl", line))

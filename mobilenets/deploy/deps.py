@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ PACKAGES = {
 def require(module: str, purpose: str):
     """Import an optional dependency, or fail with a one-line message naming the extra that installs it."""
     try:
-        with quiet():
+        with quiet(), quiet_native_info():
             return importlib.import_module(module)
     except ImportError as e:
         top = module.split(".")[0]
@@ -64,6 +66,42 @@ def quiet() -> Iterator[None]:
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old
+
+
+# Info lines that C++ libraries write straight to the stderr file descriptor: absl's (TensorFlow's logging in the LiteRT
+# converter, "I0000 00:00:1796590452.899244 9098 port.cc:153] oneDNN custom operations are on ..."), the notice absl
+# prints before its first line, and TensorFlow Lite's ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.").
+NATIVE_INFO_LINE = re.compile(
+    r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] |INFO: |WARNING: All log messages before absl::InitializeLog\(\)"
+)
+
+
+@contextmanager
+def quiet_native_info() -> Iterator[None]:
+    """Drop the info lines native libraries print to the stderr descriptor inside the block (TF_CPP_MIN_LOG_LEVEL
+    cannot: the converter logs its oneDNN notice while it loads); every other line, warnings and errors, is
+    passed on when the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept, dropping = [], False
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                # an info record may end in blank lines (MLIR's diagnostics do): they go with it
+                dropping = bool(NATIVE_INFO_LINE.match(line)) or (dropping and not line.strip())
+                if not dropping:
+                    kept.append(line)
+            kept = "".join(kept)
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

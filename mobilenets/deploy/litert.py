@@ -29,6 +29,7 @@ from torch import nn
 
 from mobilenets.deploy.deps import atomic_write
 from mobilenets.deploy.deps import quiet as _quiet
+from mobilenets.deploy.deps import quiet_native_info as _quiet_native_info
 from mobilenets.deploy.deps import require as _require
 from mobilenets.deploy.fold import correct_bias_for_int8_weights, relu6_as_relu_clamp, share_relu6_observers
 from mobilenets.errors import MobileNetsError
@@ -49,7 +50,7 @@ def _nhwc_example(model: nn.Module, resolution: int) -> torch.Tensor:
 
 def _convert(model: nn.Module, path: Path, resolution: int, quant_config=None) -> None:
     litert_torch = _require("litert_torch", "LiteRT export")
-    with _quiet(), torch.no_grad():
+    with _quiet(), _quiet_native_info(), torch.no_grad():
         edge = litert_torch.convert(model, (_nhwc_example(model, resolution),), quant_config=quant_config)
         edge.export(str(path))
 
@@ -137,8 +138,9 @@ def _interpreter(path: Path, threads: int | None = None):
     _check_file(path)
     try:
         # The default op resolver applies the XNNPACK delegate; num_threads=None means one thread.
-        interp = interpreter.Interpreter(model_path=str(path), num_threads=threads)
-        interp.allocate_tensors()
+        with _quiet_native_info():  # the delegate says "INFO: Created ..." as it is applied
+            interp = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MobileNetsError(f"LiteRT cannot load {path}: {first}; re-export it") from None
@@ -204,9 +206,10 @@ def run_reference(path: Path, images: torch.Tensor) -> np.ndarray:
     exact integer arithmetic the file specifies, to compare XNNPACK's output with on this CPU."""
     interpreter = _require("ai_edge_litert.interpreter", "running LiteRT files")
     _check_file(Path(path))
-    interp = interpreter.Interpreter(
-        model_path=str(path), experimental_op_resolver_type=interpreter.OpResolverType.BUILTIN_REF
-    )
+    with _quiet_native_info():
+        interp = interpreter.Interpreter(
+            model_path=str(path), experimental_op_resolver_type=interpreter.OpResolverType.BUILTIN_REF
+        )
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     outputs = []
