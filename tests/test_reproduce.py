@@ -15,7 +15,8 @@ from mobilenets import reproduce as R
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 from mobilenets.profile import profile
-from mobilenets.reproduce_report import write_report
+from mobilenets.reproduce import run as reproduce_run
+from mobilenets.reproduce import write_report
 
 # ----------------------------------------------------------------------------------------------------
 # The plan
@@ -226,13 +227,13 @@ def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatc
     first_bytes = first.read_bytes()
 
     calls = []
-    real_train = R.train
+    real_train = reproduce_run.train
 
     def counting_train(cfg):
         calls.append((cfg.model, cfg.width_mult, cfg.resolution, cfg.seed))
         return real_train(cfg)
 
-    monkeypatch.setattr(R, "train", counting_train)
+    monkeypatch.setattr(reproduce_run, "train", counting_train)
     rep = R.reproduce("digits", **run)
     # The first cell (Conv MobileNet, Table 4's first row) was not retrained; only the second was.
     assert calls == [("mobilenet_v1", 0.25, 32, 0)]

@@ -38,15 +38,14 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from mobilenets.reproduce import default_command, get_preset, reproduce
-    from mobilenets.reproduce_report import write_report
+    from mobilenets.reproduce import default_command, get_preset, reproduce, write_report
 
     dataset = args.dataset or get_preset(args.preset).dataset
     out = args.out or f"reports/{args.preset}-{dataset.rstrip('/').split('/')[-1]}"
     if args.threads is None and args.device in ("auto", "cpu"):
         import torch
 
-        from mobilenets.train import set_cpu_threads
+        from mobilenets.training import set_cpu_threads
 
         if args.device == "cpu" or not torch.cuda.is_available():
             set_cpu_threads()  # the cores other processes leave idle: see --threads

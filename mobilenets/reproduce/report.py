@@ -1,4 +1,4 @@
-"""Write a :class:`~mobilenets.reproduce.Reproduction` out: report.md, PNG plots and results.json.
+"""Write a :class:`~mobilenets.reproduce.run.Reproduction` out: report.md, PNG plots and results.json.
 
 The tables are laid out like the paper's (model, accuracy, Mult-Adds, parameters) with the paper's figure
 beside ours in every column where the paper has one. Our Mult-Adds and parameters are the profiler's
@@ -7,20 +7,16 @@ exact counts of the trained model (``mobilenets.profile.profile``), stored with 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
 
-from mobilenets.reproduce import (
-    NEAR_PTS,
-    NOT_RUN,
-    CellResult,
-    Reproduction,
-    Table,
-    noise,
-    tolerance,
-    write_json_atomic,
-)
+from mobilenets.reproduce.cache import CellResult, write_json_atomic
+from mobilenets.reproduce.claims import NEAR_PTS, NOT_RUN, loglinear_fit, noise, tolerance
+from mobilenets.reproduce.plan import Table
+from mobilenets.reproduce.run import Reproduction
+from mobilenets.training import atomic_write_text
 
 PLOTS = {
     "accuracy_vs_mult_adds": "accuracy_vs_mult_adds.png",
@@ -60,8 +56,6 @@ def _dataset_name(rep: Reproduction) -> str:
 
 
 def results_dict(rep: Reproduction) -> dict:
-    import dataclasses
-
     return {
         "command": rep.command,
         "preset": dataclasses.asdict(rep.preset),
@@ -204,8 +198,6 @@ def write_plots(rep: Reproduction) -> dict[str, Path]:
                 )
         ax.set_ylim(bottom=bottom)
         if key == "accuracy_vs_mult_adds" and len(mobilenets) >= 3:
-            from mobilenets.reproduce import loglinear_fit
-
             slope, r2 = loglinear_fit([r.mult_adds for r in mobilenets], [r.acc for r in mobilenets])
             xs = [r.mult_adds for r in mobilenets]
             mx = sum(math.log10(x) for x in xs) / len(xs)
@@ -512,8 +504,6 @@ def render_markdown(rep: Reproduction, plots: dict[str, Path]) -> str:
 
 def write_report(rep: Reproduction) -> dict[str, Path]:
     """Write report.md, the PNGs and results.json into ``rep.out_dir``; returns their paths."""
-    from mobilenets.train import atomic_write_text
-
     out = rep.out_dir
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(rep)
