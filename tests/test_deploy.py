@@ -8,13 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from numeric import scaled_diff
 
 from mobilenets.deploy import FORMATS, runtime_module
 from mobilenets.deploy import bench as deploy_bench
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.cpu import CpuInfo, cpu_info
 from mobilenets.deploy.images import calibrate_bn, real_images
-from mobilenets.deploy.verify import U8_SAFE_WEIGHT, int8_safety
+from mobilenets.deploy.verify import U8_SAFE_WEIGHT, compare_outputs, int8_safety
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
@@ -186,54 +187,41 @@ def test_old_import_paths_still_work():
     assert np.isfinite(export.MIN_AGREEMENT["int8"])
 
 
-_RUN_OPENVINO = """
-import sys, numpy as np, torch
-from pathlib import Path
-from mobilenets.deploy import openvino
-x = torch.from_numpy(np.load(sys.argv[2]))
-np.save(sys.argv[3], openvino.run(Path(sys.argv[1]), x, "int8"))
-"""
-
-
-@pytest.fixture(scope="module")
-def small_v3():
-    """α=0.75 MobileNetV3-Small for 32 px Fashion-MNIST (hard-swish, squeeze-excite, residual adds), BN statistics
-    measured on real images."""
-    torch.manual_seed(0)
-    model = create_model(
-        "mobilenet_v3_small", width_mult=0.75, resolution=32, num_classes=10, in_chans=1, stem_stride=1
-    )
-    model = calibrate_bn(model, real_images(48, 1, 32, split="train", seed=7))
-    return model, real_images(64, 1, 32, split="train")
+# Each of oneDNN's int8 kernel families on x86, as ONEDNN_MAX_CPU_ISA caps it: on an AMX Xeon the native run is AMX's,
+# the VNNI run stands in for an AVX-512 VNNI CPU (AMD Zen 4, Cascade Lake) and the AVX2 one for an AVX2-only CPU.
+# A family this CPU lacks runs as the best one it has, so every machine runs the same comparisons.
+KERNEL_FAMILIES = {"native": None, "VNNI": "AVX512_CORE_VNNI", "AVX2": "AVX2"}
+# max |Δ| from the file's fake-quantized pass, as a fraction of its largest logit, that rounding explains: measured
+# 0.5% (V1) and 2.3-2.6% (V3-Small) on every family, against 7.5% and 19% for AVX2's saturated sums of an 8-bit
+# file (benchmarks/openvino_int8_isa.py, reports/openvino-isa).
+KERNEL_RTOL = 0.05
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["small", "small_v3"])
-def test_openvino_int8_computes_the_same_on_avx2_kernels(tmp_path, request, family):
-    """oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA=AVX2) makes OpenVINO run the AVX2 int8 kernels, whose u8×s8 pair
-    sums saturate in 16 bits. Our 7-bit file gives the same logits there as on this CPU's own kernels, for V1
-    and for V3's hard-swish, squeeze-excite and residual adds; a V1 file with full 8-bit weights does not (on a
-    VNNI CPU; on an AVX2-only CPU both runs use the same kernels)."""
-    import os
-    import subprocess
-    import sys
+@pytest.mark.parametrize("trained", ["fashion_model", "fashion_model_v3"])
+def test_openvino_int8_kernels_compute_the_files_arithmetic(request, tmp_path, trained):
+    """Every int8 kernel family computes our 7-bit file as the file itself says: within ``KERNEL_RTOL`` of its
+    fake-quantized pass (each FakeQuantize as its float formula, openvino.write_fake_quant_pass), keeping its clear
+    decisions. Judged on models trained on Fashion-MNIST (V1 α 0.25; V3-Small α 0.75 with hard-swish,
+    squeeze-excite and residual adds), whose logits spread over several units: the families differ from one
+    another by rounding (AMX's V3 logits differ from VNNI's by ~1% of their range), not in accuracy.
 
-    model, calib = request.getfixturevalue(family)
-    images = real_images(16, model.in_chans, model.resolution, split="test")
-    np.save(tmp_path / "x.npy", images.numpy())
-    outputs = {}
-    for bits in (7, 8) if family == "small" else (7,):
+    The 8-bit file (V3) shows the test can fail: AVX2 kernels add u8×s8 pairs in 16 bits, which saturates, while
+    VNNI and AMX accumulate in 32 bits."""
+    model, images, _, calib = request.getfixturevalue(trained)
+    images = images[:256]
+    for bits in (7, 8) if trained == "fashion_model_v3" else (7,):
         path = tmp_path / f"m{bits}.xml"
         ex.export(model, path, "openvino", "int8", calib_images=calib, weight_bits=bits, verify=False)
-        for isa in ("native", "AVX2"):
-            env = dict(os.environ)
-            if isa == "AVX2":
-                env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
-            out = tmp_path / f"y{bits}{isa}.npy"
-            cmd = [sys.executable, "-c", _RUN_OPENVINO, str(path), str(tmp_path / "x.npy"), str(out)]
-            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
-            outputs[bits, isa] = np.load(out)
-    scale = np.abs(outputs[7, "native"]).max()
-    np.testing.assert_allclose(outputs[7, "AVX2"], outputs[7, "native"], rtol=0, atol=1e-3 * scale)
-    if family == "small" and cpu_info().has("vnni"):
-        assert np.abs(outputs[8, "AVX2"] - outputs[8, "native"]).max() > 0.05 * scale  # saturated
+        openvino = runtime_module("openvino")
+        reference = openvino.run_on_kernels(openvino.write_fake_quant_pass(path, tmp_path / f"fq{bits}.xml"), images)
+        assert np.abs(reference).max() > 3  # logits with a real spread, not rounding noise
+        for family, isa in KERNEL_FAMILIES.items():
+            logits = openvino.run_on_kernels(path, images, isa)
+            check = compare_outputs(torch.from_numpy(reference), logits, family, "int8")
+            saturates = bits == 8 and (family == "AVX2" or not cpu_info().has("vnni"))
+            if saturates:
+                assert scaled_diff(logits, reference) > 2 * KERNEL_RTOL, (bits, family)
+            else:
+                assert scaled_diff(logits, reference) <= KERNEL_RTOL, (bits, family)
+                assert check.clear_images > 100 and check.clear_agreement >= 0.99, (bits, family, check.summary())

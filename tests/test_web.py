@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numeric import assert_close_scaled
 from PIL import Image
 
 from mobilenets import cli
@@ -26,6 +27,10 @@ from mobilenets.deploy import web
 from mobilenets.deploy.images import calibrate_bn, real_images
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
+
+# fp32 in the page against PyTorch, as a fraction of the largest logit: WebAssembly's kernels sum in their own order
+# (measured 1e-6 of logits ~111 on an AMX Xeon, where an absolute 1e-4 failed).
+WASM_RTOL = 2e-5
 
 pytestmark = pytest.mark.slow
 
@@ -139,11 +144,12 @@ def test_fp32_page_matches_pytorch_on_real_images(exported, trained):
         runner.close()
     with torch.no_grad():
         reference = model(x).numpy()
-    assert np.abs(logits - reference).max() <= 1e-4 and np.abs(reference).max() > 0.1
+    assert_close_scaled(logits, reference, WASM_RTOL, min_scale=0.1)
     assert (logits.argmax(1) == reference.argmax(1)).all()
     # The page's own decoding and preprocessing give the tensor `mobilenets predict` gives (a float32 port).
     assert check.num_images == 8 and check.max_input_diff <= 1e-6 and check.pipeline_top1 == 1.0 and check.passed
-    assert check.verification.max_abs_diff <= 1e-4 and check.verification.top1_agreement == 1.0
+    assert check.verification.max_abs_diff <= WASM_RTOL * check.verification.max_abs_ref
+    assert check.verification.top1_agreement == 1.0
 
 
 def test_trained_model_in_chromium_gives_predicts_top1(exported, trained, http_server, capsys, tmp_path):
@@ -179,7 +185,7 @@ def test_two_threads_on_the_isolated_server(exported):
     x = real_images(4, 1, 16, "test").numpy()
     with web.Page(exported, threads=1) as one, web.Page(exported, threads=2) as two:
         assert (one.threads, two.threads) == (1, 2)
-        assert np.abs(one.logits(x) - two.logits(x)).max() <= 1e-4
+        assert_close_scaled(two.logits(x), one.logits(x), WASM_RTOL)
         assert all(t > 0 for t in two.time_runs(1, 3, 1))
     # The folder's own serve.py sends the same two headers, for a person who wants threads.
     port = _free_port()
@@ -227,7 +233,8 @@ def test_rgb_preprocessing_is_pythons_on_photos(tmp_path, crop, interpolation):
     check = web.check_page(folder, model)
     assert check.num_images >= 4 and "chelsea.jpg" in check.files  # a real JPEG, decoded by Chromium
     assert check.max_input_diff <= 1e-6 and check.passed
-    assert check.verification.max_abs_diff <= 1e-4 and check.verification.top1_agreement == 1.0
+    assert check.verification.max_abs_diff <= WASM_RTOL * check.verification.max_abs_ref
+    assert check.verification.top1_agreement == 1.0
     if crop == "resize_shorter" and interpolation == "bilinear":
         # A page whose preprocessing forgets the mean fails the check, and `export` then writes nothing.
         js = folder / "classify.js"

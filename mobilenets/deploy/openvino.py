@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,6 +169,55 @@ def load(
 
 def run(path: Path, images: torch.Tensor, precision: str = "fp32", threads: int | None = None) -> np.ndarray:
     return load(path, precision, threads)(images.numpy())
+
+
+# Runs an IR in a fresh process, since oneDNN reads ONEDNN_MAX_CPU_ISA once per process.
+_RUN_CAPPED = """
+import sys, numpy as np, openvino as ov
+model = ov.Core().compile_model(sys.argv[1], "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.concatenate([model(x[i : i + 16])[0] for i in range(0, len(x), 16)]))
+"""
+
+
+def run_on_kernels(path: Path, images: torch.Tensor, isa: str | None = None) -> np.ndarray:
+    """Logits of ``path`` from oneDNN's kernels capped at ``isa`` (``ONEDNN_MAX_CPU_ISA``: "AVX2",
+    "AVX512_CORE_VNNI", …; None for this CPU's own, e.g. AMX), in f32 on one thread, in a fresh process: how the
+    file computes on a CPU that lacks this one's newer instructions."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    with tempfile.TemporaryDirectory() as tmp:
+        x, y = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
+        np.save(x, images.numpy())
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN_CAPPED, str(path), str(x), str(y)], env=env, capture_output=True, text=True
+        )
+        if done.returncode:
+            raise MobileNetsError(f"OpenVINO failed on {isa or 'native'} kernels: {done.stderr.strip()[-500:]}")
+        return np.load(y)
+
+
+def write_fake_quant_pass(path: Path, out: Path) -> Path:
+    """``path``'s int8 IR with every FakeQuantize node rewritten as its float formula (clamp to the input range,
+    scale to levels, round half to even, rescale to the output range): the file's own integer arithmetic, up to
+    float summation order, as a graph the CPU plugin's low-precision transformations never lower to int8
+    kernels. The reference each of oneDNN's kernel families (AVX2, VNNI, AMX) is judged against."""
+    ov = require("openvino", "reading OpenVINO files")
+    from openvino import opset13 as ops
+    from openvino.utils import replace_node
+
+    model = ov.Core().read_model(str(path))
+    for node in [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]:
+        x, in_lo, in_hi, out_lo, out_hi = (node.input_value(i) for i in range(5))
+        steps = ops.constant(np.float32(node.get_attributes()["levels"] - 1))
+        clamped = ops.minimum(ops.maximum(x, in_lo), in_hi)
+        level = ops.round(
+            ops.multiply(ops.divide(ops.subtract(clamped, in_lo), ops.subtract(in_hi, in_lo)), steps), "half_to_even"
+        )
+        replace_node(node, ops.add(ops.multiply(level, ops.divide(ops.subtract(out_hi, out_lo), steps)), out_lo))
+    ov.save_model(model, str(out), compress_to_fp16=False)
+    return out
 
 
 def _consumer(node, hops: int = 4) -> str:

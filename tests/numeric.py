@@ -1,0 +1,44 @@
+"""Comparisons that scale with what they compare (STYLE.md): float32 rounding grows with the outputs' magnitude and
+with the order in which kernels sum (AVX2, AVX-512, AMX, WebAssembly and Arm each sum in their own), so a tolerance is
+a fraction of the largest value compared, never a bare constant on outputs that can be in the hundreds."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _array(x) -> np.ndarray:
+    return x.detach().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+
+
+def scaled_diff(actual, expected) -> float:
+    """max |actual − expected| as a fraction of max |expected|."""
+    a, e = _array(actual), _array(expected)
+    assert a.shape == e.shape, (a.shape, e.shape)
+    return float(np.abs(a - e).max() / np.abs(e).max())
+
+
+def assert_close_scaled(actual, expected, rtol: float, min_scale: float = 1e-3) -> None:
+    """|actual − expected| ≤ rtol · max |expected| everywhere. ``expected`` must reach ``min_scale``: two vectors
+    of ~0 pass any tolerance and say nothing."""
+    scale = float(np.abs(_array(expected)).max())
+    assert scale >= min_scale, f"the reference is ~0 (max |x| {scale:.3g}): the comparison would say nothing"
+    diff = scaled_diff(actual, expected)
+    assert diff <= rtol, f"max |Δ| is {diff:.3g} of max |expected| ({scale:.3g}), above {rtol:.3g}"
+
+
+def randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Random BatchNorm statistics and affines (in place): at their initial statistics (mean 0, var 1) randomly
+    initialized MobileNets give logits of ~1e-9, and a comparison of two such outputs says nothing."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
+                m.weight.copy_(torch.randn(n, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g) * 0.5)
+    return model
