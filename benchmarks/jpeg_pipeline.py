@@ -1,4 +1,4 @@
-"""JPEG ImageFolder input pipelines side by side: a standard PIL DataLoader against mobilenets.jpeg_pipeline.
+"""JPEG ImageFolder input pipelines side by side: a standard PIL DataLoader against mobilenets.data.jpeg.
 
 Both deliver training batches to --device: RandomResizedCrop(--resolution) + horizontal flip + ImageNet
 normalization, float32 NCHW, from the same folder of 500×375 JPEGs (re-encoded crops of real photos,
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from mobilenets import data as D
-from mobilenets import jpeg_pipeline as J
+from mobilenets.data import jpeg as J
 
 
 def software() -> dict:
@@ -50,7 +50,7 @@ def prepare_folder(root: Path, images: int) -> Path:
     """``root`` holding at least ``images`` JPEGs (written when missing)."""
     have = sorted(root.rglob("*.jpg")) if root.exists() else []
     if len(have) < images:
-        J.write_photo_folder(root, images, num_classes=4)
+        D.write_photo_folder(root, images, num_classes=4)
     return root
 
 
@@ -190,7 +190,7 @@ def write_report(out: Path, result: dict) -> None:
 
     m, st = result["machine"], result["settings"]
     lines = [
-        "# JPEG input pipelines: PIL DataLoader vs mobilenets.jpeg_pipeline",
+        "# JPEG input pipelines: PIL DataLoader vs mobilenets.data.jpeg",
         "",
         f"`{result['command']}`",
         "",

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from mobilenets import data as D
-from mobilenets import jpeg_pipeline as J
+from mobilenets.data import jpeg as J
 from mobilenets.errors import MobileNetsError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -20,7 +20,7 @@ HAS_CUDA = torch.cuda.is_available()
 def folder(tmp_path_factory):
     """12 re-encoded 500×375 photo crops in 3 classes, plus the odd files a real folder holds."""
     root = tmp_path_factory.mktemp("photos")
-    paths = J.write_photo_folder(root, 12, num_classes=3)
+    paths = D.write_photo_folder(root, 12, num_classes=3)
     photo = Image.open(paths[0])
     photo.transpose(Image.ROTATE_90).save(root / "class_1" / "portrait.jpg", quality=90)  # 375×500
     photo.convert("L").save(root / "class_1" / "gray.jpg", quality=90)  # grayscale JPEG

@@ -106,7 +106,7 @@ def _eval_batches(
         return
     batches = [indices[i : i + batch_size].tolist() for i in range(0, len(indices), batch_size)]
     if data_pipeline == "jpeg":
-        from mobilenets.jpeg_pipeline import JpegLoader
+        from mobilenets.data.jpeg import JpegLoader
 
         loader = JpegLoader(
             dataset, batches, resolution=dataset.image_size, device=device, output="uint8", threads=num_workers or 4

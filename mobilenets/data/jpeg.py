@@ -27,7 +27,6 @@ decoder refuses (PNG in a JPEG folder, CMYK JPEGs on nvJPEG) are decoded by PIL 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import warnings
 from collections import deque
@@ -38,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mobilenets import data as D
+from mobilenets.data.classification import ImageFolderDataset
+from mobilenets.data.transforms import epoch_order, step_generator
 from mobilenets.errors import MobileNetsError
 
 # torchvision >= 0.29 warns on every decode call (its decoders move to TorchCodec); the functions still work,
@@ -314,7 +314,7 @@ class JpegLoader:
 
     def __init__(
         self,
-        dataset: D.ImageFolderDataset,
+        dataset: ImageFolderDataset,
         batches: Sequence[Sequence[int]],
         *,
         resolution: int,
@@ -333,7 +333,7 @@ class JpegLoader:
         batched: bool | None = None,
         builders: int = 1,
     ):
-        if not isinstance(dataset, D.ImageFolderDataset):
+        if not isinstance(dataset, ImageFolderDataset):
             raise MobileNetsError(
                 f"the jpeg pipeline reads ImageFolder trees; {getattr(dataset, 'name', dataset)!r} is an in-memory "
                 "dataset (use the default pipeline)"
@@ -383,7 +383,7 @@ class JpegLoader:
         """Batch ``k``'s crop uniforms and flips, fixed by (seed, epoch, k)."""
         if not self.train:
             return None, torch.zeros(n, dtype=torch.bool)
-        u, flips = crop_randoms(n, D.step_generator(self.seed, self.epoch, k))
+        u, flips = crop_randoms(n, step_generator(self.seed, self.epoch, k))
         return u, flips & self.flip
 
     # --- per batch -----------------------------------------------------------------------------------
@@ -484,80 +484,6 @@ class JpegLoader:
 
 def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int, shuffle: bool, drop_last: bool):
     """An epoch's dataset indices cut into batches, in :func:`mobilenets.data.epoch_order`'s order."""
-    order = D.epoch_order(num_samples, seed, epoch, shuffle).tolist()
+    order = epoch_order(num_samples, seed, epoch, shuffle).tolist()
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
-
-
-# ----------------------------------------------------------------------------------------------------
-# A folder of real-size JPEGs from real photos (tests and benchmarks; nothing is downloaded)
-
-
-def source_photos() -> list[np.ndarray]:
-    """The real photos at hand: the bundled ones, scikit-learn's two samples, scikit-image's when installed."""
-    from importlib.resources import files
-
-    from PIL import Image
-
-    photos = []
-    for name in ("chelsea.jpg", "coffee.jpg"):
-        with Image.open(files("mobilenets") / "assets" / name) as im:
-            photos.append(np.asarray(im.convert("RGB")))
-    from sklearn.datasets import load_sample_images
-
-    photos += list(load_sample_images().images)
-    try:
-        import skimage.data as sd
-
-        photos += [sd.astronaut(), sd.rocket()]
-    except ImportError:  # scikit-image is a dev extra
-        pass
-    return photos
-
-
-def write_photo_folder(
-    root,
-    num_images: int,
-    num_classes: int = 3,
-    size: tuple[int, int] = (500, 375),
-    quality: int = 90,
-    seed: int = 0,
-) -> list[str]:
-    """Write ``root/class_<k>/<i>.jpg``: ``num_images`` re-encoded W × H crops of real photos.
-
-    Each image is a random crop (60–100% of the photo's side, the output's aspect ratio) of one of
-    :func:`source_photos`, resized to ``size`` and randomly mirrored; photo i goes to class i % num_classes.
-    Returns the paths written, in order.
-    """
-    from pathlib import Path
-
-    from PIL import Image
-
-    root = Path(root)
-    photos = source_photos()
-    rng = np.random.default_rng(seed)
-    w_out, h_out = size
-    jobs = []  # every random draw made here, in order, so the threads' scheduling changes nothing
-    for i in range(num_images):
-        k = i % len(photos)
-        h, w = photos[k].shape[:2]
-        cw = min(w, h * w_out / h_out) * rng.uniform(0.6, 1.0)
-        ch = cw * h_out / w_out
-        x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
-        path = root / f"class_{k % num_classes}" / f"{i:06d}.jpg"
-        jobs.append((k, (x0, y0, x0 + cw, y0 + ch), rng.random() < 0.5, path))
-    for folder in sorted({job[3].parent for job in jobs}):
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def write(job) -> str:
-        k, box, mirror, path = job
-        im = Image.fromarray(photos[k]).resize((w_out, h_out), Image.BILINEAR, box=box)
-        if mirror:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        tmp = path.with_suffix(".jpg.tmp")  # never a half-written JPEG under its real name
-        im.save(tmp, "JPEG", quality=quality)
-        os.replace(tmp, path)
-        return str(path)
-
-    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while it works
-        return list(pool.map(write, jobs))
