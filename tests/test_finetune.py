@@ -191,7 +191,7 @@ def test_errors_are_one_line_and_write_nothing(tmp_path):
     assert "not both" in one_line_error(freeze=True, freeze_epochs=1, out_dir=out)
     assert "--freeze-epochs below --epochs" in one_line_error(epochs=2, freeze_epochs=2, out_dir=out)
     assert "needs a --teacher" in one_line_error(distill_weight=0.5, out_dir=out)
-    assert "--distill-weight above 0" in one_line_error(teacher="pretrained", out_dir=out)
+    assert "--distill-weight above 0" in one_line_error(teacher="pretrained", distill_weight=0.0, out_dir=out)
     assert "no such file" in one_line_error(teacher=str(tmp_path / "nope"), distill_weight=0.5, out_dir=out)
     # A teacher for other classes: a 5-class model.pt in the format train writes.
     model = create_model("mobilenet_v1", width_mult=0.25, num_classes=5, in_chans=1, resolution=16, stem_stride=1)

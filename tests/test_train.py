@@ -232,6 +232,19 @@ def test_resume_in_process_continues_bit_for_bit(reference, tmp_path):
     assert_same_weights(Path(out) / "model.pt", Path(reference.out_dir) / "model.pt")
 
 
+def test_precise_bn_never_touches_the_training(reference, tmp_path):
+    # Precise BN works on a copy, under a saved RNG, on an image order of its own: without it the run trains the
+    # same steps and weights (checkpoint.pt), and only model.pt's BatchNorm statistics differ.
+    out = tmp_path / "off"
+    off = run_inprocess(out_dir=str(out), checkpoint_every=4, precise_bn=0)
+    assert reference.precise_bn_s > 0 and off.precise_bn_s == 0
+    assert off.step_losses == reference.step_losses
+    assert_same_weights(out / "checkpoint.pt", Path(reference.out_dir) / "checkpoint.pt")
+    on, plain = T.load_checkpoint(Path(reference.out_dir) / "model.pt"), T.load_checkpoint(out / "model.pt")
+    for key, value in plain["model"].items():
+        assert torch.equal(on["model"][key], value) == ("running" not in key and "num_batches" not in key), key
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "killed"
@@ -388,6 +401,16 @@ def test_ddp_two_processes_track_one_process(tmp_path):
 
     single_w = flat(Path(single.out_dir) / "model.pt")
     assert (flat(ddp_out / "model.pt") - single_w).norm() < 1e-4 * single_w.norm()
+    # Precise BN: each process averaged its micro-batches, the averages were combined; one process averaged all
+    # the same micro-batches (of 32, as training's): the same statistics.
+    stats = [
+        {k: v for k, v in T.load_checkpoint(path)["model"].items() if "running" in k}
+        for path in (ddp_out / "model.pt", Path(single.out_dir) / "model.pt")
+    ]
+    assert stats[0].keys() == stats[1].keys() and stats[0]
+    for k, v in stats[1].items():
+        torch.testing.assert_close(stats[0][k], v, rtol=1e-4, atol=1e-5 * float(v.abs().max()))
+    assert ddp["precise_bn_s"] > 0
 
 
 # --- GPU (skipped without CUDA; CI has none: run on a GPU machine) -------------------------------------
@@ -454,6 +477,48 @@ def test_train_cli_bad_input_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("mobilenets: error:") and "Traceback" not in err
     assert cli.main(["train", "--dataset", "digits", "--preset", "turbo"]) == 2
+
+
+def test_train_summary_names_only_what_the_run_wrote_and_how_far_it_went(tmp_path, capsys):
+    # Issue 34: --no-plots and --no-tensorboard runs listed curves.png, confusion.png and tensorboard anyway.
+    # Issue 33: a run stopped by --max-steps inside its first epoch said "after 0 epoch(s)".
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        args = "train --dataset digits --width-mult 0.25 --batch-size 32 --max-steps 12 --threads 1 --no-progress"
+        assert cli.main([*args.split(), "--no-plots", "--no-tensorboard", "--out-dir", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert "after 12 steps (0.29 of epoch 1)" in printed and "0 epoch(s)" not in printed  # 42 steps per epoch
+    for name in ("model.pt", "checkpoint.pt", "metrics.csv", "steps.csv"):
+        assert f"{out}/{name}" in printed and (out / name).is_file(), name
+    for name in ("curves.png", "confusion.png", "tensorboard"):
+        assert name not in printed and not (out / name).exists(), name
+    # Past the first epoch: whole epochs and the part of the next.
+    from mobilenets.cli.training import _how_long
+
+    whole = T.TrainResult(**{**json.loads((out / "result.json").read_text()), "steps": 50, "epochs": 1})
+    assert _how_long(whole) == "50 steps (1 epoch(s) and 0.19 of epoch 2)"
+    assert _how_long(T.TrainResult(**{**whole.to_dict(), "steps": 84, "epochs": 2})) == "2 epoch(s), 84 steps"
+
+
+def test_a_teacher_without_a_distill_weight_distills_at_half(tmp_path, capsys):
+    # Issue 33: --teacher without --distill-weight was refused; it now distills with 0.5 and says so.
+    threads = torch.get_num_threads()
+    base = "train --dataset digits --width-mult 0.25 --batch-size 32 --max-steps 2 --threads 1 --no-progress --json"
+    try:
+        assert cli.main([*base.split(), "--no-plots", "--out-dir", str(tmp_path / "teacher")]) == 0
+        capsys.readouterr()
+        student = ["--teacher", str(tmp_path / "teacher"), "--out-dir", str(tmp_path / "student")]
+        assert cli.main([*base.split(), "--no-plots", *student]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert err.count("--teacher without --distill-weight: distilling with weight 0.5") == 1
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["distill_weight"] == 0.5 and config["teacher"] == str(tmp_path / "teacher")
+    assert T.TrainConfig().resolved().distill_weight == 0.0  # without a teacher: no distillation
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from pathlib import Path
 
 from mobilenets.cli.common import positive_float
 from mobilenets.errors import MobileNetsError
@@ -71,6 +73,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             p.add_argument(flag, nargs="?", const="executorch", default=None, help=help_text, metavar="FORMAT")
         else:
             p.add_argument(flag, type=kind, default=f.default, help=help_text, metavar=f.name.upper())
+    p.add_argument("--no-precise-bn", dest="precise_bn", action="store_const", const=0, help="same as --precise-bn 0")
     p.add_argument("--data", dest="data_dir", help="alias of --data-dir")
     p.add_argument(
         "--threads",
@@ -85,14 +88,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from mobilenets.train import TrainConfig, set_cpu_threads, train
+    from mobilenets.training.config import DEFAULT_DISTILL_WEIGHT
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     if args.threads is not None:
         if args.threads < 1:
             raise MobileNetsError(f"--threads must be >= 1, got {args.threads}")
         set_cpu_threads(args.threads)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if cfg.teacher and cfg.distill_weight is None and main_process:
+        print(
+            f"note: --teacher without --distill-weight: distilling with weight {DEFAULT_DISTILL_WEIGHT} (loss = "
+            f"{1 - DEFAULT_DISTILL_WEIGHT:g}·CE + {DEFAULT_DISTILL_WEIGHT:g}·T²·KL); --distill-weight sets it",
+            file=sys.stderr,
+        )
     result = train(cfg)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not main_process:
         return 0
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -111,19 +122,38 @@ def _train_summary(result) -> str:
     else:
         head = (
             f"test top-1 {100 * result.test_acc:.2f}%  top-5 {100 * result.test_top5:.2f}%  after "
-            f"{result.epochs} epoch(s), {result.steps} steps, {result.train_time_s:.0f} s of training"
+            f"{_how_long(result)}, {result.train_time_s:.0f} s of training"
         )
+    # Only what this run wrote: --no-plots writes no PNG, --no-tensorboard no events, a run stopped before its
+    # first evaluation no metrics.csv (a file left by an earlier run in the same folder is not this run's).
+    plots, tensorboard = result.config.get("plots"), result.config.get("tensorboard")
     files = [
-        f"  weights      {out}/model.pt        (mobilenets eval {out}/model.pt)",
-        f"  checkpoint   {result.checkpoint_path}",
-        f"  curves       {out}/curves.png",
-        f"  confusion    {out}/confusion.png",
-        f"  metrics      {out}/metrics.csv, {out}/steps.csv",
-        f"  tensorboard  tensorboard --logdir {out}/tensorboard",
+        (True, f"  weights      {out}/model.pt        (mobilenets eval {out}/model.pt)"),
+        (True, f"  checkpoint   {result.checkpoint_path}"),
+        (plots and _written(out, "curves.png"), f"  curves       {out}/curves.png"),
+        (plots and _written(out, "confusion.png"), f"  confusion    {out}/confusion.png"),
+        (result.history and _written(out, "metrics.csv"), f"  metrics      {out}/metrics.csv, {out}/steps.csv"),
+        (tensorboard and _written(out, "tensorboard"), f"  tensorboard  tensorboard --logdir {out}/tensorboard"),
     ]
+    files = [line for shown, line in files if shown]
     if result.skipped_files:
         files.append(f"  skipped {result.skipped_files} unreadable image file(s) (see the warnings above)")
     return head + "\n" + "\n".join(files)
+
+
+def _written(out: str, name: str) -> bool:
+    return (Path(out) / name).exists()
+
+
+def _how_long(result) -> str:
+    """How far the run went, e.g. "2 epoch(s), 30 steps" or "12 steps (0.4 of epoch 1)" when --max-steps
+    stopped it inside an epoch."""
+    per_epoch = result.steps_per_epoch
+    if not per_epoch or result.steps % per_epoch == 0:
+        return f"{result.epochs} epoch(s), {result.steps} steps"
+    whole, part = divmod(result.steps, per_epoch)
+    into = f"{part / per_epoch:.2g} of epoch {whole + 1}"
+    return f"{result.steps} steps ({whole} epoch(s) and {into})" if whole else f"{result.steps} steps ({into})"
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:

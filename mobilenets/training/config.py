@@ -15,6 +15,11 @@ from mobilenets.models import model_defaults
 # 150 steps of V1 α=0.5 on Fashion-MNIST from 78.33% kept or passed it (78.40% ExecuTorch scheme, 79.34%
 # ONNX Runtime's 7-bit one); the preset's / 10 (0.02) gave 79.07% and 77.15% (reports/int8-qat).
 QAT_LR_SCALE = 0.005
+# --teacher without --distill-weight: half label loss, half distillation (Hinton et al.'s soft and hard targets).
+DEFAULT_DISTILL_WEIGHT = 0.5
+# --precise-bn's default, in training batches: 4,096 images at batch 128, ~2% of a Fashion-MNIST epoch per evaluation
+# (more changed nothing there, 200 cost 12%: reports/precise-bn). Detectron2's PreciseBN averages 3,200 images.
+PRECISE_BN_BATCHES = 32
 
 
 @dataclass
@@ -65,7 +70,8 @@ class TrainConfig:
             registered name with weights (mobilenet_v1_1.0_160), or a run (its folder, model.pt or
             checkpoint.pt) trained on the same classes. It sees the student's augmented batch at its own
             resolution and normalization.
-        distill_weight: α of ``(1 − α)·CE(labels) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))``.
+        distill_weight: α of ``(1 − α)·CE(labels) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))``; None:
+            DEFAULT_DISTILL_WEIGHT (0.5) with a teacher, 0 without.
         distill_temperature: T.
     Quantization:
         qat: quantization-aware training towards this export format's int8 scheme ("executorch", "tflite",
@@ -118,7 +124,7 @@ class TrainConfig:
     freeze_epochs: int = 0
     backbone_lr_scale: float | None = None
     teacher: str | None = None
-    distill_weight: float = 0.0
+    distill_weight: float | None = None
     distill_temperature: float = 4.0
     # quantization
     qat: str | None = None
@@ -135,6 +141,7 @@ class TrainConfig:
     sync_every: int | None = None
     resume: bool = False
     eval_every: int = 1
+    precise_bn: int = PRECISE_BN_BATCHES
     progress: bool = True
     tensorboard: bool = True
     plots: bool = True
@@ -156,6 +163,8 @@ class TrainConfig:
                 cfg.lr *= QAT_LR_SCALE
         if cfg.rmsprop_eps is None:  # the presets without RMSprop leave it out (their values key caches)
             cfg.rmsprop_eps = 1.0
+        if cfg.distill_weight is None:
+            cfg.distill_weight = DEFAULT_DISTILL_WEIGHT if cfg.teacher else 0.0
         if cfg.flip is None:
             # Mirrored digits are different symbols; clothes, photos and CIFAR objects are not.
             cfg.flip = str(cfg.dataset).lower() != "digits"
@@ -182,6 +191,7 @@ class TrainConfig:
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (self.sync_every is None or self.sync_every >= 1, "sync_every must be >= 1"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.precise_bn >= 0, "precise_bn must be >= 0 (0 turns it off)"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.data_pipeline in ("pil", "jpeg"), "data_pipeline must be pil or jpeg"),
         ]
@@ -379,6 +389,7 @@ RESUME_FREE = {
     "epochs",
     "max_steps",
     "checkpoint_every",
+    "precise_bn",  # it changes what is evaluated and saved as model.pt, never the training
     "sync_every",
     "eval_every",
 }
@@ -444,7 +455,8 @@ FIELD_HELP = {
     "backbone_lr_scale": "backbone learning rate = lr × this; the classifier gets lr (default: 1, every preset)",
     "teacher": "distill from: pretrained (Google's ImageNet MobileNetV1, 1001 classes), a registered name with "
     "weights (mobilenet_v1_1.0_160), or an earlier run on the same classes (its folder or model.pt)",
-    "distill_weight": "distillation weight α: loss = (1-α)·CE(labels) + α·T²·KL(teacher‖student)",
+    "distill_weight": "distillation weight α: loss = (1-α)·CE(labels) + α·T²·KL(teacher‖student) "
+    f"(default: {DEFAULT_DISTILL_WEIGHT} with --teacher)",
     "distill_temperature": "distillation temperature T (softens both models' logits)",
     "seed": "seed of the initial weights, sample order and augmentation",
     "device": "auto, cpu, cuda or cuda:N",
@@ -459,6 +471,9 @@ FIELD_HELP = {
     f"{GPU_SYNC_EVERY} on GPU; a non-finite loss is caught up to N steps late, the saved checkpoint stays good)",
     "resume": "continue bit-for-bit from OUT_DIR/checkpoint.pt",
     "eval_every": "evaluate on the test split every N epochs",
+    "precise_bn": "before each evaluation and model.pt, recompute BatchNorm's statistics for the current weights "
+    "over N training batches (all when fewer; see mobilenets/training/precise_bn.py); --no-precise-bn: keep "
+    "training's moving averages",
     "progress": "tqdm progress bars",
     "tensorboard": "write TensorBoard events to OUT_DIR/tensorboard",
     "plots": "write curves.png and confusion.png at the end",

@@ -3,6 +3,9 @@
 :func:`train` reads top to bottom: set up the data, build the model, the optimizer, resume, run the epochs
 (each a loop of steps, then an evaluation and a checkpoint), save and report.
 
+Evaluation and model.pt use the model with its BatchNorm statistics recomputed for the current weights (precise BN,
+see :mod:`mobilenets.training.precise_bn`), on a copy: the training, its RNG and its checkpoints never see it.
+
 Determinism: the sample order of every epoch and the random crops of every step are fixed by
 (seed, epoch, step), and the global RNG (dropout) is reseeded per step. So a run resumed from a
 checkpoint continues bit-for-bit (on CPU and deterministic GPU ops), and N processes under torchrun
@@ -57,10 +60,15 @@ from mobilenets.training.optim import (
     backbone_bn_eval,
     backbone_parameters,
     build_optimizer,
+    head_module,
     lr_factor,
     set_backbone_trainable,
 )
+from mobilenets.training.precise_bn import recompute_bn_stats
 from mobilenets.training.teacher import Teacher, load_teacher
+
+# The precise-BN pass's image order: epoch_order's permutation for an epoch no run reaches, the same every pass.
+PRECISE_BN_EPOCH = -1
 
 
 @dataclass
@@ -68,7 +76,8 @@ class TrainResult:
     """What a run produced. Accuracies are fractions (0.91 = 91%); times in seconds.
 
     ``history`` has one dict per evaluated epoch: epoch, step, lr, train_loss, train_acc, test_loss,
-    test_acc, test_top5, train_time_s (cumulative, training only), img_per_s.
+    test_acc, test_top5, train_time_s (cumulative, training only), img_per_s. ``precise_bn_s``: the time
+    this process spent recomputing BatchNorm statistics (precise BN) before evaluations and model.pt.
     """
 
     test_acc: float
@@ -88,6 +97,8 @@ class TrainResult:
     step_losses: list[float]
     skipped_files: int = 0
     interrupted: bool = False
+    steps_per_epoch: int = 0
+    precise_bn_s: float = 0.0
     model: nn.Module | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
@@ -205,6 +216,9 @@ class _Run:
     state: dict = field(default_factory=dict)
     writer: Any = None
     bad: Any = None
+    # precise BN (_evaluated_model): (step, the evaluated copy) of the latest pass, and the time spent in passes
+    precise: tuple[int, Any] | None = None
+    precise_bn_s: float = 0.0
 
     @property
     def ckpt_path(self) -> Path:
@@ -396,7 +410,7 @@ def _start_logs(run: _Run) -> None:
 
 def _evaluate(run: _Run) -> EvalResult:
     return evaluate(
-        run.eval_model,
+        _evaluated_model(run),
         run.test_set,
         resolution=run.cfg.resolution,
         device=run.device,
@@ -406,6 +420,58 @@ def _evaluate(run: _Run) -> EvalResult:
         dist_info=run.dist_info,
         data_pipeline=run.cfg.data_pipeline,
     )
+
+
+def _evaluated_model(run: _Run) -> nn.Module:
+    """The model evaluated and saved as model.pt: the EMA's or the trained one, with --precise-bn a copy of it
+    whose BatchNorm statistics are recomputed for the current weights (once per step reached).
+
+    A copy, so the run's own model, its moving averages, the EMA and the checkpoints stay exactly what training
+    made them, and the pass runs under a saved-and-restored RNG on an image order of its own: a run trains the
+    same weights with precise BN on or off, and a resumed run still equals an uninterrupted one. A QAT run is
+    left alone: QAT folds its BatchNorm into the convolutions with frozen statistics before training, so there
+    is nothing to recompute, and a forward pass in training mode would move its fake-quantize observers.
+    """
+    cfg, step = run.cfg, run.state["step"]
+    if not cfg.precise_bn or cfg.qat:
+        return run.eval_model
+    if run.precise is not None and run.precise[0] == step:
+        return run.precise[1]
+    t0 = time.perf_counter()
+    model = copy.deepcopy(run.eval_model)
+    cuda = [run.device.index or 0] if run.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), _autocast(run.device, run.amp):
+        recompute_bn_stats(model, _precise_bn_batches(run), keep=_frozen_modules(run, model), dist_info=run.dist_info)
+    run.precise = (step, model.eval())
+    run.precise_bn_s += time.perf_counter() - t0
+    return model
+
+
+def _precise_bn_batches(run: _Run):
+    """The precise-BN pass's inputs: the first --precise-bn global batches (the whole set when it has fewer) of a
+    fixed permutation of the training set, split as training splits them (this rank's part, then --accum-steps
+    micro-batches: the batch size BatchNorm trained with), with evaluation's transforms (see precise_bn.py)."""
+    cfg, ds = run.cfg, run.train_set
+    order = D.epoch_order(len(ds), cfg.seed, PRECISE_BN_EPOCH)
+    num = min(cfg.precise_bn, run.steps_per_epoch)
+    for images, _labels, _bad in _train_batches(ds, order, 0, num, cfg, run.dist_info, run.device):
+        for part in images.tensor_split(cfg.accum_steps):
+            if len(part) >= 2:  # BatchNorm needs 2 (a batch of unreadable files may leave fewer)
+                part = part.to(run.device, non_blocking=True)
+                yield D.prepare_batch(
+                    part, ds.mean, ds.std, cfg.resolution, run.in_chans, channels_last=run.channels_last
+                )
+
+
+def _frozen_modules(run: _Run, model: nn.Module) -> list[nn.Module]:
+    """A frozen backbone's modules (--freeze, --freeze-epochs while the last step's epoch was frozen): its
+    BatchNorm layers kept the statistics the classifier trained on, and keep them."""
+    cfg = run.cfg
+    epoch = max(run.state["step"] - 1, 0) // run.steps_per_epoch  # the epoch of the last step taken
+    if not (cfg.freeze or epoch < cfg.freeze_epochs):
+        return []
+    head = {id(m) for m in head_module(model).modules()}
+    return [m for m in model.modules() if id(m) not in head]
 
 
 def _save_checkpoint(run: _Run) -> None:
@@ -716,8 +782,9 @@ def _finish(run: _Run, last_eval: EvalResult | None, interrupted: bool, wall_sta
     run.writer.close()
     if last_eval is None:  # interrupted before any evaluation, or resumed at the end
         last_eval = _evaluate(run)
+    model = _evaluated_model(run)  # on every rank: under torchrun the precise-BN pass is collective
     if run.dist_info.is_main:
-        final = dict(meta=run.meta, config=run.config, model=run.eval_model.state_dict(), ema=None)
+        final = dict(meta=run.meta, config=run.config, model=model.state_dict(), ema=None)
         if cfg.qat:  # model.pt holds the float model (eval, export, predict load it as any) and the QAT state
             final.update(model=run.model.float_state(), qat=run.model.qat_state())
         atomic_save(final, run.model_path)
@@ -743,7 +810,9 @@ def _finish(run: _Run, last_eval: EvalResult | None, interrupted: bool, wall_sta
         step_losses=state["step_losses"],
         skipped_files=state["skipped"],
         interrupted=interrupted,
-        model=run.eval_model,
+        steps_per_epoch=run.steps_per_epoch,
+        precise_bn_s=run.precise_bn_s,
+        model=model,
     )
     if run.dist_info.is_main:
         atomic_write_text(out_dir / "result.json", json.dumps(result.to_dict(), indent=2) + "\n")
@@ -775,7 +844,7 @@ def _train_batches(
         return
     index_lists = [_rank_part(order[k * B : (k + 1) * B], dist_info) for k in range(first, last)]
     if cfg.data_pipeline == "jpeg":
-        from mobilenets.data.jpeg import JpegLoader
+        from mobilenets.jpeg_pipeline import JpegLoader
 
         yield from JpegLoader(
             train_set,
