@@ -17,8 +17,8 @@ from mobilenets.models import model_defaults
 QAT_LR_SCALE = 0.005
 # --teacher without --distill-weight: half label loss, half distillation (Hinton et al.'s soft and hard targets).
 DEFAULT_DISTILL_WEIGHT = 0.5
-# --precise-bn's default, in training batches: 4,096 images at batch 128, ~2% of a Fashion-MNIST epoch per evaluation
-# (more changed nothing there, 200 cost 12%: reports/precise-bn). Detectron2's PreciseBN averages 3,200 images.
+# --precise-bn's default, in training batches: 4,096 images at batch 128, 2.2% of `mobilenets demo`'s run (a pass per
+# evaluation); 200 would cost ~9% and scored no better (reports/precise-bn). Detectron2's PreciseBN averages 3,200.
 PRECISE_BN_BATCHES = 32
 
 
