@@ -844,7 +844,7 @@ def _train_batches(
         return
     index_lists = [_rank_part(order[k * B : (k + 1) * B], dist_info) for k in range(first, last)]
     if cfg.data_pipeline == "jpeg":
-        from mobilenets.jpeg_pipeline import JpegLoader
+        from mobilenets.data.jpeg import JpegLoader
 
         yield from JpegLoader(
             train_set,
