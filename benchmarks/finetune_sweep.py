@@ -30,8 +30,8 @@ import transfer_fashion_mnist as transfer  # noqa: E402  (the sibling script: th
 
 from mobilenets import data as D  # noqa: E402
 from mobilenets.errors import MobileNetsError  # noqa: E402
-from mobilenets.reproduce import config_hash, hardware, load_cached, write_json_atomic  # noqa: E402
-from mobilenets.training.checkpoint import atomic_write_text  # noqa: E402
+from mobilenets.io import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
+from mobilenets.reproduce import config_hash, hardware, load_cached  # noqa: E402
 
 CACHE_VERSION = 2  # 2: evaluations with precise BN (issue 34)
 LRS = (0.05, 0.1, 0.2, 0.4)  # per 256 images; at batch 32 the rate is an eighth of it
@@ -110,7 +110,8 @@ def run_point(base: dict, lr_per_256: float, scale: float, val: D.ArrayDataset, 
         "hardware": hardware(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json_atomic(path, record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
     return record, True
 
 
@@ -220,10 +221,9 @@ def write_plot(res: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         wall_time_s=time.perf_counter() - start,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "results.json", res)
+    atomic_write_json(out_dir / "results.json", res)
     atomic_write_text(out_dir / "report.md", render_markdown(res))
     write_plot(res, out_dir / "sweep.png")
     print(f"wrote {out_dir / 'report.md'}, {out_dir / 'results.json'}, {out_dir / 'sweep.png'}")

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import functools
 import math
-import os
 import shlex
 import sys
 import time
@@ -38,7 +37,8 @@ from pathlib import Path
 import torch
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.reproduce import config_hash, hardware, load_cached, write_json_atomic
+from mobilenets.io import atomic_path, atomic_write_json, atomic_write_text
+from mobilenets.reproduce import config_hash, hardware, load_cached
 
 # Bump when a change here or in the engine makes cached runs incomparable.
 CACHE_VERSION = 2  # 2: evaluations with precise BN (issue 34)
@@ -293,7 +293,8 @@ def run_arm(arm: Arm, out_dir: Path, teacher_runs: dict[str, str], verbose: bool
         "hardware": hardware(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json_atomic(path, record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
     Path(result.checkpoint_path).unlink(missing_ok=True)  # model.pt stays: a student's teacher reads it
     return record, True
 
@@ -669,17 +670,10 @@ def write_plot(res: dict, path: Path) -> Path:
     ax_b.set_title(f"(b) distillation: {d['gain_pts']:+.2f} pts, {d['verdict']} (dots: seeds, bars: means)", fontsize=9)
     ax_b.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_report(res: dict, out_dir: Path) -> dict[str, Path]:
@@ -687,9 +681,9 @@ def write_report(res: dict, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "plot": out_dir / "transfer.png", "report": out_dir / "report.md"}
     res = {**res, "plot": paths["plot"].name}
-    write_json_atomic(paths["json"], res)
+    atomic_write_json(paths["json"], res)
     write_plot(res, paths["plot"])
-    write_text_atomic(paths["report"], render_markdown(res) + "\n")
+    atomic_write_text(paths["report"], render_markdown(res) + "\n")
     return paths
 
 

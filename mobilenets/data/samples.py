@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_path
 
 SAMPLE_PHOTO_CLASSES = ("cat", "coffee", "flower")
 
@@ -111,9 +112,8 @@ def write_photo_folder(
         im = Image.fromarray(photos[k]).resize((w_out, h_out), Image.BILINEAR, box=box)
         if mirror:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        tmp = path.with_suffix(".jpg.tmp")  # never a half-written JPEG under its real name
-        im.save(tmp, "JPEG", quality=quality)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # never a half-written JPEG under its real name
+            im.save(tmp, "JPEG", quality=quality)
         return str(path)
 
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while it works

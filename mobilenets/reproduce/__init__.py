@@ -24,7 +24,6 @@ from mobilenets.reproduce.cache import (
     load_cached,
     run_config,
     run_name,
-    write_json_atomic,
 )
 from mobilenets.reproduce.claims import (
     AGREES,
@@ -83,6 +82,5 @@ __all__ = [
     "run_config",
     "run_name",
     "tolerance",
-    "write_json_atomic",
     "write_report",
 ]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,22 +56,6 @@ def config_hash(config: dict) -> str:
 
 def run_name(cell: Cell, seed: int, config: dict) -> str:
     return f"{cell.key}-s{seed}-{config_hash(config)}"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """JSON to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_cached(path: Path, config: dict, done: tuple[str, ...] = ("result", "test_acc")) -> dict | None:

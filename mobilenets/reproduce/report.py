@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 
-from mobilenets.reproduce.cache import CellResult, write_json_atomic
+from mobilenets.io import atomic_path, atomic_write_json, atomic_write_text
+from mobilenets.reproduce.cache import CellResult
 from mobilenets.reproduce.claims import NEAR_PTS, NOT_RUN, loglinear_fit, noise, tolerance
 from mobilenets.reproduce.plan import Table
 from mobilenets.reproduce.run import Reproduction
-from mobilenets.training import atomic_write_text
 
 PLOTS = {
     "accuracy_vs_mult_adds": "accuracy_vs_mult_adds.png",
@@ -263,9 +262,8 @@ def _minor_label(value: float, _pos) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -507,6 +505,6 @@ def write_report(rep: Reproduction) -> dict[str, Path]:
     out = rep.out_dir
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(rep)
-    write_json_atomic(out / "results.json", results_dict(rep))
+    atomic_write_json(out / "results.json", results_dict(rep))
     atomic_write_text(out / "report.md", render_markdown(rep, plots))
     return {"report": out / "report.md", "json": out / "results.json", **plots}

@@ -16,6 +16,7 @@ import torch
 
 from mobilenets import data as D
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_write_json
 from mobilenets.profile import profile
 from mobilenets.reproduce.cache import (
     CellResult,
@@ -24,7 +25,6 @@ from mobilenets.reproduce.cache import (
     recipe_overrides,
     run_config,
     run_name,
-    write_json_atomic,
 )
 from mobilenets.reproduce.claims import Claim, assess_claims
 from mobilenets.reproduce.plan import ALT_RECIPES, Cell, Table, plan, plan_cells
@@ -184,8 +184,8 @@ def reproduce(
     tables = plan(preset_obj)
     cells = plan_cells(tables)
     jobs = [(cell, seed) for cell in cells for seed in range(preset_obj.seeds)]
-    out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = out_dir / "cells"
+    cache_dir.mkdir(parents=True, exist_ok=True)
 
     from tqdm.auto import tqdm
 
@@ -221,7 +221,7 @@ def reproduce(
                 "hardware": hardware(),
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            write_json_atomic(path, record)
+            atomic_write_json(path, record)
             # The run is cached: its resume checkpoint is dead weight (model.pt stays for `mobilenets eval`).
             Path(result.checkpoint_path).unlink(missing_ok=True)
             trained += 1

@@ -27,7 +27,6 @@ from mobilenets.weights.cards import (
     save_weights,
     sha256_file,
     state_dict_from,
-    write_atomic,
 )
 from mobilenets.weights.load import convert_state_dict, detect_source, import_weights, load_weights, read_weights
 from mobilenets.weights.pretrained import (
@@ -77,5 +76,4 @@ __all__ = [
     "timm_preprocessing",
     "timm_to_ours",
     "torchvision_to_ours",
-    "write_atomic",
 ]

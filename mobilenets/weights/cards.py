@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_write_bytes, atomic_write_text
 from mobilenets.models import create_model, model_defaults
 from mobilenets.models.layers import scale_channels
 
@@ -161,26 +161,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``: all or nothing."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise MobileNetsError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def card_path(weights_path: str | os.PathLike) -> Path:
     """The JSON model card beside a weights file: ``model.safetensors`` → ``model.json``."""
     return Path(weights_path).with_suffix(".json")
@@ -198,8 +178,8 @@ def save_weights(model: torch.nn.Module, card: ModelCard, path: str | os.PathLik
         raise MobileNetsError(f"save weights as .safetensors, got {path.name!r}")
     card_json = json.dumps(card.to_dict(), indent=2, ensure_ascii=False)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_atomic(path, save(tensors, metadata={CARD_METADATA_KEY: card_json}))
-    write_atomic(card_path(path), (card_json + "\n").encode())
+    atomic_write_bytes(path, save(tensors, metadata={CARD_METADATA_KEY: card_json}))
+    atomic_write_text(card_path(path), card_json + "\n")
     return path
 
 
