@@ -48,9 +48,9 @@ from mobilenets.deploy import export as ex
 from mobilenets.deploy import runtime_module
 from mobilenets.deploy.bench import timed_calls
 from mobilenets.deploy.cpu import cpu_info
-from mobilenets.deploy.deps import quiet
 from mobilenets.deploy.images import normalize, real_images
 from mobilenets.deploy.verify import compare_outputs
+from mobilenets.deps import quiet
 from mobilenets.errors import MobileNetsError
 
 MIN_AGREEMENT = 0.95
@@ -231,7 +231,7 @@ def interleaved(runners: dict[str, Fn], x: np.ndarray, rounds: int, block: int, 
 def fashion_model(checkpoint: str | None, workdir: Path) -> tuple[nn.Module, tuple]:
     """A model trained on Fashion-MNIST here: the checkpoint given, or the demo's 3-epoch run (~1-2 min)."""
     if checkpoint is None:
-        from mobilenets.train import demo_config, train
+        from mobilenets.training import demo_config, train
 
         print("training the demo model on Fashion-MNIST for the accuracy column ...", file=sys.stderr)
         result = train(demo_config(dataset="fashion-mnist", out_dir=str(workdir / "demo")))
@@ -356,7 +356,7 @@ def main() -> int:
     text = summary(rows, meta)
     print(text)
     if args.out:
-        from mobilenets.train import atomic_write_text
+        from mobilenets.training import atomic_write_text
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def validation_split(cfg: dict, n: int) -> D.ArrayDataset:
 
 def run_point(base: dict, lr_per_256: float, scale: float, val: D.ArrayDataset, out_dir: Path) -> tuple[dict, bool]:
     """Train one grid point and score it on ``val``, or reuse its cached record: (record, trained now)."""
-    from mobilenets.train import TrainConfig, load_model, train
+    from mobilenets.training import TrainConfig, load_model, train
     from mobilenets.training.config import PRESETS
     from mobilenets.training.evaluate import evaluate
 

@@ -167,7 +167,7 @@ def make_plain_step(model: nn.Module, run_model, s: Settings, resolution: int):
 
 
 def make_engine_step(model: nn.Module, run_model, s: Settings, resolution: int):
-    """One step as `mobilenets train` takes it on a GPU-resident uint8 dataset (see mobilenets.train)."""
+    """One step as `mobilenets train` takes it on a GPU-resident uint8 dataset (see mobilenets.training)."""
     cfg = train_config(s.batch_size)
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = 1000

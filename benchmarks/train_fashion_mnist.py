@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from mobilenets.train import demo_config, set_cpu_threads, train
+from mobilenets.training import demo_config, set_cpu_threads, train
 
 
 def main() -> None:

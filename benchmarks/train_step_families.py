@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from mobilenets.models import create_model
 from mobilenets.profile import profile
-from mobilenets.train import set_cpu_threads
+from mobilenets.training import set_cpu_threads
 
 # (registered name, α): the demo's V1 first, the reference of the ratios.
 MODELS = [("mobilenet_v1", 0.25), ("mobilenet_v3_small", 0.5), ("mobilenet_v2", 0.35)]

@@ -15,7 +15,7 @@ thread: (a) 7, the teacher 6.5, the four students 15), about 20 minutes on 2 idl
     training set, then an α=0.25 student trained against the teacher's softened logits and the same student
     alone: same recipe and epochs, two seeds each.
 
-Every run goes through the library (``mobilenets.train.train(TrainConfig(...))``). A finished run is cached
+Every run goes through the library (``mobilenets.training.train(TrainConfig(...))``). A finished run is cached
 as ``OUT/cells/<run>.json`` (named by a hash of its config), so an interrupted report resumes; the
 engine's own files go to ``OUT/runs/`` (not committed). report.md, results.json and transfer.png are
 rewritten atomically from the cache at the end.
@@ -246,7 +246,7 @@ def run_record_config(arm: Arm, teacher_runs: dict[str, str]) -> dict:
 
 def run_arm(arm: Arm, out_dir: Path, teacher_runs: dict[str, str], verbose: bool) -> tuple[dict, bool]:
     """Train one arm, or reuse its cached record: (the record, whether it was trained now)."""
-    from mobilenets.train import TrainConfig, train
+    from mobilenets.training import TrainConfig, train
 
     config = run_record_config(arm, teacher_runs)
     name = f"{arm.key}-{config_hash(config)}"

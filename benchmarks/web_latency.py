@@ -33,8 +33,8 @@ from mobilenets.deploy import export as ex
 from mobilenets.deploy import onnx, web
 from mobilenets.deploy.bench import timed_calls
 from mobilenets.deploy.cpu import cpu_info
-from mobilenets.deploy.deps import atomic_write
 from mobilenets.deploy.images import calibrate_bn, real_images
+from mobilenets.deps import atomic_write
 
 PRECISIONS = ("fp32", "int8")
 THREADS = (1, 2)

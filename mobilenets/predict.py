@@ -160,8 +160,8 @@ def checkpoint_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelCar
     resolution (bilinear), the central square, the run's mean/std (the source weights' when it started from
     them). ``card.source`` says where the weights came from.
     """
-    from mobilenets.train import load_model
-    from mobilenets.training.init import family_of
+    from mobilenets.models import base_name
+    from mobilenets.weights.checkpoint import load_model
 
     path = Path(path)
     if not path.is_file():
@@ -173,7 +173,7 @@ def checkpoint_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelCar
     if init.get("source"):
         source["started_from"] = init["source"]
     card = ModelCard(
-        arch=family_of(meta["model"]),
+        arch=base_name(meta["model"]),
         model_kwargs={**meta["model_kwargs"], "num_classes": len(classes)},
         preprocessing=Preprocessing(
             resolution=meta["resolution"],

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenets import export as ex
+from mobilenets.data import FASHION_MNIST_STATS
+from mobilenets.deploy.images import fashion_mnist, normalize
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
@@ -21,8 +22,8 @@ def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
     torch.set_num_threads(1)
     try:
         try:
-            train_x, train_y = ex.fashion_mnist("train")
-            test_x, test_y = ex.fashion_mnist("test")
+            train_x, train_y = fashion_mnist("train")
+            test_x, test_y = fashion_mnist("test")
         except MobileNetsError as e:
             pytest.skip(str(e))
         torch.manual_seed(0)
@@ -36,15 +37,15 @@ def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
         start = time.time()
         for _ in range(steps):
             idx = torch.randint(0, 50000, (batch,), generator=g)
-            x = ex.normalize(train_x[idx], 28, ex.FASHION_MNIST_STATS).contiguous(memory_format=torch.channels_last)
+            x = normalize(train_x[idx], 28, FASHION_MNIST_STATS).contiguous(memory_format=torch.channels_last)
             loss = nn.functional.cross_entropy(model(x), train_y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
         model = model.to(memory_format=torch.contiguous_format).eval()
-        test_images = ex.normalize(test_x[:2000], 28, ex.FASHION_MNIST_STATS)
-        calib = ex.normalize(train_x[50000:50256], 28, ex.FASHION_MNIST_STATS)  # held out from training steps
+        test_images = normalize(test_x[:2000], 28, FASHION_MNIST_STATS)
+        calib = normalize(train_x[50000:50256], 28, FASHION_MNIST_STATS)  # held out from training steps
         print(f"{name} trained in {time.time() - start:.1f}s")
         return model, test_images, test_y[:2000], calib
     finally:

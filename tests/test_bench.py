@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from mobilenets import bench
 from mobilenets.cli import main
+from mobilenets.deploy import bench
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 from mobilenets.models.mobilenet_v1 import BLOCKS

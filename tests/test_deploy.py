@@ -1,5 +1,5 @@
 """The deploy package: int8 files that cannot saturate on any CPU (read back from the files themselves), files
-built for a target rather than for this machine, the CPU line, and the old import paths."""
+built for a target rather than for this machine, and the CPU line."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_cli_export_reports_skipped_check(tmp_path, avx2_only, capsys):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The CPU line, grid files and old import paths
+# The CPU line and grid files
 
 
 def test_cpu_line_names_the_instruction_sets():
@@ -177,14 +177,6 @@ def test_grid_file_records_the_cpu(tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data["rows"]))
     assert deploy_bench.load_grid(old)[0].model == rows[0].model and deploy_bench.load_grid_cpu(old) is None
-
-
-def test_old_import_paths_still_work():
-    from mobilenets import bench, export
-
-    assert export.export is ex.export and export.build_model is ex.build_model
-    assert bench.bench_model is deploy_bench.bench_model and bench.select is deploy_bench.select
-    assert np.isfinite(export.MIN_AGREEMENT["int8"])
 
 
 # Each of oneDNN's int8 kernel families on x86, as ONEDNN_MAX_CPU_ISA caps it: on an AMX Xeon the native run is AMX's,

@@ -11,12 +11,13 @@ import torch
 from numeric import assert_close_scaled, randomize_bn
 from torch import nn
 
-from mobilenets import export as ex
 from mobilenets.cli import main
-from mobilenets.deploy import export as deploy_export
+from mobilenets.deploy import export as ex
+from mobilenets.deploy import onnx as onnx_runtime
+from mobilenets.deploy import openvino as openvino_runtime
 from mobilenets.deploy import runtime_module
 from mobilenets.deploy.images import calibrate_bn
-from mobilenets.deploy.verify import int8_safety
+from mobilenets.deploy.verify import VERIFY_IMAGES, int8_safety
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
@@ -101,7 +102,7 @@ def test_export_round_trip(tmp_path, format, name, kw, res):
     result = ex.export(model, path, format)
     assert result.path == path and path.exists() and result.size_bytes > 0
     v = result.verification
-    assert v.passed and v.num_images == 32 and v.top1_agreement == 1.0
+    assert v.passed and v.num_images == VERIFY_IMAGES and v.top1_agreement == 1.0
     # Independently: fresh real images (other crops), the file's runtime, the unfolded PyTorch model.
     images = ex.real_images(5, model.in_chans, res, split="test", seed=123)
     with torch.no_grad():
@@ -127,7 +128,7 @@ def test_onnx_has_dynamic_batch_and_opset(tmp_path):
         images = ex.real_images(batch, 3, 32, seed=batch)
         with torch.no_grad():
             ref = model(images).numpy()
-        assert np.allclose(ex.run_onnx(path, images), ref, atol=1e-3 * np.abs(ref).max())
+        assert np.allclose(onnx_runtime.run(path, images), ref, atol=1e-3 * np.abs(ref).max())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def test_openvino_bf16_keeps_accuracy(tmp_path, fashion_model):
         pytest.skip("CPU without bf16")
     model, images, labels, _ = fashion_model
     result = ex.export(model, tmp_path / "m.xml", "openvino", "bf16")
-    compiled = ex.openvino_compiled(result.path, "bf16")
+    compiled = openvino_runtime.compiled(result.path, "bf16")
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
     out = compiled(images.numpy())[0]
     with torch.no_grad():
@@ -248,9 +249,7 @@ def test_missing_optional_dependency(tmp_path, tiny, monkeypatch):
 def test_failed_verification_writes_nothing_and_keeps_old_file(tmp_path, tiny, monkeypatch):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous good file")
-    monkeypatch.setattr(
-        deploy_export, "run_model_file", lambda p, f, images, *a, **k: np.random.randn(len(images), 1000)
-    )
+    monkeypatch.setattr(ex, "run_model_file", lambda p, f, images, *a, **k: np.random.randn(len(images), 1000))
     with pytest.raises(MobileNetsError, match="failed verification, nothing written") as e:
         ex.export(tiny, path, "onnx")
     assert "\n" not in str(e.value)
@@ -289,7 +288,7 @@ def test_cli_export_checkpoint_round_trip(tmp_path, fashion_model, capsys):
     argv = ["export", "mobilenet_v1", "--width-mult", "0.25", "--resolution", "28", "--in-chans", "1"]
     argv += ["--num-classes", "10", "--stem-stride", "1", "--checkpoint", str(ckpt), "-o", str(out)]
     assert main(argv) == 0
-    logits = ex.run_onnx(out, images[:500])
+    logits = onnx_runtime.run(out, images[:500])
     with torch.no_grad():
         assert (logits.argmax(1) == model(images[:500]).argmax(1).numpy()).all()
     # A checkpoint for another shape is a clear error.
@@ -315,7 +314,7 @@ def test_static_padding_is_exact_and_leaves_no_shape_arithmetic(tmp_path, res):
     kinds = {type(m).__name__ for m in static.modules()}
     assert "PadSame" not in kinds and ("ZeroPad2d" in kinds) == (res % 2 == 0)
     onnx = pytest.importorskip("onnx")
-    ex.write_onnx(static, tmp_path / "m.onnx", res)
+    onnx_runtime.write(static, tmp_path / "m.onnx", res)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert not ops & {"Shape", "Gather", "Div"}, ops
 
@@ -328,9 +327,10 @@ def test_verification_judges_reduced_precision_on_clear_predictions():
     assert "on the 2 the float model predicts clearly" in v8.summary()
     v32 = ex.compare_outputs(ref, out, "rt", "fp32")
     assert not v32.passed and "clearly" not in v32.summary()  # fp32 must agree everywhere
-    wrong = out.clone()
-    wrong[0] = torch.tensor([0.0, 5.0, 0.0])  # a confident decision changed: int8 fails
-    assert not ex.compare_outputs(ref, wrong, "rt", "int8", min_agreement=0.9).passed
+    # Confident decisions changed: int8 fails once the images show it (1 of 2 could be chance: tests/test_verify.py).
+    many_ref, many_wrong = ref[[0, 2]].repeat(20, 1), out[[0, 2]].repeat(20, 1)
+    many_wrong[:8] = torch.tensor([0.0, 5.0, 0.0])
+    assert not ex.compare_outputs(many_ref, many_wrong, "rt", "int8", min_agreement=0.9).passed
     # An untrained model's near-zero logits: no clear decision, so the failure says why it cannot be judged.
     tiny = ex.compare_outputs(ref * 1e-10, out * 1e-10, "rt", "int8")
     assert tiny.clear_images == 0 and not tiny.passed
@@ -350,7 +350,7 @@ def test_build_model_sources_and_errors(tmp_path):
 
 def test_cli_export_training_output_rebuilds_its_model(tmp_path, capsys):
     """`mobilenets export --checkpoint model.pt` needs no model options: the training run recorded them."""
-    from mobilenets.train import TrainConfig, load_model, train
+    from mobilenets.training import TrainConfig, load_model, train
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -366,7 +366,7 @@ def test_cli_export_training_output_rebuilds_its_model(tmp_path, capsys):
     model, meta = load_model(result.model_path)
     images = ex.real_images(16, 1, model.resolution, stats=(tuple(meta["mean"]), tuple(meta["std"])))
     with torch.no_grad():
-        assert_close_scaled(ex.run_onnx(out, images), model(images), 1e-5)
+        assert_close_scaled(onnx_runtime.run(out, images), model(images), 1e-5)
 
 
 @pytest.fixture(scope="module")

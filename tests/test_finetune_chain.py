@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenets import train as T
+from mobilenets import training as T
 from mobilenets import weights as W
 from mobilenets.cli import main
 from mobilenets.data import SAMPLE_PHOTO_CLASSES, sample_photo_folder

@@ -12,7 +12,7 @@ import pytest
 import torch
 from numeric import assert_close_scaled
 
-from mobilenets import train as T
+from mobilenets import training as T
 from mobilenets import weights as W
 from mobilenets.data import IMAGENET_STATS
 from mobilenets.errors import MobileNetsError

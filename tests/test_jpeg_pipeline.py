@@ -190,7 +190,7 @@ def test_cuda_matches_cpu(folder):
 def test_training_with_the_jpeg_pipeline_tracks_the_pil_pipeline(folder, tmp_path, monkeypatch):
     import shutil
 
-    from mobilenets.train import TrainConfig, train
+    from mobilenets.training import TrainConfig, train
 
     # The 12 photos and the 2 unreadable files: batches of 7 meet every file once per epoch.
     root = tmp_path / "photos"

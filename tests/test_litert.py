@@ -18,7 +18,7 @@ from torch import nn
 pytest.importorskip("litert_torch", reason="LiteRT tests need pip install 'mobilenets[litert]'")
 pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT tests need pip install 'mobilenets[litert]'")
 
-from mobilenets import export as ex  # noqa: E402
+from mobilenets.deploy import export as ex  # noqa: E402
 from mobilenets.deploy import litert  # noqa: E402
 from mobilenets.deploy.images import calibrate_bn  # noqa: E402
 from mobilenets.errors import MobileNetsError  # noqa: E402

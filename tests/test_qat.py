@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from mobilenets.deploy import export as ex
-from mobilenets.deploy.fold import fold_bn
 from mobilenets.deploy.images import real_images
 from mobilenets.deploy.verify import int8_safety
 from mobilenets.errors import MobileNetsError
+from mobilenets.quant.fold import fold_bn
+from mobilenets.quant.qat import from_trained
 from mobilenets.training import TrainConfig, load_model, train
-from mobilenets.training.qat import from_trained
 
 SMALL = dict(
     model="mobilenet_v1",
@@ -151,7 +151,8 @@ def test_qat_relu6_outputs_train_on_the_clamps_grid():
     exporters convert, its inserted clamps dropped, computes the same."""
     from mobilenets.deploy.images import calibrate_bn
     from mobilenets.models import create_model
-    from mobilenets.training.qat import RELU6_CLAMP, fake_quant_graph, prepare
+    from mobilenets.quant.passes import RELU6_CLAMP
+    from mobilenets.quant.qat import fake_quant_graph, prepare
 
     torch.manual_seed(0)
     model = create_model(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mobilenets import cli
-from mobilenets import train as T
+from mobilenets import training as T
 from mobilenets.errors import MobileNetsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 RUNNER = """
 import json, sys, time, torch
 torch.set_num_threads(1)
-from mobilenets.train import TrainConfig, train
+from mobilenets.training import TrainConfig, train
 kw, delay = json.loads(sys.argv[1]), float(sys.argv[2])
 result = train(TrainConfig(**kw), on_step=lambda step, info: time.sleep(delay))
 print("RESULT", json.dumps({"interrupted": result.interrupted, "steps": result.steps}), flush=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenets.train import TrainConfig
+from mobilenets.training import TrainConfig
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_fashion_mnist.py"
 

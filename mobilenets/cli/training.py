@@ -53,7 +53,7 @@ def _train_flag_type(annotation: str):
 def _add_train(sub: argparse._SubParsersAction) -> None:
     import dataclasses
 
-    from mobilenets.train import FIELD_HELP, TrainConfig
+    from mobilenets.training import FIELD_HELP, TrainConfig
 
     p = sub.add_parser(
         "train",
@@ -87,7 +87,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from mobilenets.train import TrainConfig, set_cpu_threads, train
+    from mobilenets.training import TrainConfig, set_cpu_threads, train
     from mobilenets.training.config import DEFAULT_DISTILL_WEIGHT
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
@@ -179,7 +179,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mobilenets.train import evaluate_file, plot_confusion
+    from mobilenets.training import evaluate_file, plot_confusion
 
     result = evaluate_file(
         args.weights,
@@ -215,7 +215,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", default=None, help="default: fashion-mnist, or digits when it is missing")
     p.add_argument("--data", dest="data_dir", help="folder with Fashion-MNIST's IDX files")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the demo's, see mobilenets.train)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the demo's, see mobilenets.training)")
     p.add_argument("--width-mult", type=positive_float, help="α of the demo MobileNet")
     p.add_argument("--out-dir", default="runs/demo", help="(default: runs/demo)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: the idle cores)")
@@ -227,7 +227,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mobilenets.models import create_model
     from mobilenets.profile import format_profile, profile
-    from mobilenets.train import demo_config, set_cpu_threads, train
+    from mobilenets.training import demo_config, set_cpu_threads, train
 
     threads = set_cpu_threads(args.threads)
     cfg = demo_config(

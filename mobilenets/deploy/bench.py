@@ -28,10 +28,10 @@ from torch import nn
 
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.cpu import cpu_info
-from mobilenets.deploy.deps import atomic_write
-from mobilenets.deploy.fold import fold_bn, static_padding
 from mobilenets.deploy.images import real_images
+from mobilenets.deps import atomic_write
 from mobilenets.errors import MobileNetsError
+from mobilenets.quant.fold import fold_bn, static_padding
 
 # runtime → the export format it runs
 FORMAT_OF = {

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deploy.deps import quiet, require
-from mobilenets.deploy.fold import correct_bias_for_int8_weights, relu6_as_relu_clamp, share_relu6_observers
+from mobilenets.deps import quiet, require
 from mobilenets.errors import MobileNetsError
+from mobilenets.quant.passes import relu6_as_relu_clamp
+from mobilenets.quant.ptq import PT2E_CALIBRATIONS, correct_bias_for_int8_weights, pt2e_quantize, with_calibration
+from mobilenets.quant.qat import converted_graph
 
 FORMAT = "executorch"
 SUFFIX = ".pte"
@@ -30,7 +32,7 @@ PRECISIONS = ("fp32", "int8")
 # HistogramObserver, which picks the range with the least L2 quantization error). With the ReLU6 outputs on the
 # clamp's grid (quantized_graph), minmax kept 100% of the pretrained MobileNetV1 1.0/224's clear decisions on 256
 # and on 512 photo crops, mse 98.1% and 98.8% (benchmarks/int8_pretrained_clear.py).
-CALIBRATIONS = ("minmax", "mse")
+CALIBRATIONS = PT2E_CALIBRATIONS
 
 
 def _example(model: nn.Module, resolution: int) -> torch.Tensor:
@@ -53,48 +55,24 @@ def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
     path.write_bytes(_lower(exported))
 
 
-def with_calibration(config, calibration: str, runtime: str):
-    """A PT2E QuantizationConfig whose activation observers follow ``calibration`` (see CALIBRATIONS)."""
-    import dataclasses
-
-    if calibration not in CALIBRATIONS:
-        raise MobileNetsError(f"{runtime} calibrates by {', '.join(CALIBRATIONS)}, not {calibration!r}")
-    if calibration == "mse":
-        return config
-    observer = require("torchao.quantization.pt2e.observer", "int8 export").MinMaxObserver
-    ctr = observer.with_args(eps=2**-12)
-    specs = {}
-    for field in ("input_activation", "output_activation"):
-        spec = getattr(config, field)
-        if spec is not None:
-            specs[field] = dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)
-    return dataclasses.replace(config, **specs)
-
-
 def quantized_graph(
     model: nn.Module, calib_images: torch.Tensor, resolution: int, calibration: str = CALIBRATIONS[0]
 ) -> torch.fx.GraphModule:
     """The PT2E-quantized graph (XNNPACK quantizer, per-channel symmetric weights) before lowering.
 
-    Biases first absorb the mean error of the int8 weights (``fold.correct_bias_for_int8_weights``):
+    Biases first absorb the mean error of the int8 weights (``quant.ptq.correct_bias_for_int8_weights``):
     on the pretrained MobileNet top-1 agreement with the float model on 64 photo crops went from 73% to 88%.
-    After calibration each ReLU6's conv output takes the clamp's [0, 6] grid (``fold.share_relu6_observers``):
+    After calibration each ReLU6's conv output takes the clamp's [0, 6] grid (``quant.passes.share_relu6_observers``):
     on the pretrained MobileNetV1 1.0/224 the .pte kept 100% (minmax) / 98.1% (mse) of the float model's clear
     decisions on 256 photo crops, against 98.1% / 96.9% without.
     """
     xnn_quantizer = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "int8 ExecuTorch export")
-    pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "int8 ExecuTorch export")
     config = xnn_quantizer.get_symmetric_quantization_config(is_per_channel=True)
     quantizer = xnn_quantizer.XNNPACKQuantizer().set_global(with_calibration(config, calibration, RUNTIME))
-    example = _example(model, resolution)
     with quiet(), torch.no_grad():
         model = correct_bias_for_int8_weights(model, calib_images)
-        graph = torch.export.export(relu6_as_relu_clamp(model), (example,)).module()
-        prepared = pt2e.prepare_pt2e(graph, quantizer)
-        for img in calib_images.split(1):
-            prepared(img)
-        share_relu6_observers(prepared)
-        return pt2e.convert_pt2e(prepared)
+        graph = torch.export.export(relu6_as_relu_clamp(model), (_example(model, resolution),)).module()
+        return pt2e_quantize(graph, quantizer, calib_images.split(1), "int8 ExecuTorch export")
 
 
 def quantize(
@@ -110,9 +88,7 @@ def quantize(
 def quantize_qat(model: nn.Module, path: Path, qat: dict, resolution: int) -> None:
     """int8 ExecuTorch program converted from the graph a ``train --qat`` run trained (no calibration: the
     activation ranges are the ones learned in training); ``model`` is the run's float model, BN not folded."""
-    from mobilenets.training.qat import executorch_program
-
-    converted = executorch_program(model, qat, resolution)
+    converted = converted_graph(model, qat, resolution, FORMAT)
     with quiet(), torch.no_grad():
         exported = torch.export.export(converted, (_example(model, resolution),))
     path.write_bytes(_lower(exported))

@@ -26,10 +26,12 @@ from torch import nn
 
 from mobilenets.deploy import FORMATS, runtime_module
 from mobilenets.deploy.cpu import cpu_info
-from mobilenets.deploy.fold import equalize_cross_layer, fold_bn, static_padding
 from mobilenets.deploy.images import real_images
-from mobilenets.deploy.verify import Verification, compare_outputs, int8_safety
+from mobilenets.deploy.verify import VERIFY_IMAGES, Verification, compare_outputs, int8_safety
 from mobilenets.errors import MobileNetsError
+from mobilenets.quant.fold import fold_bn, static_padding
+from mobilenets.quant.ptq import equalize_cross_layer
+from mobilenets.quant.qat import converts_to
 
 PRECISIONS = ("fp32", "bf16", "int8")
 SUFFIXES = {f: runtime_module(f).SUFFIX for f in FORMATS}
@@ -213,8 +215,9 @@ def export(
         resolution: input side the file is built for (default: the model's); ONNX and OpenVINO files take
             any batch size, ExecuTorch and LiteRT programs batch 1.
         calib_images: normalized images for int8 calibration (default: 200 real training images).
-        verify_images: normalized images to compare on (default: 32 real test images).
-        min_agreement: top-1 agreement the file needs (default: 97% fp32, 90% bf16, 80% int8).
+        verify_images: normalized images to compare on (default: ``VERIFY_IMAGES`` = 512 real test images).
+        min_agreement: top-1 agreement the file needs, within the 95% interval of the measured one (default: 97%
+            fp32, 90% bf16, 97% int8 on the float model's clear decisions; see ``verify.Verification.passed``).
         weight_bits: int8 weights of ONNX/OpenVINO files: 7 (default, safe on every CPU) or 8 (VNNI CPUs).
         calibration: int8 activation ranges by one of the runtime's ``CALIBRATIONS`` (:data:`CALIBRATIONS`;
             None: the runtime's default, the first listed).
@@ -235,7 +238,7 @@ def export(
     if precision == "int8" and calib_images is None:
         calib_images = real_images(200, model.in_chans, res, split="train")
     if verify and verify_images is None:
-        verify_images = real_images(32, model.in_chans, res, split="test")
+        verify_images = real_images(VERIFY_IMAGES, model.in_chans, res, split="test")
     folded = static_padding(fold_bn(model), res)
     if equalize and precision == "int8":
         folded = equalize_cross_layer(folded)
@@ -247,8 +250,6 @@ def export(
     # (its learned scales); another runtime quantizes its (QAT-trained) float weights with its own quantizer.
     qat = getattr(model, "qat_state", None) if precision == "int8" else None
     if qat is not None:
-        from mobilenets.training.qat import converts_to
-
         exact = converts_to(qat, format) and hasattr(module, "quantize_qat")
         if exact and format in WEIGHT_BITS_FORMATS and weight_bits != DEFAULT_WEIGHT_BITS:
             raise MobileNetsError(
@@ -416,8 +417,8 @@ def build_model(
         return model.eval(), (tuple(card.preprocessing.mean), tuple(card.preprocessing.std))
     state = None
     if checkpoint is not None:
-        from mobilenets.train import model_from_checkpoint
         from mobilenets.weights import read_torch_file, state_dict_from
+        from mobilenets.weights.checkpoint import model_from_checkpoint
 
         path = Path(checkpoint)
         if not path.is_file():

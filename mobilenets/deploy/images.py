@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mobilenets.data import FASHION_MNIST_STATS, IMAGENET_STATS, load_fashion_mnist
-from mobilenets.deploy.deps import require
+from mobilenets.deps import require
 from mobilenets.errors import MobileNetsError
 
 

@@ -27,19 +27,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deploy.deps import atomic_write
-from mobilenets.deploy.deps import quiet as _quiet
-from mobilenets.deploy.deps import quiet_native_info as _quiet_native_info
-from mobilenets.deploy.deps import require as _require
-from mobilenets.deploy.fold import correct_bias_for_int8_weights, relu6_as_relu_clamp, share_relu6_observers
+from mobilenets.deps import atomic_write
+from mobilenets.deps import quiet as _quiet
+from mobilenets.deps import quiet_native_info as _quiet_native_info
+from mobilenets.deps import require as _require
 from mobilenets.errors import MobileNetsError
+from mobilenets.quant.passes import relu6_as_relu_clamp
+from mobilenets.quant.ptq import PT2E_CALIBRATIONS, correct_bias_for_int8_weights, pt2e_quantize, with_calibration
+from mobilenets.quant.qat import converted_graph
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"
 RUNTIME = "LiteRT"
 PRECISIONS = ("fp32", "int8")
 # Activation observers of litert-torch's PT2E quantizer, as ExecuTorch's: "minmax" (the default), "mse" (histogram).
-CALIBRATIONS = ("minmax", "mse")
+CALIBRATIONS = PT2E_CALIBRATIONS
 # Name of the model-metadata entry (a flatbuffer Metadata: name → buffer) that holds what the file was built for.
 METADATA_NAME = "mobilenets"
 
@@ -74,19 +76,16 @@ def quantize(
     """Full-integer int8 LiteRT file: PT2E quantization with litert-torch's quantizer (per-channel symmetric
     int8 weights, int8 activations observed by ``calibration`` on ``calib_images``, normalized NCHW float).
 
-    Biases first absorb the mean error of the int8 weights (``fold.correct_bias_for_int8_weights``): on the
+    Biases first absorb the mean error of the int8 weights (``quant.ptq.correct_bias_for_int8_weights``): on the
     pretrained MobileNet top-1 agreement with the float model on 64 photo crops went from ~72% to 89%. After
-    calibration each ReLU6's conv output takes the clamp's [0, 6] grid (``fold.share_relu6_observers``): on the
+    calibration each ReLU6's conv output takes the clamp's [0, 6] grid (``quant.passes.share_relu6_observers``): on the
     pretrained MobileNetV1 1.0/224 the file kept 100% (minmax) / 99.4% (mse) of the float model's clear decisions
     on 256 photo crops, against 98.1% / 97.5% without."""
     litert_torch = _require("litert_torch", "int8 LiteRT export")
     pt2e_quantizer = _require("litert_torch.quantize.pt2e_quantizer", "int8 LiteRT export")
     quant_config = _require("litert_torch.quantize.quant_config", "int8 LiteRT export")
-    pt2e = _require("torchao.quantization.pt2e.quantize_pt2e", "int8 LiteRT export")
     pt2e_utils = _require("torchao.quantization.pt2e", "int8 LiteRT export")
     resolution = resolution or model.resolution
-    from mobilenets.deploy.executorch import with_calibration
-
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(with_calibration(config, calibration, RUNTIME))
     model = correct_bias_for_int8_weights(model, calib_images)
@@ -97,11 +96,9 @@ def quantize(
         # node records, which only strict export records. Traced non-strict, V2/V3's residual adds and the
         # squeeze-excite's x·gate stayed float ops between DEQUANTIZE and QUANTIZE nodes in the int8 file.
         graph = torch.export.export(nhwc, (example,), strict=True).module()
-        prepared = pt2e.prepare_pt2e(graph, quantizer)
-        for img in calib_images.split(1):  # the graph is traced at batch 1
-            prepared(img.permute(0, 2, 3, 1))
-        share_relu6_observers(prepared)
-        converted = pt2e_utils.move_exported_model_to_eval(pt2e.convert_pt2e(prepared, fold_quantize=False))
+        batches = (img.permute(0, 2, 3, 1) for img in calib_images.split(1))  # the graph is traced at batch 1
+        converted = pt2e_quantize(graph, quantizer, batches, "int8 LiteRT export", fold_quantize=False)
+        converted = pt2e_utils.move_exported_model_to_eval(converted)
     converted.in_chans = getattr(model, "in_chans", 3)
     converted.training = False  # its ops are in eval form already; exported modules refuse .eval()
     _convert(converted, path, resolution, quant_config.QuantConfig(pt2e_quantizer=quantizer))
@@ -111,8 +108,6 @@ def quantize_qat(model: nn.Module, path: Path, qat: dict, resolution: int) -> No
     """Full-integer int8 LiteRT file converted from the graph a ``train --qat`` run trained (its learned
     activation ranges, no calibration): PT2E's converted graph, NHWC at the input, through litert-torch's
     static-quantization path. ``model`` is the run's float model."""
-    from mobilenets.training.qat import converted_graph
-
     litert_torch = _require("litert_torch", "int8 LiteRT export")
     pt2e_quantizer = _require("litert_torch.quantize.pt2e_quantizer", "int8 LiteRT export")
     quant_config = _require("litert_torch.quantize.quant_config", "int8 LiteRT export")

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-# Verification thresholds: max |Δ| relative to the largest reference logit, and top-1 agreement.
+# Verification thresholds: max |Δ| relative to the largest reference logit, and top-1 agreement. int8: every
+# runtime's default file keeps ≥ 99.4% of the pretrained MobileNetV1 1.0/224's clear decisions on 512 photo crops
+# (reports/int8-qat/pretrained_clear.md) and ≥ 99.85% of trained Fashion-MNIST models' (reports/int8-qat).
 RTOL = {"fp32": 1e-3, "bf16": float("inf"), "int8": float("inf")}
-MIN_AGREEMENT = {"fp32": 0.97, "bf16": 0.9, "int8": 0.8}
+MIN_AGREEMENT = {"fp32": 0.97, "bf16": 0.9, "int8": 0.97}
 # bf16/int8 agreement is judged on images whose float top-1 probability beats the runner-up by this much.
 CLEAR_MARGIN = 0.2
+# Real images an export is verified on by default: enough that one changed decision moves the figure by a fraction
+# of a point (32 images, 18 of them clear, put the pretrained V1's ONNX int8 file at "94.4%", 95% interval 74-99%).
+VERIFY_IMAGES = 512
+# The agreement's confidence interval (Wilson score, 95%): a file fails when even the interval's top is below the
+# required agreement, so no single image near the threshold decides the verdict.
+CONFIDENCE_Z = 1.96
+
+
+def wilson_interval(successes: int, trials: int, z: float = CONFIDENCE_Z) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / trials`` (95% for z = 1.96): unlike the normal
+    approximation it stays inside [0, 1] and is honest for small ``trials`` and proportions near 1."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -35,17 +55,29 @@ class Verification:
         return self.clear_agreement if self.judge_clear and self.clear_images else self.top1_agreement
 
     @property
+    def judged_images(self) -> int:
+        """How many images :attr:`judged_agreement` counts."""
+        return self.clear_images if self.judge_clear and self.clear_images else self.num_images
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95% Wilson interval of :attr:`judged_agreement`."""
+        n = self.judged_images
+        return wilson_interval(round(self.judged_agreement * n), n) if n else (0.0, 1.0)
+
+    @property
     def passed(self) -> bool:
-        return (
-            bool(np.isfinite(self.max_abs_diff))
-            and self.max_abs_diff <= self.tolerance
-            and self.judged_agreement >= self.min_agreement
-        )
+        """Outputs within tolerance, and the agreement's interval reaches ``min_agreement``: the file fails when
+        the data show it below the requirement, not on one image's say. (bf16/int8 of a model that predicts no
+        image clearly, e.g. untrained weights, is judged on all its near-ties and fails, saying why.)"""
+        close = bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= self.tolerance
+        return close and self.interval[1] >= self.min_agreement
 
     def summary(self) -> str:
         tol = "" if not np.isfinite(self.tolerance) else f" (tolerance {self.tolerance:.3g})"
         head = f"{self.runtime} vs PyTorch on {self.num_images} real images: max |Δ| {self.max_abs_diff:.3g}{tol}, "
-        need = f"need ≥ {100 * self.min_agreement:.0f}%"
+        low, high = self.interval
+        need = f"95% interval {100 * low:.1f}-{100 * high:.1f}%, need ≥ {100 * self.min_agreement:.0f}% within it"
         if not (self.judge_clear and self.clear_images):
             line = head + f"top-1 agreement {100 * self.top1_agreement:.1f}% ({need})"
             if self.judge_clear and self.num_images > 1:

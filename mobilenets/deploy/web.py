@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from mobilenets.deploy import onnx
-from mobilenets.deploy.deps import atomic_write, require
 from mobilenets.deploy.verify import Verification, compare_outputs
+from mobilenets.deps import atomic_write, require
 from mobilenets.errors import MobileNetsError
 
 FORMAT = "web"

@@ -11,7 +11,9 @@ from torch import nn
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.backbone import Backbone
 from mobilenets.models.base import FeatureInfo, ImageClassifier
-from mobilenets.models.densenet import DenseNet, densenet121, densenet169, densenet201
+from mobilenets.models.densenet import FAMILIES as _DENSENET
+from mobilenets.models.densenet import DenseNet
+from mobilenets.models.family import Family, base_name
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -20,39 +22,25 @@ from mobilenets.models.layers import (
     make_divisible,
     scale_channels,
 )
-from mobilenets.models.mobilenet_v1 import (
-    MobileNetV1,
-    MobileNetV1Config,
-    mobilenet_v1,
-    mobilenet_v1_conv,
-    mobilenet_v1_shallow,
-)
-from mobilenets.models.mobilenet_v2 import MobileNetV2, MobileNetV2Config, mobilenet_v2
-from mobilenets.models.mobilenet_v3 import (
-    MobileNetV3,
-    MobileNetV3Config,
-    mobilenet_v3_large,
-    mobilenet_v3_large_minimal,
-    mobilenet_v3_small,
-    mobilenet_v3_small_minimal,
-)
-from mobilenets.models.squeezenet import (
-    SqueezeNet,
-    squeezenet1_0,
-    squeezenet1_0_complex_bypass,
-    squeezenet1_0_simple_bypass,
-    squeezenet1_1,
-    squeezenet1_1_complex_bypass,
-    squeezenet1_1_simple_bypass,
-)
-from mobilenets.models.xception import Xception, XceptionConfig, xception
+from mobilenets.models.mobilenet_v1 import FAMILIES as _V1
+from mobilenets.models.mobilenet_v1 import MobileNetV1, MobileNetV1Config
+from mobilenets.models.mobilenet_v2 import FAMILIES as _V2
+from mobilenets.models.mobilenet_v2 import MobileNetV2, MobileNetV2Config
+from mobilenets.models.mobilenet_v3 import FAMILIES as _V3
+from mobilenets.models.mobilenet_v3 import MobileNetV3, MobileNetV3Config
+from mobilenets.models.squeezenet import FAMILIES as _SQUEEZENET
+from mobilenets.models.squeezenet import SqueezeNet
+from mobilenets.models.xception import FAMILIES as _XCEPTION
+from mobilenets.models.xception import Xception, XceptionConfig
 
 __all__ = [
     "Backbone",
     "ConvBNAct",
     "DenseNet",
     "DepthwiseSeparable",
+    "FAMILIES",
     "FAMILY_GRIDS",
+    "Family",
     "FeatureInfo",
     "ImageClassifier",
     "InvertedResidual",
@@ -66,68 +54,44 @@ __all__ = [
     "SqueezeExcite",
     "Xception",
     "XceptionConfig",
+    "base_name",
     "create_model",
+    "family_of",
     "list_models",
     "make_divisible",
     "model_defaults",
     "scale_channels",
 ]
 
-# The paper's grid (Tables 6–7, Figures 4–5).
-PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
-PAPER_RESOLUTIONS = (224, 192, 160, 128)
-# The V2 paper's grid (its Fig. 5 and the TF-slim checkpoints): widths 0.35..1.4 × resolutions 96..224.
-V2_WIDTHS = (1.4, 1.3, 1.0, 0.75, 0.5, 0.35)
-V2_RESOLUTIONS = (224, 192, 160, 128, 96)
-# The V3 paper's Table 3 widths (TF-slim's and Keras's checkpoints), at the V1 paper's resolutions.
-V3_WIDTHS = (1.0, 0.75)
-V3_RESOLUTIONS = (224, 192, 160, 128)
-
-# The α×ρ grid registered for each family (names ``{family}_{α}_{resolution}``).
+# Every family, from the declaration at the end of its model file, in the order tables and plots list them.
+FAMILIES: dict[str, Family] = {
+    f.name: f for families in (_V1, _V2, _V3, _SQUEEZENET, _DENSENET, _XCEPTION) for f in families
+}
+# The α×ρ grid registered for each family that has one (names ``{family}_{α}_{resolution}``).
 FAMILY_GRIDS: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = {
-    **{f: (PAPER_WIDTHS, PAPER_RESOLUTIONS) for f in ("mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v1_shallow")},
-    "mobilenet_v2": (V2_WIDTHS, V2_RESOLUTIONS),
-    **{
-        f"mobilenet_v3_{size}": (V3_WIDTHS, V3_RESOLUTIONS)
-        for size in ("large", "small", "large_minimal", "small_minimal")
-    },
+    f.name: (f.widths, f.resolutions) for f in FAMILIES.values() if f.has_grid
 }
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
+_FAMILY_OF: dict[str, str] = {}
 
 
-def register_model(name: str, builder: Callable[..., nn.Module], **defaults) -> None:
+def register_model(name: str, builder: Callable[..., nn.Module], family: str | None = None, **defaults) -> None:
     _REGISTRY[name] = (builder, defaults)
+    if family is not None:
+        _FAMILY_OF[name] = family
 
 
-for _family, _builder in (
-    ("mobilenet_v1", mobilenet_v1),
-    ("mobilenet_v1_conv", mobilenet_v1_conv),
-    ("mobilenet_v1_shallow", mobilenet_v1_shallow),
-    ("mobilenet_v2", mobilenet_v2),
-    ("mobilenet_v3_large", mobilenet_v3_large),
-    ("mobilenet_v3_small", mobilenet_v3_small),
-    ("mobilenet_v3_large_minimal", mobilenet_v3_large_minimal),
-    ("mobilenet_v3_small_minimal", mobilenet_v3_small_minimal),
-):
-    register_model(_family, _builder, width_mult=1.0, resolution=224)
-    _widths, _resolutions = FAMILY_GRIDS[_family]
-    for _alpha in _widths:
-        for _res in _resolutions:
-            register_model(f"{_family}_{_alpha}_{_res}", _builder, width_mult=_alpha, resolution=_res)
-for _name, _builder in (
-    ("squeezenet1_0", squeezenet1_0),
-    ("squeezenet1_1", squeezenet1_1),
-    ("squeezenet1_0_simple_bypass", squeezenet1_0_simple_bypass),
-    ("squeezenet1_0_complex_bypass", squeezenet1_0_complex_bypass),
-    ("squeezenet1_1_simple_bypass", squeezenet1_1_simple_bypass),
-    ("squeezenet1_1_complex_bypass", squeezenet1_1_complex_bypass),
-    ("densenet121", densenet121),
-    ("densenet169", densenet169),
-    ("densenet201", densenet201),
-):
-    register_model(_name, _builder, resolution=224)
-register_model("xception", xception, resolution=299)
+for _family in FAMILIES.values():
+    for _name, (_builder, _defaults) in _family.registered().items():
+        register_model(_name, _builder, _family.name, **_defaults)
+
+
+def family_of(name: str) -> Family:
+    """The declaration of the family a registered name belongs to: ``mobilenet_v3_small_0.75_160`` →
+    mobilenet_v3_small's, ``squeezenet1_0_simple_bypass`` → squeezenet's."""
+    _lookup(name)
+    return FAMILIES[_FAMILY_OF[name]]
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -144,11 +108,7 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        families = (
-            "mobilenet_v1[_conv|_shallow][_{α}_{res}], mobilenet_v2[_{α}_{res}], "
-            "mobilenet_v3_large|small[_minimal][_{α}_{res}], squeezenet1_0|1_1[_simple_bypass|_complex_bypass], "
-            "densenet121/169/201, xception"
-        )
+        families = ", ".join(f.pattern for f in FAMILIES.values() if f.pattern)
         raise MobileNetsError(f"unknown model {name!r}; {hint}valid names: {families} (`mobilenets list` shows all)")
     return _REGISTRY[name]
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
+from mobilenets.models.family import Family
 
 # DenseNet paper Table 1 (the "BC" variants, as torchvision builds them): dense layers per block.
 BLOCK_CONFIGS = {
@@ -149,3 +150,12 @@ def densenet169(**kwargs) -> DenseNet:
 
 def densenet201(**kwargs) -> DenseNet:
     return DenseNet(201, **kwargs)
+
+
+FAMILIES = (
+    Family(
+        "densenet",
+        {"densenet121": densenet121, "densenet169": densenet169, "densenet201": densenet201},
+        pattern="densenet121/169/201",
+    ),
+)

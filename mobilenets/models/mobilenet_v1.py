@@ -9,6 +9,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import PooledClassifier, check_config, feature_levels, init_weights
+from mobilenets.models.family import Family
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -130,3 +131,56 @@ def mobilenet_v1_conv(**kwargs) -> MobileNetV1:
 def mobilenet_v1_shallow(**kwargs) -> MobileNetV1:
     """Shallow MobileNet: the five 14×14×512 separable blocks removed (paper Table 5)."""
     return MobileNetV1(variant="shallow", **kwargs)
+
+
+# The paper's training recipe (`mobilenets train --preset paper`; mobilenets.training.config reads it from the
+# declaration). lr_per_256 is scaled linearly to the batch size unless --lr is given: lr = lr_per_256 × batch / 256
+# (Goyal et al.'s rule), so the paper's (lr, batch) pair is kept at its batch.
+# V1 paper §3.2, after Inception V3.
+PAPER_RECIPE = dict(
+    optimizer="rmsprop",  # TF-style: decay 0.9, momentum 0.9, epsilon 1.0 (see RMSpropTF)
+    lr_per_256=0.045 * 8,  # Inception V3's 0.045 was for batch 32
+    momentum=0.9,
+    rmsprop_eps=1.0,  # Inception V3's
+    weight_decay=4e-5,
+    depthwise_weight_decay=0.0,  # "very little or no weight decay on the depthwise filters"
+    schedule="exponential",
+    warmup_epochs=0.0,
+    lr_decay=0.94**0.5,  # Inception V3: ×0.94 every two epochs, applied smoothly per step here
+    label_smoothing=0.0,  # "no label smoothing"
+    ema_decay=0.0,
+    crop_scale_min=0.35,  # "limit the size of small crops" (Inception uses 0.08)
+    translate=0.0,
+    backbone_lr_scale=1.0,
+)
+
+# The V1 paper's grid (Tables 6-7, Figures 4-5): α ∈ {1, .75, .5, .25} × ρ ∈ {224, 192, 160, 128}.
+PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
+PAPER_RESOLUTIONS = (224, 192, 160, 128)
+
+FAMILIES = (
+    Family(
+        "mobilenet_v1",
+        {"mobilenet_v1": mobilenet_v1},
+        widths=PAPER_WIDTHS,
+        resolutions=PAPER_RESOLUTIONS,
+        bench_grid=(PAPER_WIDTHS, PAPER_RESOLUTIONS),
+        paper_recipe=PAPER_RECIPE,
+        style=("C0", "o"),
+        pattern="mobilenet_v1[_conv|_shallow][_{α}_{res}]",
+    ),
+    Family(
+        "mobilenet_v1_conv",
+        {"mobilenet_v1_conv": mobilenet_v1_conv},
+        widths=PAPER_WIDTHS,
+        resolutions=PAPER_RESOLUTIONS,
+        paper_recipe=PAPER_RECIPE,
+    ),
+    Family(
+        "mobilenet_v1_shallow",
+        {"mobilenet_v1_shallow": mobilenet_v1_shallow},
+        widths=PAPER_WIDTHS,
+        resolutions=PAPER_RESOLUTIONS,
+        paper_recipe=PAPER_RECIPE,
+    ),
+)

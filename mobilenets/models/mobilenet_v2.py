@@ -9,6 +9,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import PooledClassifier, check_config, feature_levels, init_weights
+from mobilenets.models.family import Family
 from mobilenets.models.layers import (
     ConvBNAct,
     InvertedResidual,
@@ -130,3 +131,42 @@ class MobileNetV2(PooledClassifier):
 def mobilenet_v2(**kwargs) -> MobileNetV2:
     """MobileNetV2: inverted residuals with linear bottlenecks (V2 paper Table 2)."""
     return MobileNetV2(**kwargs)
+
+
+# The paper's training recipe (`mobilenets train --preset paper`; mobilenets.training.config reads it from the
+# declaration). lr_per_256 is scaled linearly to the batch size unless --lr is given: lr = lr_per_256 × batch / 256
+# (Goyal et al.'s rule), so the paper's (lr, batch) pair is kept at its batch.
+# V2 paper §6.1: "standard RMSPropOptimizer with both decay and momentum set to 0.9", weight decay 4e-5,
+# "following MobileNetV1 setup" lr 0.045 decayed ×0.98 per epoch, batch 96 (16 asynchronous GPU workers:
+# each update sees one worker's 96 images). Where the paper is silent it follows V1 (ε 1.0, crops ≥ 35%)
+# and TF-slim's training scope (no weight decay on depthwise filters); the model's dropout stays 0.2.
+PAPER_RECIPE = dict(
+    optimizer="rmsprop",
+    lr_per_256=0.045 * 256 / 96,
+    momentum=0.9,
+    rmsprop_eps=1.0,
+    weight_decay=4e-5,
+    depthwise_weight_decay=0.0,
+    schedule="exponential",
+    warmup_epochs=0.0,
+    lr_decay=0.98,
+    label_smoothing=0.0,
+    ema_decay=0.0,
+    crop_scale_min=0.35,
+    translate=0.0,
+    backbone_lr_scale=1.0,
+)
+
+FAMILIES = (
+    Family(
+        "mobilenet_v2",
+        {"mobilenet_v2": mobilenet_v2},
+        # The V2 paper's grid (its Fig. 5 and the TF-slim checkpoints): widths 0.35..1.4 × resolutions 96..224.
+        widths=(1.4, 1.3, 1.0, 0.75, 0.5, 0.35),
+        resolutions=(224, 192, 160, 128, 96),
+        bench_grid=((1.4, 1.0, 0.75, 0.5, 0.35), (224, 160, 128)),
+        style=("C1", "s"),
+        paper_recipe=PAPER_RECIPE,
+        pattern="mobilenet_v2[_{α}_{res}]",
+    ),
+)

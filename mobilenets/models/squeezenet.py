@@ -8,6 +8,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
+from mobilenets.models.family import Family
 
 # SqueezeNet paper Table 1 / Fig. 2, as torchvision builds it. Each fire module i has e_i expand filters
 # (half 1×1, half 3×3 at pct_3x3 = 0.5) and s_i = squeeze_ratio · e_i squeeze filters (SR = 0.125).
@@ -153,3 +154,22 @@ def squeezenet1_1_simple_bypass(**kwargs) -> SqueezeNet:
 
 def squeezenet1_1_complex_bypass(**kwargs) -> SqueezeNet:
     return SqueezeNet("1_1", bypass="complex", **kwargs)
+
+
+FAMILIES = (
+    Family(
+        "squeezenet",
+        {
+            "squeezenet1_0": squeezenet1_0,
+            "squeezenet1_1": squeezenet1_1,
+            "squeezenet1_0_simple_bypass": squeezenet1_0_simple_bypass,
+            "squeezenet1_0_complex_bypass": squeezenet1_0_complex_bypass,
+            "squeezenet1_1_simple_bypass": squeezenet1_1_simple_bypass,
+            "squeezenet1_1_complex_bypass": squeezenet1_1_complex_bypass,
+        },
+        # The SqueezeNet paper's Table 6 rows (and 1.1, its cheaper follow-up) at 224 px, counted as α = 1.
+        bench_models=("squeezenet1_0", "squeezenet1_0_simple_bypass", "squeezenet1_0_complex_bypass", "squeezenet1_1"),
+        style=("C8", "*"),
+        pattern="squeezenet1_0|1_1[_simple_bypass|_complex_bypass]",
+    ),
+)

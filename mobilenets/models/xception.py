@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mobilenets.models.base import PooledClassifier, check_config, feature_levels
+from mobilenets.models.family import Family
 
 # Figure 5, input 299×299×3. Stem: two full 3×3 convs without padding, (out_channels, stride), each BN + ReLU.
 STEM = [(32, 2), (64, 1)]
@@ -136,3 +137,15 @@ class Xception(PooledClassifier):
 def xception(**kwargs) -> Xception:
     """Xception (its paper's Figure 5)."""
     return Xception(**kwargs)
+
+
+FAMILIES = (
+    Family(
+        "xception",
+        {"xception": xception},
+        resolution=299,
+        bench_models=("xception",),
+        style=("C9", "X"),
+        pattern="xception",
+    ),
+)

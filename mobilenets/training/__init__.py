@@ -7,13 +7,7 @@ distributed (devices, torchrun), evaluate, init (the weights a run starts from).
     print(result.test_acc, result.out_dir)
 """
 
-from mobilenets.training.checkpoint import (
-    atomic_save,
-    atomic_write_text,
-    load_checkpoint,
-    load_model,
-    model_from_checkpoint,
-)
+from mobilenets.training.checkpoint import atomic_save, atomic_write_text
 from mobilenets.training.config import (
     DEMO,
     FIELD_HELP,
@@ -39,6 +33,7 @@ from mobilenets.training.logs import plot_confusion, plot_curves, write_metrics_
 from mobilenets.training.loop import TrainResult, default_resolution, load_train_test, train
 from mobilenets.training.losses import classification_loss
 from mobilenets.training.optim import ModelEma, RMSpropTF, build_optimizer, lr_factor, param_groups
+from mobilenets.weights.checkpoint import load_checkpoint, load_model, model_from_checkpoint
 
 __all__ = [
     "DEMO",

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models import create_model
+from mobilenets.weights.checkpoint import load_checkpoint
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
@@ -37,20 +36,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint (weights_only); a damaged file is a clear error, never a silent partial load."""
-    path = Path(path)
-    if not path.is_file():
-        raise MobileNetsError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling error means "damaged"
-        raise MobileNetsError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:120]}); it is damaged — "
-            "delete it to start over"
-        ) from None
-
-
 def _rng_state() -> dict:
     state = {
         "torch": torch.get_rng_state(),
@@ -73,27 +58,6 @@ def _set_rng_state(state: dict) -> None:
 
 def _to_tuple(x):
     return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """Rebuild a trained model from ``model.pt`` (or a ``checkpoint.pt``) written by :func:`train`.
-
-    Returns the model in eval mode and its metadata (model name, kwargs, classes, mean, std, resolution).
-    """
-    return model_from_checkpoint(load_checkpoint(path), path)
-
-
-def model_from_checkpoint(ckpt: dict, path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """:func:`load_model` for a checkpoint already read (``path`` names it in errors)."""
-    meta = ckpt.get("meta")
-    if meta is None:
-        raise MobileNetsError(f"{path} is not a mobilenets training output (no 'meta'); pass a model.pt")
-    model = create_model(meta["model"], **meta["model_kwargs"])
-    state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
-    model.load_state_dict(state)
-    if ckpt.get("qat") is not None:  # a --qat run: the fake-quantize state its int8 export converts
-        model.qat_state = ckpt["qat"]
-    return model.eval(), meta
 
 
 def _ckpt_step(path: Path) -> int | str:

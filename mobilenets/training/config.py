@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from mobilenets import data as D
 from mobilenets.errors import MobileNetsError
-from mobilenets.models import model_defaults
+from mobilenets.models import FAMILIES, family_of, model_defaults
 
-# --qat without --lr: the preset's rate times this (see mobilenets.training.qat). 1e-3 for SGD at batch 128:
+# --qat without --lr: the preset's rate times this (see mobilenets.quant.qat). 1e-3 for SGD at batch 128:
 # 150 steps of V1 α=0.5 on Fashion-MNIST from 78.33% kept or passed it (78.40% ExecuTorch scheme, 79.34%
 # ONNX Runtime's 7-bit one); the preset's / 10 (0.02) gave 79.07% and 77.15% (reports/int8-qat).
 QAT_LR_SCALE = 0.005
@@ -75,7 +75,7 @@ class TrainConfig:
         distill_temperature: T.
     Quantization:
         qat: quantization-aware training towards this export format's int8 scheme ("executorch", "tflite",
-            "onnx", "openvino"; see :mod:`mobilenets.training.qat`), usually a short fine-tune from ``init``.
+            "onnx", "openvino"; see :mod:`mobilenets.quant.qat`), usually a short fine-tune from ``init``.
     Run:
         seed, device ("auto", "cpu", "cuda", "cuda:1"), amp ("auto": bf16 on GPU, off on CPU; "bf16",
         "fp16", "off"), channels_last (None: on), compile (torch.compile), sync_bn (DDP),
@@ -169,7 +169,7 @@ class TrainConfig:
             # Mirrored digits are different symbols; clothes, photos and CIFAR objects are not.
             cfg.flip = str(cfg.dataset).lower() != "digits"
         cfg._check()
-        from mobilenets.training.qat import check_config
+        from mobilenets.quant.qat import check_config
 
         check_config(cfg)
         return cfg
@@ -227,81 +227,13 @@ class TrainConfig:
         ]
 
 
-# The papers' recipes, one per family (``--preset paper`` picks the model's, see preset_values), and three
-# that train faster on today's hardware. lr_per_256 is scaled linearly to the batch size unless --lr is given:
-# lr = lr_per_256 × batch_size / 256 (Goyal et al.'s rule), so each paper's (lr, batch) pair is kept at its batch.
-PAPER_PRESETS: dict[str, dict] = {
-    # V1 paper §3.2, after Inception V3.
-    "mobilenet_v1": dict(
-        optimizer="rmsprop",  # TF-style: decay 0.9, momentum 0.9, epsilon 1.0 (see RMSpropTF)
-        lr_per_256=0.045 * 8,  # Inception V3's 0.045 was for batch 32
-        momentum=0.9,
-        rmsprop_eps=1.0,  # Inception V3's
-        weight_decay=4e-5,
-        depthwise_weight_decay=0.0,  # "very little or no weight decay on the depthwise filters"
-        schedule="exponential",
-        warmup_epochs=0.0,
-        lr_decay=0.94**0.5,  # Inception V3: ×0.94 every two epochs, applied smoothly per step here
-        label_smoothing=0.0,  # "no label smoothing"
-        ema_decay=0.0,
-        crop_scale_min=0.35,  # "limit the size of small crops" (Inception uses 0.08)
-        translate=0.0,
-        backbone_lr_scale=1.0,
-    ),
-    # V2 paper §6.1: "standard RMSPropOptimizer with both decay and momentum set to 0.9", weight decay 4e-5,
-    # "following MobileNetV1 setup" lr 0.045 decayed ×0.98 per epoch, batch 96 (16 asynchronous GPU workers:
-    # each update sees one worker's 96 images). Where the paper is silent it follows V1 (ε 1.0, crops ≥ 35%)
-    # and TF-slim's training scope (no weight decay on depthwise filters); the model's dropout stays 0.2.
-    "mobilenet_v2": dict(
-        optimizer="rmsprop",
-        lr_per_256=0.045 * 256 / 96,
-        momentum=0.9,
-        rmsprop_eps=1.0,
-        weight_decay=4e-5,
-        depthwise_weight_decay=0.0,
-        schedule="exponential",
-        warmup_epochs=0.0,
-        lr_decay=0.98,
-        label_smoothing=0.0,
-        ema_decay=0.0,
-        crop_scale_min=0.35,
-        translate=0.0,
-        backbone_lr_scale=1.0,
-    ),
-    # V3 paper §6.1: TensorFlow RMSProp, momentum 0.9, lr 0.1 at batch 4096 (4x4 TPU pod, 128 per chip),
-    # weight decay 1e-5, dropout 0.2 ("dropout of 0.8" is TF's keep probability), Inception preprocessing, and
-    # an EMA of the weights with decay 0.9999.
-    # The decay, "0.01 every 3 epochs", read literally (lr × 0.01^(epoch/3), TF's exponential_decay) leaves 1% of
-    # the rate after 3 epochs and 1e-6 after 9: training would stop in the first few percent of an ImageNet run,
-    # so it cannot be what was run. We take the reference implementation's schedule instead: ×0.97 every 2.4
-    # epochs (MnasNet's and EfficientNet's published schedule, the one timm's V3 recipe uses), 0.9874 per epoch,
-    # applied smoothly. RMSprop's ε, which the paper does not give, is 1e-3 as in the MnasNet/EfficientNet TPU
-    # training code (timm's --opt-eps 1e-3). With V1's ε 1.0 inside the root the update is nearly SGD's, and SGD
-    # at V3's rate (0.003 for batch 128) barely moves: 3 epochs of V3-Small α 0.5 on digits reached 30% test
-    # top-1 with ε 1.0, 38% with 1e-3.
-    # EMA: ModelEma ramps its decay as min(0.9999, (1 + step)/(10 + step)), so a run of N < 90,000 steps
-    # averages about its last N/9 steps (the 1,404 steps of a 3-epoch Fashion-MNIST run: the last ~150), and the
-    # paper's 0.9999 only binds in ImageNet-length runs; we keep it.
-    "mobilenet_v3": dict(
-        optimizer="rmsprop",
-        lr_per_256=0.1 * 256 / 4096,
-        momentum=0.9,
-        rmsprop_eps=1e-3,
-        weight_decay=1e-5,
-        depthwise_weight_decay=0.0,  # TF-slim's training scope regularizes no depthwise filter
-        schedule="exponential",
-        warmup_epochs=0.0,
-        lr_decay=0.97 ** (1 / 2.4),
-        label_smoothing=0.0,
-        ema_decay=0.9999,
-        dropout=0.2,
-        crop_scale_min=0.08,  # Inception's crops: 8% to 100% of the area
-        translate=0.0,
-        backbone_lr_scale=1.0,
-    ),
-}
+# The papers' recipes (``--preset paper`` picks the model family's, see preset_values) live in the families'
+# declarations (``Family.paper_recipe``, in each model file); families without one (SqueezeNet, DenseNet, Xception)
+# take V1's. PRESETS below adds three that train faster on today's hardware. lr_per_256 is scaled linearly to the
+# batch size unless --lr is given: lr = lr_per_256 × batch_size / 256 (Goyal et al.'s rule).
+PAPER_PRESETS: dict[str, dict] = {name: f.paper_recipe for name, f in FAMILIES.items() if f.paper_recipe}
 PRESETS: dict[str, dict] = {
-    "paper": PAPER_PRESETS["mobilenet_v1"],  # the model's family's; see preset_values
+    "paper": FAMILIES["mobilenet_v1"].paper_recipe,  # the model's family's; see preset_values
     "sgd": dict(
         optimizer="sgd",
         lr_per_256=0.4,
@@ -355,20 +287,21 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def paper_family(model: str) -> str:
-    """The family whose paper recipe ``--preset paper`` gives ``model``: V2 and V3 their own, every other
-    model (V1, its conv/shallow variants, SqueezeNet, DenseNet) the V1 paper's."""
-    for family in ("mobilenet_v2", "mobilenet_v3"):
-        if model.startswith(family):
-            return family
-    return "mobilenet_v1"
+def paper_recipe(model: str) -> dict:
+    """The paper recipe ``--preset paper`` gives ``model``: its family's declared one (V1, V2, V3), V1's for every
+    family without one (SqueezeNet, DenseNet, Xception) and for a name the registry does not know."""
+    try:
+        recipe = family_of(model).paper_recipe
+    except MobileNetsError:
+        recipe = None
+    return recipe or FAMILIES["mobilenet_v1"].paper_recipe
 
 
 def preset_values(preset: str, model: str) -> dict:
     """The values a preset gives a run of ``model`` (``lr_per_256`` among them); "paper" is the family's."""
     if preset not in PRESETS:
         raise MobileNetsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return dict(PAPER_PRESETS[paper_family(model)] if preset == "paper" else PRESETS[preset])
+    return dict(paper_recipe(model) if preset == "paper" else PRESETS[preset])
 
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")

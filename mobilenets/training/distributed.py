@@ -122,6 +122,3 @@ def busy_cores(window_s: float = 0.3) -> float:
     if total1 == total0:
         return 0.0
     return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
-
-
-_all_reduce = all_reduce  # the name mobilenets.train used

@@ -11,8 +11,8 @@ from torch import nn
 
 from mobilenets import data as D
 from mobilenets.errors import MobileNetsError
-from mobilenets.training.checkpoint import load_model
 from mobilenets.training.distributed import Dist, _autocast, _unwrap, all_reduce, resolve_device
+from mobilenets.weights.checkpoint import load_model
 
 
 @dataclass

@@ -22,7 +22,6 @@ data must be normalized with, the model kwargs to save with the run, and notes f
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models import create_model, model_defaults
+from mobilenets.models import base_name, create_model, model_defaults
 from mobilenets.training.config import TrainConfig, model_kwargs
 
 PRETRAINED = "pretrained"
@@ -119,7 +118,7 @@ def _from_run(ckpt: dict, path: Path, spec: str) -> InitSource:
         raise MobileNetsError(f"--init {spec}: {path.name} is a damaged training output (no model weights or kwargs)")
     from mobilenets import weights as W
 
-    family = family_of(meta["model"])
+    family = base_name(meta["model"])
     kwargs = {**model_defaults(meta["model"]), **{k: v for k, v in meta["model_kwargs"].items() if v is not None}}
     earlier = meta.get("init", {}).get("source") if isinstance(meta.get("init"), dict) else None
     source = {"init": spec, "format": "mobilenets_run", "file": path.name, "sha256": W.sha256_file(path)}
@@ -137,11 +136,6 @@ def _from_run(ckpt: dict, path: Path, spec: str) -> InitSource:
     )
 
 
-def family_of(model_name: str) -> str:
-    """The registered family a name belongs to: ``mobilenet_v1_0.5_160`` → ``mobilenet_v1``."""
-    return re.sub(r"_[\d.]+_\d+$", "", model_name)
-
-
 # --- 2. the network ---------------------------------------------------------------------------------
 
 
@@ -151,7 +145,7 @@ def init_model_kwargs(model_name: str, run_kwargs: dict, src: InitSource, width_
     The run decides ``RUN_KWARGS`` (when not None); the source decides the rest (α, act, padding, BN ε,
     variant). ``width_mult`` is the α the user asked for (None: whatever the source has).
     """
-    family = family_of(model_name)
+    family = base_name(model_name)
     if family != src.arch:
         raise MobileNetsError(
             f"--init {src.source.get('init')} holds {src.arch} weights but the run trains {model_name}; "

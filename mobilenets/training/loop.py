@@ -53,6 +53,7 @@ from mobilenets.training.distributed import (
 )
 from mobilenets.training.evaluate import EvalResult, evaluate
 from mobilenets.training.init import start_model
+from mobilenets.training.lock import out_dir_lock
 from mobilenets.training.logs import _tensorboard, plot_confusion, plot_curves, write_metrics_csv
 from mobilenets.training.losses import classification_loss, distillation_loss
 from mobilenets.training.optim import (
@@ -170,14 +171,17 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
     wall_start = time.perf_counter()
     cfg = cfg.resolved()
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
-    dist_info = setup_distributed(device.type)
-    try:
-        return _train(cfg, device, dist_info, on_step, wall_start)
-    finally:
-        if dist_info.initialized_here:
-            import torch.distributed as dist
+    # One run per --out-dir: the main process holds its lock (the other ranks of a torchrun job write through it).
+    lock = out_dir_lock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with lock:
+        dist_info = setup_distributed(device.type)
+        try:
+            return _train(cfg, device, dist_info, on_step, wall_start)
+        finally:
+            if dist_info.initialized_here:
+                import torch.distributed as dist
 
-            dist.destroy_process_group()
+                dist.destroy_process_group()
 
 
 @dataclass
@@ -293,7 +297,7 @@ def _build_model(run: _Run) -> None:
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.qat:  # fake int8 quantization of the target runtime; the float parameters are the graph's
-        from mobilenets.training.qat import prepare
+        from mobilenets.quant.qat import prepare
 
         model = prepare(model, cfg.qat, cfg.resolution)
     run.model = model

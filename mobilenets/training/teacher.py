@@ -13,7 +13,7 @@ from torch import nn
 from mobilenets.data import match_channels
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import list_models
-from mobilenets.training.checkpoint import load_model
+from mobilenets.weights.checkpoint import load_model
 
 TEACHER_HELP = (
     "use --teacher pretrained, a registered name with weights (mobilenet_v1_1.0_160), or an earlier run "

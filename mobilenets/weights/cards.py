@@ -16,7 +16,7 @@ import torch
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.io import atomic_write_bytes, atomic_write_text
-from mobilenets.models import create_model, model_defaults
+from mobilenets.models import base_name, create_model, model_defaults
 from mobilenets.models.layers import scale_channels
 
 CARD_FORMAT = "mobilenets-model-card/1"
@@ -289,11 +289,6 @@ def build_model(card: ModelCard, tensors: Mapping[str, torch.Tensor] | None = No
     return model.eval()
 
 
-def family_of(model_name: str) -> str:
-    """The registered family a name belongs to: ``mobilenet_v3_large_0.75_224`` → ``mobilenet_v3_large``."""
-    return re.sub(r"_[\d.]+_\d+$", "", model_name)
-
-
 def check_expected(card: ModelCard, where: str, model_name: str | None, num_classes: int | None = None) -> None:
     """Compare a card with what the caller asked for (``--model``, ``--num-classes``); say what differs.
 
@@ -302,7 +297,7 @@ def check_expected(card: ModelCard, where: str, model_name: str | None, num_clas
     """
     if model_name is not None:
         wanted = model_defaults(model_name)  # raises for unknown names
-        family = family_of(model_name)
+        family = base_name(model_name)
         if family != card.arch:
             raise MobileNetsError(
                 f"{where} holds {card.describe()}, not {family} weights (--model {model_name}); "

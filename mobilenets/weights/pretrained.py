@@ -11,8 +11,8 @@ from pathlib import Path
 from torch import nn
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.models import model_defaults
-from mobilenets.weights.cards import ModelCard, family_of, read_safetensors, sha256_file
+from mobilenets.models import base_name, model_defaults
+from mobilenets.weights.cards import ModelCard, read_safetensors, sha256_file
 from mobilenets.weights.load import import_weights, load_weights
 
 PRETRAINED_PACKAGE = "nudity==0.2.3"
@@ -83,7 +83,7 @@ def pretrained_model(model_name: str | None = None) -> tuple[nn.Module, ModelCar
     """
     if model_name is not None:
         wanted = model_defaults(model_name)
-        if family_of(model_name) != "mobilenet_v1" or wanted.get("width_mult") != 1.0:
+        if base_name(model_name) != "mobilenet_v1" or wanted.get("width_mult") != 1.0:
             raise MobileNetsError(
                 f"pretrained weights exist for MobileNetV1 α=1.0 only (mobilenet_v1_1.0_224, or _192/_160/_128), "
                 f"not {model_name}; pass --weights FILE for other models"

@@ -6,7 +6,7 @@ the weights (per output channel, symmetric) and the activations (per tensor, aff
 rewrites every conv → BN pair so that the weights are quantized as they will be once BN is folded into them.
 
 QAT fine-tunes the network in the form every int8 exporter quantizes: BatchNorm folded into the convolutions
-(``deploy.fold.fold_bn``, its statistics frozen, as QAT recipes do late in training), ReLU6 as relu → clamp and
+(``quant.fold.fold_bn``, its statistics frozen, as QAT recipes do late in training), ReLU6 as relu → clamp and
 TF "SAME" pads static. The weights fake-quantized in training are then exactly the ones each exporter rounds.
 (PT2E can also simulate the fold with BN still training, but its conv-BN rewrites cost ~45 s of pattern tracing
 per model on a 2-core CPU, and a short fine-tune from trained weights gains nothing from moving statistics.)
@@ -43,7 +43,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from mobilenets.deps import quiet, require
 from mobilenets.errors import MobileNetsError
+from mobilenets.quant.fold import conv_bn_pairs, fold_bn, static_padding
+from mobilenets.quant.passes import drop_relu6_clamps, relu6_as_relu_clamp, share_relu6_ranges
 
 # target runtime → (weight qmin, weight qmax) of its int8 scheme; activations are int8 affine for all of them.
 # ONNX Runtime's reduce_range grid is [-64, 64] (scale max|w| / 64); NNCF's overflow fix halves its [-127, 127].
@@ -66,8 +69,6 @@ def check_target(target: str) -> str:
 
 def quantizer(target: str, is_qat: bool = True):
     """XNNPACK's PT2E quantizer set to ``target``'s int8 scheme (per-channel symmetric weights)."""
-    from mobilenets.deploy.deps import require
-
     xnn = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "quantization-aware training")
     qmin, qmax = TARGETS[check_target(target)]
     config = xnn.get_symmetric_quantization_config(
@@ -103,9 +104,6 @@ class QATModel(nn.Module):
 
     def __init__(self, model: nn.Module, target: str, resolution: int, batch_size: int | None = None):
         super().__init__()
-        from mobilenets.deploy.deps import quiet, require
-        from mobilenets.deploy.fold import fold_bn, relu6_as_relu_clamp, static_padding
-
         pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "quantization-aware training")
         self.target, self.resolution, self.batch_size = check_target(target), resolution, batch_size
         self.in_chans, self.num_classes = model.in_chans, getattr(model, "num_classes", None)
@@ -152,8 +150,6 @@ class QATModel(nn.Module):
     def float_state(self) -> dict:
         """The trained weights as a state_dict of the original model: each folded conv's weight, and its BN an
         identity (mean 0, variance 1 − ε, scale 1) whose shift is the folded bias. ``fold_bn`` gives them back."""
-        from mobilenets.deploy.fold import conv_bn_pairs
-
         folded = self.float_model.state_dict()
         state = {k: v.detach().clone() for k, v in self.template.state_dict().items()}
         state.update({k: v.detach().clone() for k, v in folded.items() if k in state})
@@ -188,67 +184,6 @@ class QATModel(nn.Module):
             )
         self.graph.load_state_dict({**self.float_model.state_dict(), **qat["state"]})
         return self
-
-
-RELU6_CLAMP = "mobilenets_relu6_clamp"  # node.meta key of the clamps share_relu6_ranges inserts
-
-
-def _is_fake_quant(gm: torch.fx.GraphModule, node) -> bool:
-    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
-
-    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), FakeQuantizeBase)
-
-
-def share_relu6_ranges(gm: torch.fx.GraphModule) -> int:
-    """Quantize each ReLU6's relu output on its clamp's int8 grid, in a QAT graph (in place); returns how many.
-
-    XNNPACK's quantizer fake-quantizes relu → clamp(0, 6) twice, the relu's output over its whole range (20 and
-    more in a trained MobileNet): the int8 files then store the conv's output on a grid ~3× coarser than [0, 6]
-    (the PTQ exporters fix the same in ``fold.share_relu6_observers``). Here the relu's node calls the clamp's
-    fake-quantize module, behind a clamp(0, 6) of its own so that the shared observer sees only values in [0, 6].
-    The conversions drop that clamp (:func:`drop_relu6_clamps`): a quantize whose grid ends at or below 6
-    clips as it does.
-    """
-    from mobilenets.deploy.fold import is_zero_pad
-
-    relus = (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
-    graph, shared = gm.graph, 0
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target != torch.ops.aten.clamp.default:
-            continue
-        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min")
-        high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max")
-        relu_fq = node.args[0]
-        if high != 6.0 or low not in (None, 0, 0.0) or not _is_fake_quant(gm, relu_fq) or len(relu_fq.users) != 1:
-            continue
-        relu = relu_fq.args[0]
-        if relu.op != "call_function" or relu.target not in relus or len(relu.users) != 1:
-            continue
-        last = node
-        while len(last.users) == 1 and is_zero_pad(next(iter(last.users))):
-            last = next(iter(last.users))  # zero pads (TF "SAME" on stride 2) keep values within [0, 6]
-        outputs = [u for u in last.users if _is_fake_quant(gm, u)]
-        if len(outputs) != 1 or len(last.users) != 1:
-            continue
-        with graph.inserting_after(relu):
-            clamp = graph.call_function(torch.ops.aten.clamp.default, (relu, 0.0, 6.0))
-        clamp.meta[RELU6_CLAMP] = True
-        relu_fq.args = (clamp,)
-        relu_fq.target = outputs[0].target
-        shared += 1
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return shared
-
-
-def drop_relu6_clamps(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """``gm`` without the clamps :func:`share_relu6_ranges` inserted (the same function: see there)."""
-    for node in list(gm.graph.nodes):
-        if node.meta.get(RELU6_CLAMP):
-            node.replace_all_uses_with(node.args[0])
-            gm.graph.erase_node(node)
-    gm.recompile()
-    return gm
 
 
 def _has_mode(node) -> bool:
@@ -300,18 +235,11 @@ def check_config(cfg) -> None:
 def converted_graph(model: nn.Module, qat: dict, resolution: int, format: str, fold_quantize: bool = True):
     """The int8 graph of a QAT run, converted by PT2E (``convert_pt2e``) from the graph it trained at batch 1
     (ExecuTorch's lowering and litert-torch take it); ``format`` must share the scheme it trained for."""
-    from mobilenets.deploy.deps import quiet, require
-
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", f"int8 {format} export")
     check_export(qat, format, resolution)
     trained = from_trained(model, qat, batch_size=1)
     with quiet(), torch.no_grad():
         return pt2e.convert_pt2e(drop_relu6_clamps(trained.graph), fold_quantize=fold_quantize)
-
-
-def executorch_program(model: nn.Module, qat: dict, resolution: int):
-    """The int8 graph of a QAT run for ExecuTorch's lowering (see :func:`converted_graph`)."""
-    return converted_graph(model, qat, resolution, "executorch")
 
 
 def fake_quant_graph(model: nn.Module, qat: dict, resolution: int) -> torch.fx.GraphModule:
@@ -322,8 +250,8 @@ def fake_quant_graph(model: nn.Module, qat: dict, resolution: int) -> torch.fx.G
     Activations move to u8 (zero point + 128: the same grid, the type ONNX Runtime's and OpenVINO's x86
     kernels take). Weights are stored fake-quantized (already on the target's grid, e.g. |w| ≤ 64 scales
     for ONNX Runtime's 7-bit one) under a per-channel Q/DQ of the full int8 range, which leaves them unchanged
-    and which ONNX allows. PT2E's ``convert_pt2e`` is not used here: it recomputes the scales from the
-    observers' running ranges, which drift from the ones the forward pass used (~1% per channel).
+    and which ONNX allows. (PT2E's ``convert_pt2e`` graph holds quantized_decomposed ops, which the TorchScript
+    exporter does not take.)
     """
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
@@ -346,10 +274,8 @@ def fake_quant_graph(model: nn.Module, qat: dict, resolution: int) -> torch.fx.G
                     raise MobileNetsError(
                         f"per-channel fake quantization of a non-constant ({x.name}) in the QAT graph"
                     )
-                with torch.no_grad():
-                    weight = fq(
-                        operator.attrgetter(x.target)(gm).detach()
-                    )  # on the trained grid, clamped as training did
+                with torch.no_grad():  # the weight on the trained grid, clamped as training did
+                    weight = fq(operator.attrgetter(x.target)(gm).detach())
                 names = [f"_qdq_{count}_{k}" for k in ("weight", "scale", "zero_point")]
                 for name, value in zip(names, (weight, scale.float(), zero_point.int())):
                     gm.register_buffer(name, value)
