@@ -24,6 +24,7 @@ from mobilenets.errors import MobileNetsError
 MIN_SCALE, MAX_SCALE = 0.2, 0.95
 ASPECT_RATIOS = [2, 3]  # DefaultBoxGenerator adds each ratio and its inverse to the two squares: 6 boxes
 EXTRA_DEPTHS = (512, 256, 256, 128)  # the four extra feature maps' channels (TF's layer_depth, torchvision's)
+CPU = torch.device("cpu")
 MIN_DEPTH = 16  # TF's min_depth: α never thins an extra layer below 16 channels
 
 
@@ -73,10 +74,9 @@ class TFAnchorGenerator(DefaultBoxGenerator):
     """
 
     def __init__(self, aspect_ratios: list[list[int]], min_ratio: float = MIN_SCALE, max_ratio: float = MAX_SCALE):
-        super().__init__(aspect_ratios, min_ratio, max_ratio, clip=False)
-        self._wh_pairs = self._generate_wh_pairs(len(aspect_ratios))
+        super().__init__(aspect_ratios, min_ratio, max_ratio, clip=False)  # calls our _generate_wh_pairs
 
-    def _generate_wh_pairs(self, num_outputs: int, dtype=torch.float32, device=torch.device("cpu")):
+    def _generate_wh_pairs(self, num_outputs: int, dtype=torch.float32, device=CPU):
         pairs = super()._generate_wh_pairs(num_outputs, dtype, device)
         w, h = self.scales[0] * math.sqrt(2), self.scales[0] / math.sqrt(2)
         pairs[0] = torch.tensor([[0.1, 0.1], [w, h], [h, w]], dtype=dtype, device=device)
@@ -96,7 +96,8 @@ class SSDHead(nn.Module):
 
         def convs(columns: int) -> nn.ModuleList:
             return nn.ModuleList(
-                nn.Conv2d(c, columns * a, kernel_size, padding=kernel_size // 2) for c, a in zip(in_channels, num_anchors)
+                nn.Conv2d(c, columns * a, kernel_size, padding=kernel_size // 2)
+                for c, a in zip(in_channels, num_anchors)
             )
 
         self.classification_head = SSDScoringHead(convs(num_classes), num_classes)
@@ -117,8 +118,17 @@ class Detector(SSD):
     in pixels of each input image in eval.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, anchor_generator: DefaultBoxGenerator, size, num_classes,
-                 min_resolution: int, config: dict, **kwargs):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        anchor_generator: DefaultBoxGenerator,
+        size,
+        num_classes,
+        min_resolution: int,
+        config: dict,
+        **kwargs,
+    ):
         super().__init__(backbone, anchor_generator, size, num_classes, head=head, **kwargs)
         self.resolution, self.in_chans, self.min_resolution = tuple(size), 3, min_resolution
         self.num_classes, self.config = num_classes, config

@@ -11,7 +11,7 @@ SSD's 14.8M / 1.25B for the head alone).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import torch
@@ -25,13 +25,17 @@ from mobilenets.detection.base import (
     MAX_SCALE,
     MIN_SCALE,
     Detector,
+    SSDHead,
     check_detector_args,
     extra_depth,
     normal_init,
     set_bn_momentum,
 )
+from mobilenets.detection.ssd import SSDFeatures
+from mobilenets.detection.ssd import extra_block as ssd_extra_block
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, InvertedResidual, make_divisible, scale_channels
+from mobilenets.models.mobilenet_v1 import MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.mobilenet_v3 import SIZES, MobileNetV3
 
@@ -51,8 +55,9 @@ DEFAULTS = dict(
 )
 
 
-def extra_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def extra_block(in_channels: int, depth: int, width_mult: float = 1.0) -> nn.Sequential:
     """An SSDLite extra layer: 1×1 conv to half the channels, then a stride-2 depthwise separable conv (ReLU6)."""
+    out_channels = extra_depth(depth, width_mult)
     mid = out_channels // 2
     layer = dict(act="relu6", bn_eps=BN_EPS)
     return nn.Sequential(
@@ -70,7 +75,13 @@ class SSDLiteFeatures(nn.Module):
     classifier's state dict initializes the backbone. ``out_channels`` lists the six maps' channels.
     """
 
-    def __init__(self, classifier: MobileNetV2 | MobileNetV3, c4_block: int, width_mult: float = 1.0):
+    def __init__(
+        self,
+        classifier: MobileNetV2 | MobileNetV3,
+        c4_block: int,
+        width_mult: float = 1.0,
+        extra_block: Callable[[int, int, float], nn.Module] = extra_block,
+    ):
         super().__init__()
         if classifier.blocks[c4_block].use_residual or isinstance(classifier.blocks[c4_block].expand, nn.Identity):
             raise MobileNetsError(f"block {c4_block} has no expansion conv to take C4 from")
@@ -84,7 +95,7 @@ class SSDLiteFeatures(nn.Module):
         self.out_channels = [c4, channels]
         extra = []
         for depth in EXTRA_DEPTHS:
-            extra.append(extra_block(channels, extra_depth(depth, width_mult)))
+            extra.append(extra_block(channels, depth, width_mult))
             channels = extra_depth(depth, width_mult)
             self.out_channels.append(channels)
         self.extra = nn.ModuleList(extra)
@@ -140,29 +151,45 @@ def _ssdlite(
     reduced_tail: bool = False,
     anchor_generator: DefaultBoxGenerator | None = None,
     backbone_kwargs: Mapping | None = None,
+    lite: bool = True,
     **kwargs,
 ) -> Detector:
-    if backbone == "mobilenet_v2":
-        classifier = MobileNetV2(width_mult=width_mult, bn_eps=BN_EPS, **(backbone_kwargs or {}))
+    """The detectors of this module. ``lite=False`` puts SSD's full 3×3 convs in the extra layers and head
+    instead (the V2 paper's Table 5 "SSD" row, which costs.py counts)."""
+    backbone_kwargs = dict(width_mult=width_mult, bn_eps=BN_EPS, **(backbone_kwargs or {}))
+    if backbone == "mobilenet_v1":
+        classifier = MobileNetV1(act="relu6", **backbone_kwargs)
+    elif backbone == "mobilenet_v2":
+        classifier = MobileNetV2(**backbone_kwargs)
     else:
-        size_name = backbone.rsplit("_", 1)[1]
-        classifier = MobileNetV3(size=size_name, width_mult=width_mult, bn_eps=BN_EPS, **(backbone_kwargs or {}))
+        classifier = MobileNetV3(size=backbone.rsplit("_", 1)[1], **backbone_kwargs)
     hw = check_detector_args(num_classes, size, classifier.min_resolution)
-    c4 = C4_BLOCK[backbone]
     if reduced_tail:
-        reduce_tail(classifier, c4)
-    features = SSDLiteFeatures(classifier, c4, width_mult)
+        if not backbone.startswith("mobilenet_v3"):
+            raise MobileNetsError(f"reduced_tail is MobileNetV3's option (V3 paper §6.3), not {backbone}'s")
+        reduce_tail(classifier, C4_BLOCK[backbone])
+    extra = extra_block if lite else ssd_extra_block
+    if backbone == "mobilenet_v1":
+        # V1 has no expansion conv: conv11 and conv13, as SSD300's, with SSDLite's extra layers.
+        features = SSDFeatures(classifier, width_mult, extra)
+    else:
+        features = SSDLiteFeatures(classifier, C4_BLOCK[backbone], width_mult, extra)
     anchor_generator = anchor_generator or DefaultBoxGenerator([ASPECT_RATIOS] * 6, MIN_SCALE, MAX_SCALE)
-    norm_layer = partial(nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM)
-    head = SSDLiteHead(features.out_channels, anchor_generator.num_anchors_per_location(), num_classes, norm_layer)
+    num_anchors = anchor_generator.num_anchors_per_location()
+    if lite:
+        norm_layer = partial(nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM)
+        head = SSDLiteHead(features.out_channels, num_anchors, num_classes, norm_layer)
+    else:
+        head = SSDHead(features.out_channels, num_anchors, num_classes, kernel_size=3)
     # From scratch, TF's and torchvision's N(0, 0.03) for every conv, the backbone's included.
     normal_init(features)
     set_bn_momentum(features, BN_MOMENTUM)
     config = dict(
         backbone=backbone, num_classes=num_classes, width_mult=width_mult, size=list(hw), reduced_tail=reduced_tail
     )
-    return Detector(features, head, anchor_generator, hw, num_classes, classifier.min_resolution, config,
-                    **{**DEFAULTS, **kwargs})
+    return Detector(
+        features, head, anchor_generator, hw, num_classes, classifier.min_resolution, config, **{**DEFAULTS, **kwargs}
+    )
 
 
 def ssdlite320_mobilenet_v3_large(*, reduced_tail: bool = True, **kwargs) -> Detector:
@@ -180,6 +207,13 @@ def ssdlite320_mobilenet_v3_large(*, reduced_tail: bool = True, **kwargs) -> Det
 def ssdlite320_mobilenet_v3_small(*, reduced_tail: bool = True, **kwargs) -> Detector:
     """SSDLite on MobileNetV3-Small (V3 paper Table 6); arguments as :func:`ssdlite320_mobilenet_v3_large`."""
     return _ssdlite("mobilenet_v3_small", reduced_tail=reduced_tail, **kwargs)
+
+
+def ssdlite320_mobilenet_v1(**kwargs) -> Detector:
+    """SSDLite on MobileNetV1 (V2 paper Table 6's "MNet V1 + SSDLite"; TF's ssdlite_mobilenet_v1_coco): SSD300's
+    feature maps (conv11, conv13) with SSDLite's separable extra layers and head; arguments as
+    :func:`ssdlite320_mobilenet_v2`."""
+    return _ssdlite("mobilenet_v1", **kwargs)
 
 
 def ssdlite320_mobilenet_v2(**kwargs) -> Detector:
