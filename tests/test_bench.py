@@ -251,7 +251,7 @@ def test_grid_reports_a_failed_export_and_keeps_measured_cells(monkeypatch):
     def broken(*_args, **_kw):
         raise RuntimeError("quantizer: unsupported op hardswish\nlong traceback")
 
-    monkeypatch.setattr(bench, "bench_model", broken)
+    monkeypatch.setattr(bench.grid, "bench_model", broken)  # what bench_grid calls
     kw = dict(runtimes=["onnxruntime"], precisions=["fp32", "int8"], families=["mobilenet_v3_small"])
     rows = bench.bench_grid([0.75], [128], **kw)
     assert rows[0].failed == {

@@ -288,6 +288,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench_grid(args: argparse.Namespace, bench, say) -> int:
     from pathlib import Path
 
+    from mobilenets.deploy.cpu import cpu_info
+    from mobilenets.deps import atomic_write
+
     if args.name:
         raise MobileNetsError("--grid measures the grid of registered variants: drop the model name")
     if len(args.batch_size) != 1:
@@ -300,7 +303,7 @@ def _bench_grid(args: argparse.Namespace, bench, say) -> int:
         old = Path(args.out_dir) / "grid.json"
         if old.exists():
             measured_on = bench.load_grid_cpu(old)
-            if measured_on != bench.cpu_info().line():
+            if measured_on != cpu_info().line():
                 raise MobileNetsError(f"{old} was measured on {measured_on or 'an unrecorded CPU'}, not this one")
             previous = bench.load_grid(old)
     if args.out_dir:
@@ -325,7 +328,7 @@ def _bench_grid(args: argparse.Namespace, bench, say) -> int:
     table = bench.format_grid(rows)
     if args.out_dir:
         bench.save_grid(rows, Path(args.out_dir) / "grid.json")
-        bench.atomic_write(Path(args.out_dir) / "grid.txt", (table + "\n").encode())
+        atomic_write(Path(args.out_dir) / "grid.txt", (table + "\n").encode())
         for path in bench.plot_grid(rows, args.out_dir):
             say(f"wrote {path}")
     if args.json:
@@ -377,6 +380,7 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from mobilenets.deploy import bench
+    from mobilenets.deploy.cpu import cpu_info
 
     if args.max_latency_ms is None and args.max_params is None and args.max_madds is None:
         raise MobileNetsError("give a budget: --max-latency-ms, --max-params or --max-madds")
@@ -385,7 +389,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         rows = bench.load_grid(args.results)
         if families:
             rows = [r for r in rows if r.family in families]
-        measured_on, here = bench.load_grid_cpu(args.results), bench.cpu_info().line()
+        measured_on, here = bench.load_grid_cpu(args.results), cpu_info().line()
         if args.max_latency_ms is not None and measured_on != here:
             print(
                 f"note: the latencies in {args.results} were measured on {measured_on or 'an unrecorded CPU'}; "

@@ -1,0 +1,131 @@
+"""The grid's PNGs: top-1 against Mult-Adds and parameters (V1 paper Figures 4–5), latency against Mult-Adds and
+top-1 per runtime with its Pareto front."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from mobilenets.deploy.bench.grid import SINGLE_FAMILIES, GridRow, latency_keys, pareto_front
+from mobilenets.errors import MobileNetsError
+
+# One colour and marker per family in every plot.
+FAMILY_STYLE = {
+    "mobilenet_v1": ("C0", "o"),
+    "mobilenet_v2": ("C1", "s"),
+    "mobilenet_v3_large": ("C2", "^"),
+    "mobilenet_v3_small": ("C3", "v"),
+    "mobilenet_v3_large_minimal": ("C4", "D"),
+    "mobilenet_v3_small_minimal": ("C5", "P"),
+    "squeezenet": ("C8", "*"),
+    "xception": ("C9", "X"),
+}
+
+
+def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
+    """PNGs: top-1 vs Mult-Adds (log x) and vs params, like V1 paper Figures 4–5; latency vs Mult-Adds and
+    latency vs top-1, one panel per runtime/precision with its Pareto front. One colour/marker per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise MobileNetsError(f"cannot write plots to {out_dir}: the folder does not exist; create it first")
+    paths = []
+    known = [r for r in rows if r.top1 is not None]
+    families = list(dict.fromkeys(r.family for r in rows))
+
+    def style(family: str) -> dict:
+        colour, marker = FAMILY_STYLE.get(family, ("C7", "x"))
+        return {"color": colour, "marker": marker}
+
+    def finish(fig, name: str) -> None:
+        path = out_dir / name
+        tmp = out_dir / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+
+    for x_attr, xlabel, fname, logx in (
+        ("mult_adds", "Mult-Adds (millions, log scale)", "accuracy_vs_mult_adds.png", True),
+        ("num_params", "Parameters (millions)", "accuracy_vs_params.png", False),
+    ):
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+        for family in families:
+            pts = [r for r in known if r.family == family]
+            if pts:
+                xs = [getattr(r, x_attr) / 1e6 for r in pts]
+                ax.scatter(xs, [r.top1 for r in pts], label=family, **style(family))
+        for r in known:
+            ax.annotate(
+                r.model if r.family in SINGLE_FAMILIES else f"{r.width_mult:g}-{r.resolution}",
+                (getattr(r, x_attr) / 1e6, r.top1),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        if logx:
+            ax.set_xscale("log")
+            _plain_log_labels(ax.xaxis)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ImageNet top-1 (%), as the papers print it")
+        what = "Mult-Adds" if logx else "parameters"
+        ax.set_title(f"Accuracy vs {what} ({len(known)} models with a published top-1)", fontsize=9)
+        if known:
+            ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+        finish(fig, fname)
+
+    keys = [k for k in latency_keys(rows) if any(k in r.latency_ms for r in rows)]
+    for by, fname, ylabel in (
+        ("mult_adds", "latency_vs_mult_adds.png", "Mult-Adds (millions, log scale)"),
+        ("top1", "latency_vs_top1.png", "ImageNet top-1 (%), the papers' figures"),
+    ):
+        if not keys:
+            break
+        cols = min(3, len(keys))
+        nrows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.8 * nrows), squeeze=False)
+        for ax, key in zip(axes.flat, keys):
+            value = (lambda r: r.mult_adds / 1e6) if by == "mult_adds" else (lambda r: r.top1)
+            for family in families:
+                pts = [r for r in rows if r.family == family and key in r.latency_ms and getattr(r, by) is not None]
+                if pts:
+                    ax.scatter([r.latency_ms[key] for r in pts], [value(r) for r in pts], s=18, label=family,
+                               **style(family))  # fmt: skip
+            front = pareto_front(rows, key, by)
+            if len(front) > 1:
+                ax.step([r.latency_ms[key] for r in front], [value(r) for r in front], "k-", where="post",
+                        linewidth=0.8, alpha=0.7, label="Pareto front")  # fmt: skip
+            ax.set_xscale("log")
+            _plain_log_labels(ax.xaxis)
+            if by == "mult_adds":
+                ax.set_yscale("log")
+                _plain_log_labels(ax.yaxis)
+            ax.set_title(key, fontsize=9)
+            ax.set_xlabel("latency, median ms (log scale)", fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.grid(True, alpha=0.3, which="both")
+        for ax in list(axes.flat)[len(keys) :]:
+            ax.axis("off")
+        if axes.flat[0].get_legend_handles_labels()[0]:
+            axes.flat[0].legend(fontsize=6)
+        fig.suptitle(f"{ylabel.split(' (')[0]} against latency; black: the Pareto front", fontsize=10)
+        fig.tight_layout()
+        finish(fig, fname)
+    return paths
+
+
+def _plain_log_labels(axis) -> None:
+    """Plain numbers on a log axis (0.3, 1, 20, 100), not 3×10⁻¹; minor ticks labelled at 2× and 5× only."""
+    import matplotlib.ticker as mt
+
+    def minor(v: float, _pos) -> str:
+        return f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""
+
+    axis.set_major_formatter(mt.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(mt.FuncFormatter(minor))
