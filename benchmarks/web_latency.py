@@ -148,7 +148,7 @@ def measure(names: list[str], rounds: int, block: int, out_dir: Path | None) -> 
 
 def _chromium_version() -> str:
     try:
-        return web._Browser.get().browser.version
+        return web.browser._Browser.get().browser.version
     except Exception:  # noqa: BLE001 - only a label
         return "unknown"
 

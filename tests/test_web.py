@@ -275,7 +275,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, monkeypatch,
     assert rc == 2 and "npm ci" in err and _one_error(err)
     monkeypatch.delenv("MOBILENETS_ORT_WEB")
     monkeypatch.setenv("MOBILENETS_CHROMIUM", str(tmp_path / "no-chrome"))
-    monkeypatch.setattr(web._Browser, "instance", None)  # a fresh start, which finds no browser
+    monkeypatch.setattr(web.browser._Browser, "instance", None)  # a fresh start, which finds no browser
     rc, _, err = _main(capsys, "export", "--checkpoint", str(checkpoint), "--format", "web", "-o", str(out))
     assert rc == 2 and "apt-get install chromium" in err and _one_error(err)
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
