@@ -108,6 +108,19 @@ class SSDHead(nn.Module):
         return {"bbox_regression": self.regression_head(x), "cls_logits": self.classification_head(x)}
 
 
+# torchvision SSD's own options, which every builder passes on.
+SSD_OPTIONS = (
+    "score_thresh",
+    "nms_thresh",
+    "detections_per_img",
+    "topk_candidates",
+    "iou_thresh",
+    "positive_fraction",
+    "image_mean",
+    "image_std",
+)
+
+
 class Detector(SSD):
     """torchvision's SSD, plus what the rest of mobilenets reads from a model: ``resolution`` (the fixed input
     size, (H, W)), ``in_chans``, ``min_resolution``, ``num_classes`` and ``config`` (the builder's arguments).
@@ -129,6 +142,13 @@ class Detector(SSD):
         config: dict,
         **kwargs,
     ):
+        unknown = sorted(set(kwargs) - set(SSD_OPTIONS))
+        if unknown:
+            # torchvision's SSD hands unknown options to its transform, which ignores them: a typo would pass.
+            raise MobileNetsError(
+                f"{config.get('name', 'the detector')} does not take the option {unknown[0]!r}; its options: "
+                f"num_classes, width_mult, size, anchor_generator, {', '.join(SSD_OPTIONS)}"
+            )
         super().__init__(backbone, anchor_generator, size, num_classes, head=head, **kwargs)
         self.resolution, self.in_chans, self.min_resolution = tuple(size), 3, min_resolution
         self.num_classes, self.config = num_classes, config

@@ -17,7 +17,7 @@ from torch import nn
 
 from mobilenets.detection.base import ASPECT_RATIOS, Detector, TFAnchorGenerator
 from mobilenets.detection.ssd import ssd300_mobilenet_v1
-from mobilenets.detection.ssdlite import _ssdlite
+from mobilenets.detection.ssdlite import build_ssdlite
 from mobilenets.profile import profile
 
 PARTS = ("backbone", "extra", "head")
@@ -77,7 +77,7 @@ class PaperCost:
         source: paper and table.
         row: the paper's name for the model.
         mult_adds_b, params_m: the paper's figures.
-        builder: (backbone, lite) for :func:`mobilenets.detection.ssdlite._ssdlite`.
+        builder: (backbone, lite) for :func:`mobilenets.detection.ssdlite.build_ssdlite`.
         num_classes, size: as the paper ran it (background included).
         part: "all", or "heads": the extra layers and the prediction head only (V2 Table 5).
         tf_anchors: 3 anchors per location on the lowest map as the TF object detection API (``ssd300``'s
@@ -212,7 +212,7 @@ def build_paper_model(row: PaperCost, tf_anchors: bool | None = None) -> Detecto
     if backbone == "mobilenet_v1" and not lite:
         kwargs.pop("lite")
         return ssd300_mobilenet_v1(**kwargs)
-    return _ssdlite(backbone, **kwargs)
+    return build_ssdlite(backbone, **kwargs)
 
 
 def paper_row_costs(row: PaperCost, tf_anchors: bool | None = None) -> tuple[float, float]:

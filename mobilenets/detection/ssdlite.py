@@ -142,7 +142,7 @@ def reduce_tail(model: MobileNetV3, c4_block: int) -> None:
     model.last_conv = ConvBNAct(in_c, last, 1, act=cfg.act("HS"), **layer)
 
 
-def _ssdlite(
+def build_ssdlite(
     backbone: str,
     *,
     num_classes: int = 91,
@@ -185,7 +185,12 @@ def _ssdlite(
     normal_init(features)
     set_bn_momentum(features, BN_MOMENTUM)
     config = dict(
-        backbone=backbone, num_classes=num_classes, width_mult=width_mult, size=list(hw), reduced_tail=reduced_tail
+        name=f"ssdlite320_{backbone}",
+        backbone=backbone,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        size=list(hw),
+        reduced_tail=reduced_tail,
     )
     return Detector(
         features, head, anchor_generator, hw, num_classes, classifier.min_resolution, config, **{**DEFAULTS, **kwargs}
@@ -201,25 +206,25 @@ def ssdlite320_mobilenet_v3_large(*, reduced_tail: bool = True, **kwargs) -> Det
     layers), ``size`` (input side or (H, W)), ``anchor_generator``, and torchvision SSD's ``score_thresh``,
     ``nms_thresh``, ``detections_per_img``, ``topk_candidates``, ``iou_thresh``, ``positive_fraction``.
     """
-    return _ssdlite("mobilenet_v3_large", reduced_tail=reduced_tail, **kwargs)
+    return build_ssdlite("mobilenet_v3_large", reduced_tail=reduced_tail, **kwargs)
 
 
 def ssdlite320_mobilenet_v3_small(*, reduced_tail: bool = True, **kwargs) -> Detector:
     """SSDLite on MobileNetV3-Small (V3 paper Table 6); arguments as :func:`ssdlite320_mobilenet_v3_large`."""
-    return _ssdlite("mobilenet_v3_small", reduced_tail=reduced_tail, **kwargs)
+    return build_ssdlite("mobilenet_v3_small", reduced_tail=reduced_tail, **kwargs)
 
 
 def ssdlite320_mobilenet_v1(**kwargs) -> Detector:
     """SSDLite on MobileNetV1 (V2 paper Table 6's "MNet V1 + SSDLite"; TF's ssdlite_mobilenet_v1_coco): SSD300's
     feature maps (conv11, conv13) with SSDLite's separable extra layers and head; arguments as
     :func:`ssdlite320_mobilenet_v2`."""
-    return _ssdlite("mobilenet_v1", **kwargs)
+    return build_ssdlite("mobilenet_v1", **kwargs)
 
 
 def ssdlite320_mobilenet_v2(**kwargs) -> Detector:
     """SSDLite on MobileNetV2 (V2 paper §6.2, Table 6; TF's ssdlite_mobilenet_v2_coco); arguments as
     :func:`ssdlite320_mobilenet_v3_large` but no reduced tail."""
-    return _ssdlite("mobilenet_v2", **kwargs)
+    return build_ssdlite("mobilenet_v2", **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------
