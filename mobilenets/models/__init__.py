@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import pkgutil
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -11,7 +13,6 @@ from torch import nn
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.backbone import Backbone
 from mobilenets.models.base import FeatureInfo, ImageClassifier
-from mobilenets.models.densenet import FAMILIES as _DENSENET
 from mobilenets.models.densenet import DenseNet
 from mobilenets.models.family import Family, base_name
 from mobilenets.models.layers import (
@@ -22,15 +23,10 @@ from mobilenets.models.layers import (
     make_divisible,
     scale_channels,
 )
-from mobilenets.models.mobilenet_v1 import FAMILIES as _V1
 from mobilenets.models.mobilenet_v1 import MobileNetV1, MobileNetV1Config
-from mobilenets.models.mobilenet_v2 import FAMILIES as _V2
 from mobilenets.models.mobilenet_v2 import MobileNetV2, MobileNetV2Config
-from mobilenets.models.mobilenet_v3 import FAMILIES as _V3
 from mobilenets.models.mobilenet_v3 import MobileNetV3, MobileNetV3Config
-from mobilenets.models.squeezenet import FAMILIES as _SQUEEZENET
 from mobilenets.models.squeezenet import SqueezeNet
-from mobilenets.models.xception import FAMILIES as _XCEPTION
 from mobilenets.models.xception import Xception, XceptionConfig
 
 __all__ = [
@@ -63,10 +59,20 @@ __all__ = [
     "scale_channels",
 ]
 
-# Every family, from the declaration at the end of its model file, in the order tables and plots list them.
-FAMILIES: dict[str, Family] = {
-    f.name: f for families in (_V1, _V2, _V3, _SQUEEZENET, _DENSENET, _XCEPTION) for f in families
-}
+
+def _declared_families() -> dict[str, Family]:
+    """Every family a module of this package declares (``FAMILIES`` at the end of its model file), by module
+    name: a new family is its model file, with nothing to list elsewhere."""
+    families: dict[str, Family] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        for family in getattr(importlib.import_module(f"{__name__}.{info.name}"), "FAMILIES", ()):
+            if family.name in families:
+                raise RuntimeError(f"model family {family.name!r} is declared twice (in {info.name}.py)")
+            families[family.name] = family
+    return families
+
+
+FAMILIES: dict[str, Family] = _declared_families()
 # The α×ρ grid registered for each family that has one (names ``{family}_{α}_{resolution}``).
 FAMILY_GRIDS: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = {
     f.name: (f.widths, f.resolutions) for f in FAMILIES.values() if f.has_grid
