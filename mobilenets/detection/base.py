@@ -40,8 +40,8 @@ def check_detector_args(num_classes: int, size: int | Sequence[int], min_size: i
         raise MobileNetsError(f"size must be an int or (height, width) of ints, got {size!r}")
     if min(hw) < min_size:
         raise MobileNetsError(
-            f"input size {hw[0]}x{hw[1]} is too small for this detector's feature maps (the backbone's stride-32 map "
-            f"would be empty): use size >= {min_size}"
+            f"input size {hw[0]}x{hw[1]} is too small for this detector's feature maps (below the backbone's output "
+            f"stride its last maps hold nothing but padding): use size >= {min_size}"
         )
     return hw
 

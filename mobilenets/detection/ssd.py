@@ -25,6 +25,7 @@ from mobilenets.detection.base import (
     check_detector_args,
     extra_depth,
     normal_init,
+    set_bn_momentum,
 )
 from mobilenets.models.layers import ConvBNAct
 from mobilenets.models.mobilenet_v1 import MobileNetV1
@@ -113,6 +114,8 @@ def ssd300_mobilenet_v1(
     anchor_generator = anchor_generator or TFAnchorGenerator([ASPECT_RATIOS] * 6)
     head = SSDHead(features.out_channels, anchor_generator.num_anchors_per_location(), num_classes, head_kernel)
     normal_init(features)  # TF's N(0, 0.03) from scratch
+    # BatchNorm momentum 0.03 as our SSDLite (torchvision's); TF's decay 0.9997 (momentum 0.0003) suits only long runs.
+    set_bn_momentum(features, 0.03)
     config = dict(
         name="ssd300_mobilenet_v1",
         backbone="mobilenet_v1",

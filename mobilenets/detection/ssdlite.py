@@ -154,9 +154,11 @@ def build_ssdlite(
     lite: bool = True,
     **kwargs,
 ) -> Detector:
-    """The detectors of this module. ``lite=False`` puts SSD's full 3×3 convs in the extra layers and head
-    instead (the V2 paper's Table 5 "SSD" row, which costs.py counts)."""
-    backbone_kwargs = dict(width_mult=width_mult, bn_eps=BN_EPS, **(backbone_kwargs or {}))
+    """The detectors of this module, by backbone name ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+    "mobilenet_v3_small"). ``backbone_kwargs`` go to the classifier's config (e.g. ``{"layout": "torchvision"}``
+    for V3's widths at α ≠ 1 as torchvision's). ``lite=False`` puts SSD's full 3×3 convs in the extra layers and
+    head instead (the V2 paper's Table 5 "SSD" row, which costs.py counts)."""
+    backbone_kwargs = {"width_mult": width_mult, "bn_eps": BN_EPS, **(backbone_kwargs or {})}
     if backbone == "mobilenet_v1":
         classifier = MobileNetV1(act="relu6", **backbone_kwargs)
     elif backbone == "mobilenet_v2":
@@ -185,7 +187,7 @@ def build_ssdlite(
     normal_init(features)
     set_bn_momentum(features, BN_MOMENTUM)
     config = dict(
-        name=f"ssdlite320_{backbone}",
+        name=f"ssdlite320_{backbone}" if lite else f"ssd320_{backbone}",
         backbone=backbone,
         num_classes=num_classes,
         width_mult=width_mult,
