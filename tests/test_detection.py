@@ -127,6 +127,24 @@ def test_detector_trains_and_detects(name):
         assert ((det["labels"] >= 1) & (det["labels"] < 5)).all()
 
 
+@pytest.mark.parametrize(
+    "name, size, anchors",
+    [
+        # TF's ssd_mobilenet_v1 at 300 px: maps 19, 10, 5, 3, 2, 1 with 3, 6, 6, 6, 6, 6 boxes, the 1917 boxes of
+        # the TFLite detection model's (1, 1917, 4) output.
+        ("ssd300_mobilenet_v1", 300, 1917),
+        # torchvision's SSDLite at 320 px: maps 20, 10, 5, 3, 2, 1 with 6 boxes each.
+        ("ssdlite320_mobilenet_v3_large", 320, 3234),
+    ],
+)
+def test_anchor_count_is_the_reference_models(name, size, anchors):
+    model = create_detector(name, width_mult=0.25, size=size).eval()
+    with torch.no_grad():
+        out = model.head(list(model.backbone(torch.zeros(1, 3, size, size)).values()))
+    assert out["bbox_regression"].shape == (1, anchors, 4)
+    assert out["cls_logits"].shape == (1, anchors, 91)
+
+
 def test_loss_falls_on_real_pixels():
     """Two photos with a known object pasted in (a crop of another photo), 30 SGD steps: the loss must fall."""
     torch.manual_seed(0)
