@@ -145,6 +145,12 @@ def test_anchor_count_is_the_reference_models(name, size, anchors):
     assert out["cls_logits"].shape == (1, anchors, 91)
 
 
+def test_non_square_size_is_height_by_width():
+    model = create_detector("ssdlite320_mobilenet_v3_small", width_mult=0.25, size=(64, 96)).eval()
+    image_list, _ = model.transform([photo("chelsea")])
+    assert image_list.tensors.shape[-2:] == (64, 96) and model.resolution == (64, 96)
+
+
 def test_loss_falls_on_real_pixels():
     """Two photos with a known object pasted in (a crop of another photo), 30 SGD steps: the loss must fall."""
     torch.manual_seed(0)

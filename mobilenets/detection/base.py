@@ -149,6 +149,7 @@ class Detector(SSD):
                 f"{config.get('name', 'the detector')} does not take the option {unknown[0]!r}; its options: "
                 f"num_classes, width_mult, size, anchor_generator, {', '.join(SSD_OPTIONS)}"
             )
-        super().__init__(backbone, anchor_generator, size, num_classes, head=head, **kwargs)
+        # torchvision's SSD takes its fixed size as (width, height); ours is (height, width) as a tensor's.
+        super().__init__(backbone, anchor_generator, (size[1], size[0]), num_classes, head=head, **kwargs)
         self.resolution, self.in_chans, self.min_resolution = tuple(size), 3, min_resolution
         self.num_classes, self.config = num_classes, config
