@@ -34,7 +34,7 @@ from mobilenets.deploy import onnx, web
 from mobilenets.deploy.bench import timed_calls
 from mobilenets.deploy.cpu import cpu_info
 from mobilenets.deploy.images import calibrate_bn, real_images
-from mobilenets.deps import atomic_write
+from mobilenets.io import atomic_write_text
 
 PRECISIONS = ("fp32", "int8")
 THREADS = (1, 2)
@@ -141,8 +141,8 @@ def measure(names: list[str], rounds: int, block: int, out_dir: Path | None) -> 
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(out_dir / "latency.json", (json.dumps(result, indent=2) + "\n").encode())
-        atomic_write(out_dir / "latency.md", (format_report(result) + "\n").encode())
+        atomic_write_text(out_dir / "latency.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out_dir / "latency.md", format_report(result) + "\n")
     return result
 
 

@@ -289,7 +289,7 @@ def _bench_grid(args: argparse.Namespace, bench, say) -> int:
     from pathlib import Path
 
     from mobilenets.deploy.cpu import cpu_info
-    from mobilenets.deps import atomic_write
+    from mobilenets.io import atomic_write_text
 
     if args.name:
         raise MobileNetsError("--grid measures the grid of registered variants: drop the model name")
@@ -328,7 +328,7 @@ def _bench_grid(args: argparse.Namespace, bench, say) -> int:
     table = bench.format_grid(rows)
     if args.out_dir:
         bench.save_grid(rows, Path(args.out_dir) / "grid.json")
-        atomic_write(Path(args.out_dir) / "grid.txt", (table + "\n").encode())
+        atomic_write_text(Path(args.out_dir) / "grid.txt", table + "\n")
         for path in bench.plot_grid(rows, args.out_dir):
             say(f"wrote {path}")
     if args.json:

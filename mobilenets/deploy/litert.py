@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deps import atomic_write
 from mobilenets.deps import quiet as _quiet
 from mobilenets.deps import quiet_native_info as _quiet_native_info
 from mobilenets.deps import require as _require
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_write_bytes as atomic_write
 from mobilenets.quant.passes import relu6_as_relu_clamp
 from mobilenets.quant.ptq import PT2E_CALIBRATIONS, correct_bias_for_int8_weights, pt2e_quantize, with_calibration
 from mobilenets.quant.qat import converted_graph

@@ -16,8 +16,8 @@ from torch import nn
 
 from mobilenets.deploy.bench.latency import RUNTIME_PRECISIONS, RUNTIMES, bench_model, check_runtime, torch_threads
 from mobilenets.deploy.cpu import cpu_info
-from mobilenets.deps import atomic_write
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_write_text
 
 # The seed papers' networks without an α×ρ grid: family → its registered models, each at its own resolution
 # (SqueezeNet 224 px, Xception 299 px), counted as α = 1.
@@ -354,7 +354,7 @@ def save_grid(rows: list[GridRow], path: str | os.PathLike) -> Path:
     path = Path(path)
     cpu = cpu_info()
     data = {"cpu": {**cpu.to_dict(), "line": cpu.line()}, "rows": [r.to_dict() for r in rows]}
-    atomic_write(path, json.dumps(data, indent=2).encode())
+    atomic_write_text(path, json.dumps(data, indent=2))
     return path
 
 

@@ -9,18 +9,11 @@ from pathlib import Path
 
 from mobilenets.deploy.bench.grid import SINGLE_FAMILIES, GridRow, latency_keys, pareto_front
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_path
+from mobilenets.models import FAMILIES
 
-# One colour and marker per family in every plot.
-FAMILY_STYLE = {
-    "mobilenet_v1": ("C0", "o"),
-    "mobilenet_v2": ("C1", "s"),
-    "mobilenet_v3_large": ("C2", "^"),
-    "mobilenet_v3_small": ("C3", "v"),
-    "mobilenet_v3_large_minimal": ("C4", "D"),
-    "mobilenet_v3_small_minimal": ("C5", "P"),
-    "squeezenet": ("C8", "*"),
-    "xception": ("C9", "X"),
-}
+# One colour and marker per family in every plot (``Family.style`` in each declaration).
+FAMILY_STYLE = {f.name: f.style for f in FAMILIES.values() if f.style}
 
 
 def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
@@ -44,10 +37,9 @@ def plot_grid(rows: list[GridRow], out_dir: str | os.PathLike) -> list[Path]:
 
     def finish(fig, name: str) -> None:
         path = out_dir / name
-        tmp = out_dir / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
         plt.close(fig)
-        os.replace(tmp, path)
         paths.append(path)
 
     for x_attr, xlabel, fname, logx in (

@@ -17,8 +17,8 @@ from torch import nn
 
 from mobilenets.data import FASHION_MNIST_STATS, IMAGENET_STATS
 from mobilenets.deploy import onnx
-from mobilenets.deps import atomic_write
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_write_json
 
 FORMAT = "web"
 SUFFIX = ""  # a folder: any name
@@ -121,7 +121,7 @@ def read_config(path: Path) -> dict:
 
 
 def write_config(path: Path, config: dict) -> None:
-    atomic_write(Path(path) / CONFIG_FILE, (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode())
+    atomic_write_json(Path(path) / CONFIG_FILE, config)
 
 
 def set_metadata(path: Path, info: dict) -> None:

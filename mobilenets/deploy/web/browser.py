@@ -17,8 +17,9 @@ import torch
 
 from mobilenets.deploy.web.app import INSTALL_CHROMIUM, PAGE_TIMEOUT_MS, read_config
 from mobilenets.deploy.web.server import serve
-from mobilenets.deps import atomic_write, require
+from mobilenets.deps import require
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_write_bytes
 
 
 def chromium_path() -> str:
@@ -161,7 +162,7 @@ class Page:
     def screenshot(self, path: str | os.PathLike) -> Path:
         """A PNG of the page, written atomically."""
         path = Path(path)
-        atomic_write(path, self.page.screenshot(full_page=True))
+        atomic_write_bytes(path, self.page.screenshot(full_page=True))
         return path
 
     def time_runs(self, batch_size: int, runs: int, warmup: int) -> list[float]:
