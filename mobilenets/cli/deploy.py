@@ -176,6 +176,8 @@ def _web_card(args: argparse.Namespace, model, stats):
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from mobilenets.deploy.bench import GRID_FAMILIES  # the families' declarations (cheap: no runtime is imported)
+
     p = sub.add_parser(
         "bench",
         help="latency (median, p90) on eager / ONNX Runtime / ExecuTorch / OpenVINO / LiteRT; --grid for the "
@@ -200,8 +202,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--family",
         nargs="+",
-        help="--grid: only these families (default: mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small "
-        "mobilenet_v3_large_minimal mobilenet_v3_small_minimal squeezenet xception; mobilenet_v3 = the four V3 ones)",
+        help=f"--grid: only these families (default: {' '.join(GRID_FAMILIES)}; mobilenet_v3 = the four V3 ones)",
     )
     p.add_argument("--widths", type=float, nargs="+", help="--grid: every registered α×ρ with these widths")
     p.add_argument("--resolutions", type=int, nargs="+", help="--grid: every registered α×ρ with these resolutions")

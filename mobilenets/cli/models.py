@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 
 from mobilenets.cli.common import positive_float
 from mobilenets.errors import MobileNetsError
@@ -75,11 +74,11 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from mobilenets.models import FAMILY_GRIDS, create_model
+    from mobilenets.models import FAMILY_GRIDS, base_name, create_model
     from mobilenets.profile import format_profile, grid_table, profile
 
     if args.grid:
-        family = re.sub(r"_\d+\.\d+_\d+$", "", args.name)  # mobilenet_v1_0.75_160 -> mobilenet_v1
+        family = base_name(args.name)  # mobilenet_v1_0.75_160 -> mobilenet_v1
         if family not in FAMILY_GRIDS:
             raise MobileNetsError(f"--grid needs a MobileNet family ({', '.join(FAMILY_GRIDS)}), got {args.name!r}")
         print(grid_table(family))

@@ -18,23 +18,17 @@ from mobilenets.deploy.bench.latency import RUNTIME_PRECISIONS, RUNTIMES, bench_
 from mobilenets.deploy.cpu import cpu_info
 from mobilenets.errors import MobileNetsError
 from mobilenets.io import atomic_write_text
+from mobilenets.models import FAMILIES, FAMILY_GRIDS, base_name, model_defaults
+from mobilenets.models import family_of as registered_family
 
-# The seed papers' networks without an α×ρ grid: family → its registered models, each at its own resolution
-# (SqueezeNet 224 px, Xception 299 px), counted as α = 1.
-SINGLE_FAMILIES = {
-    "squeezenet": ("squeezenet1_0", "squeezenet1_0_simple_bypass", "squeezenet1_0_complex_bypass", "squeezenet1_1"),
-    "xception": ("xception",),
-}
-# The three generations' families, as the registry names them (``{family}_{α}_{resolution}``), then the others.
-GRID_FAMILIES = (
-    "mobilenet_v1",
-    "mobilenet_v2",
-    "mobilenet_v3_large",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large_minimal",
-    "mobilenet_v3_small_minimal",
-    *SINGLE_FAMILIES,
-)
+# From the families' declarations (mobilenets/models, ``Family.bench_grid`` / ``bench_models``):
+# the families `bench --grid` measures with an α×ρ grid (V1, V2, V3; what it measures unless told otherwise: these
+# widths at the first resolution and these resolutions at width 1.0, the shape of V1 paper Tables 6–7, plus every
+# variant a paper prints a top-1 for), and the seed papers' networks without one, family → its models, each at its
+# own resolution (SqueezeNet 224 px, Xception 299 px), counted as α = 1.
+DEFAULT_GRID = {f.name: f.bench_grid for f in FAMILIES.values() if f.bench_grid is not None}
+SINGLE_FAMILIES = {f.name: f.bench_models for f in FAMILIES.values() if f.bench_models}
+GRID_FAMILIES = (*DEFAULT_GRID, *SINGLE_FAMILIES)
 # Shorthand accepted by --family: every V3 family.
 FAMILY_ALIASES = {"mobilenet_v3": tuple(f for f in GRID_FAMILIES if f.startswith("mobilenet_v3_"))}
 
@@ -85,17 +79,16 @@ def known_top1() -> dict[str, tuple[float, str]]:
 
 
 def family_of(name: str) -> str:
-    """``mobilenet_v3_small_0.75_160`` → ``mobilenet_v3_small``; ``squeezenet1_0_simple_bypass`` → ``squeezenet``."""
-    for family, names in SINGLE_FAMILIES.items():
-        if name in names:
-            return family
-    return name.rsplit("_", 2)[0]
+    """``mobilenet_v3_small_0.75_160`` → ``mobilenet_v3_small``; ``squeezenet1_0_simple_bypass`` → ``squeezenet``
+    (a grid file's model no longer registered: its name without the α/resolution suffix)."""
+    try:
+        return registered_family(name).name
+    except MobileNetsError:
+        return base_name(name)
 
 
 def family_axes(family: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """The widths and resolutions registered for ``family`` (a single-variant family: α 1 at its models' sizes)."""
-    from mobilenets.models import FAMILY_GRIDS, model_defaults
-
     if family in SINGLE_FAMILIES:
         return (1.0,), tuple(dict.fromkeys(model_defaults(n)["resolution"] for n in SINGLE_FAMILIES[family]))
     return FAMILY_GRIDS[family]
@@ -105,16 +98,12 @@ def family_names(family: str, pairs: Iterable[tuple[float, int]]) -> list[str]:
     """The registered names of ``family`` at these (α, resolution) pairs."""
     pairs = list(pairs)
     if family in SINGLE_FAMILIES:
-        from mobilenets.models import model_defaults
-
         return [n for n in SINGLE_FAMILIES[family] if (1.0, model_defaults(n)["resolution"]) in pairs]
     return [f"{family}_{w}_{r}" for w, r in pairs]
 
 
 def check_families(families: Iterable[str] | None) -> list[str]:
     """The families asked for, aliases expanded (default: ``GRID_FAMILIES``); an unknown one is an error."""
-    from mobilenets.models import FAMILY_GRIDS
-
     out = []
     for f in GRID_FAMILIES if families is None else families:
         for g in FAMILY_ALIASES.get(f, (f,)):
@@ -126,19 +115,6 @@ def check_families(families: Iterable[str] | None) -> list[str]:
     if not out:
         raise MobileNetsError("give at least one family")
     return out
-
-
-# What `bench --grid` measures unless told otherwise, per family: these widths at the first resolution and these
-# resolutions at width 1.0 (the shape of V1 paper Tables 6–7), plus every variant a paper prints a top-1 for.
-# Small enough to bench in well under an hour on 2 cores: an int8 file takes ~3–45 s to build.
-DEFAULT_GRID = {
-    "mobilenet_v1": ((1.0, 0.75, 0.5, 0.25), (224, 192, 160, 128)),
-    "mobilenet_v2": ((1.4, 1.0, 0.75, 0.5, 0.35), (224, 160, 128)),
-    "mobilenet_v3_large": ((1.0, 0.75), (224, 160, 128)),
-    "mobilenet_v3_small": ((1.0, 0.75), (224, 160, 128)),
-    "mobilenet_v3_large_minimal": ((1.0,), (224,)),
-    "mobilenet_v3_small_minimal": ((1.0,), (224,)),
-}
 
 
 def default_grid(family: str) -> list[tuple[float, int]]:
