@@ -42,8 +42,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mobilenets import data as D
+from mobilenets.io import atomic_write_text
 from mobilenets.models import create_model
-from mobilenets.training import TrainConfig, atomic_write_text, build_optimizer, lr_factor
+from mobilenets.training import TrainConfig, build_optimizer, lr_factor
 from mobilenets.training.config import GPU_SYNC_EVERY
 
 # (label, width_mult, resolution): issue 12's two MobileNetV1 configurations.

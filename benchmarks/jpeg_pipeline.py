@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def write_report(out: Path, result: dict) -> None:
-    from mobilenets.training import atomic_write_text
+    from mobilenets.io import atomic_write_text
 
     m, st = result["machine"], result["settings"]
     lines = [

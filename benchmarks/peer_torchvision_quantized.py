@@ -240,7 +240,7 @@ def main() -> int:
     text, ratios = summary(rows, meta)
     print(text)
     if args.out:
-        from mobilenets.training import atomic_write_text
+        from mobilenets.io import atomic_write_text
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
