@@ -49,9 +49,11 @@ def test_a_second_run_on_the_same_out_dir_is_refused_and_a_killed_one_blocks_not
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-    # SIGKILL releases the lock with the process: nothing stale is left to block the next run.
+    # SIGKILL releases the lock with the process: its file is left, unlocked, and the next run takes it over.
+    assert (out / ".lock").exists()
     with out_dir_lock(out) as path:
         assert path.read_text().startswith(f"pid {os.getpid()} on ")
+    assert not path.exists()  # a run that ends removes it
 
 
 def test_a_refused_or_failed_run_leaves_no_folder_it_created(tmp_path):

@@ -7,7 +7,8 @@ distributed (devices, torchrun), evaluate, init (the weights a run starts from).
     print(result.test_acc, result.out_dir)
 """
 
-from mobilenets.training.checkpoint import atomic_save, atomic_write_text
+from mobilenets.io import atomic_write_text
+from mobilenets.training.checkpoint import atomic_save
 from mobilenets.training.config import (
     DEMO,
     FIELD_HELP,

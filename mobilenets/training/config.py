@@ -48,7 +48,7 @@ class TrainConfig:
         num_workers: DataLoader worker processes for ImageFolder data (in-memory sets need none); with the
             jpeg pipeline, its file-reading threads (0: 4).
         data_pipeline: how ImageFolder files become batches: "pil" (DataLoader workers decoding with PIL)
-            or "jpeg" (:mod:`mobilenets.jpeg_pipeline`: batched nvJPEG decoding on the GPU, threads on the CPU;
+            or "jpeg" (:mod:`mobilenets.data.jpeg`: batched nvJPEG decoding on the GPU, threads on the CPU;
             the same pixels within one level).
     Schedule and optimizer (None: from ``preset``, one of "paper" (the model family's paper recipe: V2's,
     V3's, V1's for V1 and the other families — see PAPER_PRESETS), "sgd", "adamw", "finetune" — see PRESETS):
@@ -362,7 +362,7 @@ FIELD_HELP = {
     "max_test_samples": "evaluate on a class-balanced subset of this size",
     "num_workers": "DataLoader worker processes decoding ImageFolder images (jpeg pipeline: reading threads, 0: 4)",
     "data_pipeline": "ImageFolder decoding: pil (DataLoader workers) or jpeg (batched nvJPEG on the GPU, "
-    "threads on the CPU; see mobilenets/jpeg_pipeline.py)",
+    "threads on the CPU; see mobilenets/data/jpeg.py)",
     "preset": "recipe: paper (the model family's own: V1, V2 or V3 paper), sgd, adamw or finetune; other flags "
     "override its values",
     "epochs": "passes over the training set",

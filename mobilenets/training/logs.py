@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
-from mobilenets.training.checkpoint import atomic_write_text
+from mobilenets.io import atomic_path, atomic_write_text
 from mobilenets.training.evaluate import EvalResult
 
 
@@ -87,10 +86,11 @@ def plot_confusion(result: EvalResult, path: Path, title: str = "") -> None:
 def _save_fig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 class _NullWriter:

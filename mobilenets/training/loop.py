@@ -33,13 +33,13 @@ from torch import nn
 
 from mobilenets import data as D
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_write_text
 from mobilenets.models import model_defaults
 from mobilenets.training.checkpoint import (
     _ckpt_step,
     _rng_state,
     _set_rng_state,
     atomic_save,
-    atomic_write_text,
     load_checkpoint,
 )
 from mobilenets.training.config import GPU_SYNC_EVERY, RESUME_FREE, TrainConfig, model_kwargs
