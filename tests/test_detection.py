@@ -3,6 +3,8 @@ pixels, the papers' costs, and the bad-input errors."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -261,3 +263,26 @@ def test_bad_input_is_one_line_error(name, kwargs, message):
     with pytest.raises(MobileNetsError, match=message) as e:
         create_detector(name, **kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_cli_lists_and_profiles_detectors(capsys):
+    from mobilenets.cli import main
+
+    assert main(["list", "ssd*"]) == 0
+    assert capsys.readouterr().out.split() == [
+        "ssd300_mobilenet_v1",
+        "ssdlite320_mobilenet_v1",
+        "ssdlite320_mobilenet_v2",
+        "ssdlite320_mobilenet_v3_large",
+        "ssdlite320_mobilenet_v3_small",
+    ]
+    assert main(["profile", "ssdlite320_mobilenet_v3_large", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["num_params"] == 3_440_060 and out["input_size"] == [320, 320]  # torchvision's model
+    assert round(out["mult_adds"] / 1e9, 3) == 0.583  # torchvision's published 0.583 GFLOPS
+    assert sum(p["num_params"] for p in out["parts"].values()) == out["num_params"]
+    assert main(["profile", "ssd300_mobilenet_v1"]) == 0
+    text = capsys.readouterr().out
+    assert "total" in text and "1237.1" in text and "6.820" in text  # paper Table 13: 1.2B, 6.8M
+    assert main(["profile", "ssd300_mobilenet_v1", "--grid"]) != 0
+    assert "for a detector, profile takes" in capsys.readouterr().err

@@ -14,8 +14,8 @@ from mobilenets.errors import MobileNetsError
 def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
-        help="list registered model names",
-        epilog="example: mobilenets list 'mobilenet_v1_*_224'",
+        help="list registered model names (classifiers and detectors)",
+        epilog="examples:\n  mobilenets list 'mobilenet_v1_*_224'\n  mobilenets list 'ssd*'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern (default: all)")
@@ -23,9 +23,10 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from mobilenets.detection import list_detectors
     from mobilenets.models import list_models
 
-    names = list_models(args.pattern)
+    names = sorted(list_models(args.pattern) + list_detectors(args.pattern))
     if not names:
         raise MobileNetsError(f"no model matches {args.pattern!r}; run `mobilenets list` to see all names")
     print("\n".join(names))
@@ -44,7 +45,8 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "  mobilenets profile mobilenet_v1 --features-only --resolution 300   # an SSD300 backbone\n"
         "  mobilenets profile mobilenet_v3_small_0.75_224                      # with the V3 paper's figures\n"
         "  mobilenets profile mobilenet_v3_large_0.75_224 --layout torchvision # torchvision's thinner α=0.75\n"
-        "  mobilenets profile mobilenet_v2 --grid",
+        "  mobilenets profile mobilenet_v2 --grid\n"
+        "  mobilenets profile ssdlite320_mobilenet_v3_large                     # a detector: backbone, extra, head",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", help="registered model name (see `mobilenets list`)")
@@ -74,6 +76,10 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from mobilenets.detection import DETECTORS
+
+    if args.name in DETECTORS:
+        return _profile_detector(args)
     from mobilenets.models import FAMILY_GRIDS, base_name, create_model
     from mobilenets.profile import format_profile, grid_table, profile
 
@@ -100,6 +106,36 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if not args.features_only and args.width_mult is args.resolution is args.layout is None:
             for line in paper_lines(args.name, prof):
                 print(line)
+    return 0
+
+
+def _profile_detector(args: argparse.Namespace) -> int:
+    """A detector's exact costs per part (no NMS), counted on the meta device (shapes only: instant)."""
+    import torch
+
+    from mobilenets.detection import create_detector
+    from mobilenets.detection.costs import detector_costs
+
+    if args.grid or args.features_only or args.per_layer or args.layout or args.in_chans:
+        raise MobileNetsError("for a detector, profile takes --width-mult, --resolution, --num-classes and --json")
+    kwargs = {"width_mult": args.width_mult, "size": args.resolution, "num_classes": args.num_classes}
+    with torch.device("meta"):
+        model = create_detector(args.name, **{k: v for k, v in kwargs.items() if v is not None})
+    costs = detector_costs(model)
+    if args.json:
+        parts = {k: {"mult_adds": m, "num_params": n} for k, (m, n) in costs.parts.items()}
+        out = {"model": args.name, "input_size": list(costs.input_size), "mult_adds": costs.mult_adds}
+        print(json.dumps({**out, "num_params": costs.params, "parts": parts}, indent=2))
+        return 0
+    h, w = costs.input_size
+    print(
+        f"{args.name} at {h}×{w}, {model.num_classes} classes (background included); box decoding and NMS not counted"
+    )
+    print(f"{'part':<10} {'Mult-Adds (M)':>14} {'params (M)':>11}")
+    for part, (mult_adds, params) in costs.parts.items():
+        print(f"{part:<10} {mult_adds / 1e6:>14.1f} {params / 1e6:>11.3f}")
+    print(f"{'total':<10} {costs.mult_adds / 1e6:>14.1f} {costs.params / 1e6:>11.3f}")
+    print("the papers' figures beside ours: python -m mobilenets.detection.costs (reports/detection/costs.md)")
     return 0
 
 
