@@ -190,30 +190,32 @@ KERNEL_RTOL = 0.05
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trained", ["fashion_model", "fashion_model_v3"])
-def test_openvino_int8_kernels_compute_the_files_arithmetic(request, tmp_path, trained):
-    """Every int8 kernel family computes our 7-bit file as the file itself says: within ``KERNEL_RTOL`` of its
-    fake-quantized pass (each FakeQuantize as its float formula, openvino.write_fake_quant_pass), keeping its clear
-    decisions. Judged on models trained on Fashion-MNIST (V1 α 0.25; V3-Small α 0.75 with hard-swish,
+def test_openvino_int8_kernels_compute_the_files_arithmetic(tmp_path, fashion_model, fashion_model_v3):
+    """Every int8 kernel family computes our 7-bit files as the files themselves say: within ``KERNEL_RTOL`` of
+    their fake-quantized pass (each FakeQuantize as its float formula, openvino.write_fake_quant_pass), keeping
+    their clear decisions. Judged on models trained on Fashion-MNIST (V1 α 0.25; V3-Small α 0.75 with hard-swish,
     squeeze-excite and residual adds), whose logits spread over several units: the families differ from one
     another by rounding (AMX's V3 logits differ from VNNI's by ~1% of their range), not in accuracy.
 
     The 8-bit file (V3) shows the test can fail: AVX2 kernels add u8×s8 pairs in 16 bits, which saturates, while
     VNNI and AMX accumulate in 32 bits."""
-    model, images, _, calib = request.getfixturevalue(trained)
-    images = images[:256]
-    for bits in (7, 8) if trained == "fashion_model_v3" else (7,):
-        path = tmp_path / f"m{bits}.xml"
-        ex.export(model, path, "openvino", "int8", calib_images=calib, weight_bits=bits, verify=False)
-        openvino = runtime_module("openvino")
-        reference = openvino.run_on_kernels(openvino.write_fake_quant_pass(path, tmp_path / f"fq{bits}.xml"), images)
-        assert np.abs(reference).max() > 3  # logits with a real spread, not rounding noise
-        for family, isa in KERNEL_FAMILIES.items():
-            logits = openvino.run_on_kernels(path, images, isa)
+    openvino = runtime_module("openvino")
+    files, references = {}, {}
+    for key, (model, images, _, calib) in (("V1", fashion_model), ("V3", fashion_model_v3)):
+        for bits in (7, 8) if key == "V3" else (7,):
+            path = files[key, bits] = tmp_path / f"{key}_{bits}.xml"
+            ex.export(model, path, "openvino", "int8", calib_images=calib, weight_bits=bits, verify=False)
+            fake_quant = openvino.write_fake_quant_pass(path, tmp_path / f"fq_{key}_{bits}.xml")
+            references[key, bits] = openvino.run(fake_quant, images[:256])
+    images = fashion_model[1][:256]  # the same 256 test images for both models (tests/conftest.py)
+    assert torch.equal(images, fashion_model_v3[1][:256])
+    for family, isa in KERNEL_FAMILIES.items():
+        for (key, bits), logits in zip(files, openvino.run_files_on_kernels(list(files.values()), images, isa)):
+            reference = references[key, bits]
+            assert np.abs(reference).max() > 3  # logits with a real spread, not rounding noise
             check = compare_outputs(torch.from_numpy(reference), logits, family, "int8")
-            saturates = bits == 8 and (family == "AVX2" or not cpu_info().has("vnni"))
-            if saturates:
-                assert scaled_diff(logits, reference) > 2 * KERNEL_RTOL, (bits, family)
+            if bits == 8 and (family == "AVX2" or not cpu_info().has("vnni")):  # saturated sums
+                assert scaled_diff(logits, reference) > 2 * KERNEL_RTOL, (key, bits, family)
             else:
-                assert scaled_diff(logits, reference) <= KERNEL_RTOL, (bits, family)
-                assert check.clear_images > 100 and check.clear_agreement >= 0.99, (bits, family, check.summary())
+                assert scaled_diff(logits, reference) <= KERNEL_RTOL, (key, bits, family)
+                assert check.clear_images > 100 and check.clear_agreement >= 0.99, (key, family, check.summary())

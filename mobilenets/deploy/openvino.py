@@ -175,9 +175,10 @@ def run(path: Path, images: torch.Tensor, precision: str = "fp32", threads: int 
 # Runs an IR in a fresh process, since oneDNN reads ONEDNN_MAX_CPU_ISA once per process.
 _RUN_CAPPED = """
 import sys, numpy as np, openvino as ov
-model = ov.Core().compile_model(sys.argv[1], "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-x = np.load(sys.argv[2])
-np.save(sys.argv[3], np.concatenate([model(x[i : i + 16])[0] for i in range(0, len(x), 16)]))
+core, x = ov.Core(), np.load(sys.argv[1])
+for xml, out in zip(sys.argv[2::2], sys.argv[3::2]):
+    model = core.compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    np.save(out, np.concatenate([model(x[i : i + 16])[0] for i in range(0, len(x), 16)]))
 """
 
 
@@ -185,18 +186,24 @@ def run_on_kernels(path: Path, images: torch.Tensor, isa: str | None = None) -> 
     """Logits of ``path`` from oneDNN's kernels capped at ``isa`` (``ONEDNN_MAX_CPU_ISA``: "AVX2",
     "AVX512_CORE_VNNI", …; None for this CPU's own, e.g. AMX), in f32 on one thread, in a fresh process: how the
     file computes on a CPU that lacks this one's newer instructions."""
+    return run_files_on_kernels([path], images, isa)[0]
+
+
+def run_files_on_kernels(paths: list[Path], images: torch.Tensor, isa: str | None = None) -> list[np.ndarray]:
+    """:func:`run_on_kernels` for several files, in one process (one start of OpenVINO)."""
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
     with tempfile.TemporaryDirectory() as tmp:
-        x, y = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
+        x, outs = Path(tmp) / "x.npy", [Path(tmp) / f"y{i}.npy" for i in range(len(paths))]
         np.save(x, images.numpy())
+        args = [str(a) for pair in zip(paths, outs) for a in pair]
         done = subprocess.run(
-            [sys.executable, "-c", _RUN_CAPPED, str(path), str(x), str(y)], env=env, capture_output=True, text=True
+            [sys.executable, "-c", _RUN_CAPPED, str(x), *args], env=env, capture_output=True, text=True
         )
         if done.returncode:
             raise MobileNetsError(f"OpenVINO failed on {isa or 'native'} kernels: {done.stderr.strip()[-500:]}")
-        return np.load(y)
+        return [np.load(y) for y in outs]
 
 
 def write_fake_quant_pass(path: Path, out: Path) -> Path:
