@@ -286,3 +286,5 @@ def test_cli_lists_and_profiles_detectors(capsys):
     assert "total" in text and "1237.1" in text and "6.820" in text  # paper Table 13: 1.2B, 6.8M
     assert main(["profile", "ssd300_mobilenet_v1", "--grid"]) != 0
     assert "for a detector, profile takes" in capsys.readouterr().err
+    assert main(["profile", "ssdlite320_mobilenet_v3_lage"]) != 0
+    assert "did you mean ssdlite320_mobilenet_v3_large" in capsys.readouterr().err

@@ -78,7 +78,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 def cmd_profile(args: argparse.Namespace) -> int:
     from mobilenets.detection import DETECTORS
 
-    if args.name in DETECTORS:
+    if args.name in DETECTORS or args.name.startswith("ssd"):  # a misspelt detector gets the detectors' hint
         return _profile_detector(args)
     from mobilenets.models import FAMILY_GRIDS, base_name, create_model
     from mobilenets.profile import format_profile, grid_table, profile
