@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -28,7 +28,6 @@ class Family:
         pattern: how an error message names the family's models, e.g. "mobilenet_v2[_{α}_{res}]".
         paper_recipe: the family's paper training recipe (``mobilenets train --preset paper``; TrainConfig field
             values, ``lr_per_256`` per 256 images); None: V1's.
-        defaults: keyword arguments every name of the family stands for besides α and resolution.
     """
 
     name: str
@@ -41,25 +40,20 @@ class Family:
     style: tuple[str, str] | None = None
     pattern: str = ""
     paper_recipe: dict | None = None
-    defaults: dict = field(default_factory=dict)
 
     @property
     def has_grid(self) -> bool:
         return bool(self.widths)
-
-    @property
-    def benched(self) -> bool:
-        return self.bench_grid is not None or bool(self.bench_models)
 
     def registered(self) -> dict[str, tuple[Callable[..., nn.Module], dict]]:
         """Every name this family registers → (builder, the keyword arguments the name stands for)."""
         out = {}
         for base, builder in self.models.items():
             first = {"width_mult": 1.0} if self.has_grid else {}
-            out[base] = (builder, {**first, "resolution": self.resolution, **self.defaults})
+            out[base] = (builder, {**first, "resolution": self.resolution})
             for alpha in self.widths:
                 for res in self.resolutions:
-                    out[f"{base}_{alpha}_{res}"] = (builder, {"width_mult": alpha, "resolution": res, **self.defaults})
+                    out[f"{base}_{alpha}_{res}"] = (builder, {"width_mult": alpha, "resolution": res})
         return out
 
 
