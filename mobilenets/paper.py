@@ -1,5 +1,6 @@
-"""The papers' published figures (../shared/PAPER.md for MobileNetV1; the V2 and V3 papers' tables below), and
-tables that set our profiled numbers beside them.
+"""The papers' published figures (../shared/PAPER.md for MobileNetV1), and tables that set our profiled numbers
+beside them. Each family's rows are in its declaration (``Family.paper_rows``); the baselines that are no family of
+ours are below.
 
 Every "ours" figure is counted by :func:`mobilenets.profile.profile` on a real module; nothing here is a
 hand-kept copy of our own results. The published values are kept as printed (strings) so a comparison
@@ -15,7 +16,8 @@ from functools import cache
 
 from torch import nn
 
-from mobilenets.models import create_model
+from mobilenets.models import FAMILIES, create_model
+from mobilenets.models.family import PaperRow
 from mobilenets.models.layers import DepthwiseSeparable
 from mobilenets.profile import Profile, profile
 
@@ -39,46 +41,9 @@ TABLE3 = {
 }
 
 
-@dataclass(frozen=True)
-class PaperRow:
-    """One model of Tables 4–9: the paper's figures and how to build the model we count."""
-
-    table: str
-    label: str
-    top1: str
-    mult_adds: str  # millions, as printed
-    params: str  # millions, as printed
-    build: str  # a registered model name, or "torchvision:NAME" for the paper's non-MobileNet baselines
-    note: str = ""  # why our Mult-Adds differ from the paper's, where they do
-    params_note: str = ""  # why our parameters differ, where they do
-
-
-ROWS = [
-    PaperRow(
-        "4",
-        "Conv MobileNet",
-        "71.7",
-        "4866",
-        "29.3",
-        "mobilenet_v1_conv_1.0_224",
-        "the paper's 4866 is our count without the FC layer (1.02M); with it 4867",
-    ),
-    PaperRow("4", "MobileNet", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
-    PaperRow("5", "0.75 MobileNet", "68.4", "325", "2.6", "mobilenet_v1_0.75_224"),
-    PaperRow("5", "Shallow MobileNet", "65.3", "307", "2.9", "mobilenet_v1_shallow_1.0_224"),
-    PaperRow("6", "1.0 MobileNet-224", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
-    PaperRow("6", "0.75 MobileNet-224", "68.4", "325", "2.6", "mobilenet_v1_0.75_224"),
-    PaperRow(
-        "6", "0.5 MobileNet-224", "63.7", "149", "1.3", "mobilenet_v1_0.5_224", "paper truncates: 149.50 printed as 149"
-    ),
-    PaperRow("6", "0.25 MobileNet-224", "50.6", "41", "0.5", "mobilenet_v1_0.25_224"),
-    PaperRow("7", "1.0 MobileNet-224", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
-    PaperRow("7", "1.0 MobileNet-192", "69.1", "418", "4.2", "mobilenet_v1_1.0_192"),
-    PaperRow(
-        "7", "1.0 MobileNet-160", "67.2", "290", "4.2", "mobilenet_v1_1.0_160", "paper truncates: 290.68 printed as 290"
-    ),
-    PaperRow("7", "1.0 MobileNet-128", "64.4", "186", "4.2", "mobilenet_v1_1.0_128"),
-    PaperRow("8", "1.0 MobileNet-224", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
+# The papers' baselines that are no family of ours: torchvision's models, counted at the papers' inputs. Every
+# other row is in its family's declaration (``Family.paper_rows``, at the end of its model file).
+BASELINE_ROWS = (
     PaperRow(
         "8",
         "GoogleNet",
@@ -98,19 +63,6 @@ ROWS = [
         "torchvision's VGG16 counts 15.47G; 15.3G is the commonly cited rounding",
     ),
     PaperRow(
-        "9", "0.50 MobileNet-160", "60.2", "76", "1.32", "mobilenet_v1_0.5_160", "paper truncates: 76.52 printed as 76"
-    ),
-    PaperRow(
-        "9",
-        "SqueezeNet",
-        "57.5",
-        "1700",
-        "1.25",
-        "squeezenet1_0",
-        "SqueezeNet 1.0 counted layer by layer is 819M multiply-adds; the paper's 1700 is ~2× that "
-        "(1638M if multiplies and adds were counted separately)",
-    ),
-    PaperRow(
         "9",
         "AlexNet",
         "57.2",
@@ -119,71 +71,8 @@ ROWS = [
         "torchvision:alexnet",
         "torchvision's AlexNet is the one-tower variant (Krizhevsky 2014), 61.1M parameters",
     ),
-]
-
-
-# MobileNetV2 (Sandler et al. 2018, Table 4) and MobileNetV3 (Howard et al. 2019, Table 3, the minimalistic rows
-# from TF-slim's and Keras's checkpoint tables). Parameters as the papers count them: conv and FC weights, with
-# BatchNorm folded in (as for V1; TF-slim's table lists V2 1.0 at 3.47M, our 3.4698M).
-V3_TF_SLIM_SMALL = (
-    "TF-slim's and Keras's checkpoint tables list Small-minimalistic at 65M, but they also list Small 1.0 at 66M "
-    "where the V3 paper says 56M (ours 56.51): their counter adds ~10M to the Small models; by the paper's "
-    "counting, the same layers (no SE, 3×3, ReLU) are {ours}M"
-)
-V2_V3_ROWS = [
-    PaperRow("V2 4", "MobileNetV2 1.0", "72.0", "300", "3.4", "mobilenet_v2_1.0_224", "paper truncates: 300.77 as 300"),
-    PaperRow(
-        "V2 4",
-        "MobileNetV2 1.4",
-        "74.7",
-        "585",
-        "6.9",
-        "mobilenet_v2_1.4_224",
-        "TF-slim's 1.4 checkpoint (its table: 582M) and torchvision's width_mult=1.4 count as ours",
-        params_note="TF-slim's table lists its 1.4 checkpoint at 6.06M, torchvision's width_mult=1.4 has 6.11M "
-        "(with BN): both as ours; the paper's 6.9M fits no released implementation",
-    ),
-    PaperRow(
-        "V3 3",
-        "MobileNetV3-Large 1.0",
-        "75.2",
-        "219",
-        "5.4",
-        "mobilenet_v3_large_1.0_224",
-        "torchvision's mobilenet_v3_large counts the same {ours}M with our profiler; TF-slim's table lists 217M; "
-        "the paper's 219 is 1.1% above every implementation",
-    ),
-    PaperRow("V3 3", "MobileNetV3-Large 0.75", "73.3", "155", "4.0", "mobilenet_v3_large_0.75_224"),
-    PaperRow("V3 3", "MobileNetV3-Small 1.0", "67.4", "56", "2.5", "mobilenet_v3_small_1.0_224"),
-    PaperRow(
-        "V3 3",
-        "MobileNetV3-Small 0.75",
-        "65.4",
-        "44",
-        "2.0",
-        "mobilenet_v3_small_0.75_224",
-        "the paper's layout, {ours}M, is the closest implementation (torchvision's width_mult=0.75 is lower still)",
-    ),
-    PaperRow("V3 3", "MobileNetV3-Large min 1.0", "72.3", "209", "3.9", "mobilenet_v3_large_minimal_1.0_224"),
-    PaperRow(
-        "V3 3", "MobileNetV3-Small min 1.0", "61.9", "65", "2.0", "mobilenet_v3_small_minimal_1.0_224", V3_TF_SLIM_SMALL
-    ),
-]
-
-
-# The other networks of the seed papers: Xception (Chollet 2017, Table 3: parameters; Table 1: ImageNet top-1) and
-# Inception V3, the MobileNets paper's Stanford Dogs comparison (its Table 10; ImageNet top-1 from Table 8 of
-# Szegedy et al. 2016 would differ: the row's top-1 is the dogs figure). Xception's paper gives no Mult-Adds.
-OTHER_ROWS = [
-    PaperRow(
-        "X 3",
-        "Xception (299)",
-        "79.0",
-        "",
-        "22.855952",
-        "xception",
-        params_note="",
-    ),
+    # The MobileNets paper's Stanford Dogs comparison (its Table 10; ImageNet top-1 from Table 8 of Szegedy et al.
+    # 2016 would differ: the row's top-1 is the dogs figure).
     PaperRow(
         "10",
         "Inception V3 (299)",
@@ -196,36 +85,41 @@ OTHER_ROWS = [
         params_note="torchvision's Inception V3 has 23.83M parameters without its auxiliary head (27.16M with it); "
         "the paper's 23.2M matches no released model we can count",
     ),
-]
+)
 
-# SqueezeNet paper Table 6 — ImageNet top-1 and model size (MB of 32-bit weights) of the bypass variants.
-SQUEEZENET_TABLE6 = {  # registered name: (label, top-1, size)
-    "squeezenet1_0": ("SqueezeNet 1.0", "57.5", "4.8"),
-    "squeezenet1_0_simple_bypass": ("SqueezeNet simple bypass", "60.4", "4.8"),
-    "squeezenet1_0_complex_bypass": ("SqueezeNet complex bypass", "58.8", "7.7"),
-}
-SQUEEZENET_TABLE6_NOTES = {
-    "squeezenet1_0_complex_bypass": "our four 1×1 conv shortcuts (fire2/4/6/8, with biases) add {extra:,} parameters; "
-    "the paper's 7.7 MB would need about twice that, which its description (1×1 convs where the widths differ) "
-    "does not account for",
-}
+
+def _by_table(rows: list[PaperRow]) -> list[PaperRow]:
+    """Each table's rows together, in their order; the tables in the order they first appear."""
+    tables = list(dict.fromkeys(row.table for row in rows))
+    return sorted(rows, key=lambda row: tables.index(row.table))
+
+
+# Every row: the families' (in registry order: the V1 paper's Tables 4–9, the V2 and V3 papers', SqueezeNet's
+# Table 6, Xception's), the baselines beside them.
+PAPER_ROWS = _by_table([row for family in FAMILIES.values() for row in family.paper_rows] + list(BASELINE_ROWS))
+# By paper: the V1 paper's Tables 4–9; the V2 and V3 papers'; the other networks of the seed papers (Xception's
+# Table 3, the V1 paper's Inception V3 of Table 10).
+ROWS = [row for row in PAPER_ROWS if row.table in ("4", "5", "6", "7", "8", "9")]
+V2_V3_ROWS = [row for row in PAPER_ROWS if row.table.startswith(("V2 ", "V3 "))]
+OTHER_ROWS = [row for row in PAPER_ROWS if row.table in ("X 3", "10")]
 
 
 def squeezenet_table6_rows() -> list[PaperRow]:
     """SqueezeNet paper Table 6 as rows beside which `reproduce` sets its bypass runs (top-1 only: the paper
     gives sizes, not Mult-Adds; our counts of both are in paper-tables)."""
-    return [PaperRow("SQ 6", label, top1, "", "", name) for name, (label, top1, _) in SQUEEZENET_TABLE6.items()]
+    return [row for row in PAPER_ROWS if row.table == "SQ 6"]
 
 
 def squeezenet_table6_comparisons() -> list[Comparison]:
     """SqueezeNet paper Table 6's model sizes recounted: every parameter as a 32-bit float, in MiB (the paper's
     4.8 MB for SqueezeNet 1.0's 1,248,424 parameters is 4.76 MiB)."""
-    vanilla = profile_spec("squeezenet1_0").params
+    rows = squeezenet_table6_rows()
+    vanilla = profile_spec(rows[0].build).params  # the table's first row: SqueezeNet without bypass
     out = []
-    for name, (label, _top1, size) in SQUEEZENET_TABLE6.items():
-        params = profile_spec(name).params
-        note = SQUEEZENET_TABLE6_NOTES.get(name, "").format(extra=params - vanilla)
-        out.append(Comparison("SQ 6", label, "size (MiB)", size, params * 4 / 2**20, note))
+    for row in rows:
+        params = profile_spec(row.build).params
+        note = row.params_note.format(extra=params - vanilla)
+        out.append(Comparison(row.table, row.label, "size (MiB)", row.size_mb, params * 4 / 2**20, note))
     return out
 
 
@@ -366,13 +260,14 @@ def table3_comparisons() -> list[Comparison]:
 def resource_comparisons(
     progress: Callable[[str], None] | None = None, rows: list[PaperRow] | None = None
 ) -> list[Comparison]:
+    """Each row's printed Mult-Adds and parameters beside our counts (default: every row that prints them)."""
     out = []
-    for row in ROWS + V2_V3_ROWS + OTHER_ROWS if rows is None else rows:
+    for row in [r for r in PAPER_ROWS if r.params] if rows is None else rows:
         if progress:
             progress(row.label)
         prof = profile_spec(row.build)
         note = row.note
-        if row.build == "mobilenet_v1_conv_1.0_224":
+        if row.mult_adds_without_fc:
             fc = sum(layer.mult_adds for layer in prof.layers if layer.type == "Fully Connected")
             out.append(
                 Comparison(

@@ -1,6 +1,6 @@
 """A model family, declared once at the end of its model file: what the registry registers, what `bench --grid`
-and `select` measure, how plots draw it. Adding a family is its model file and its declaration; nothing else
-lists families (``mobilenets.models.FAMILIES`` collects them)."""
+and `select` measure, how plots draw it, the papers' rows `paper-tables` sets beside it. Adding a family is its
+model file and its declaration; nothing else lists families (``mobilenets.models.FAMILIES`` collects them)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One model of a paper's table: its figures as printed and the model we count beside them (`paper-tables`).
+
+    The figures are strings, as printed, so that a comparison knows the paper's precision; "" where the paper gives
+    none.
+
+    Attributes:
+        table: "4" (the V1 paper's Table 4), "V2 4", "V3 3", "X 3" (Xception paper's), "SQ 6" (SqueezeNet paper's).
+        mult_adds, params: millions.
+        build: a registered model name, or "torchvision:NAME" for a paper's baselines that are no family of ours.
+        note: why our Mult-Adds differ from the paper's, where they do (``{ours}`` stands for our count).
+        params_note: why our parameters, or the size they make, differ (``{extra}``: the parameters this row's
+            model has beyond its table's first row's).
+        size_mb: the model size in MB (SqueezeNet paper Table 6: 32-bit weights).
+        mult_adds_without_fc: the printed Mult-Adds leave out the FC layer: ours are shown without it too.
+    """
+
+    table: str
+    label: str
+    top1: str
+    mult_adds: str
+    params: str
+    build: str
+    note: str = ""
+    params_note: str = ""
+    size_mb: str = ""
+    mult_adds_without_fc: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,6 +58,9 @@ class Family:
         pattern: how an error message names the family's models, e.g. "mobilenet_v2[_{α}_{res}]".
         paper_recipe: the family's paper training recipe (``mobilenets train --preset paper``; TrainConfig field
             values, ``lr_per_256`` per 256 images); None: V1's.
+        paper_rows: the papers' rows of its models, in the order they are printed (``mobilenets.paper`` groups
+            each table's rows, tables in the order they first appear). A model file declaring several families
+            may give all its rows to the first: MobileNetV1's ablations ride with it, in the paper's order.
     """
 
     name: str
@@ -40,6 +73,7 @@ class Family:
     style: tuple[str, str] | None = None
     pattern: str = ""
     paper_recipe: dict | None = None
+    paper_rows: tuple[PaperRow, ...] = ()
 
     @property
     def has_grid(self) -> bool:

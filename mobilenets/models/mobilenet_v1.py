@@ -9,7 +9,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import PooledClassifier, check_config, feature_levels, init_weights
-from mobilenets.models.family import Family
+from mobilenets.models.family import Family, PaperRow
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -158,6 +158,40 @@ PAPER_RECIPE = dict(
 PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS = (224, 192, 160, 128)
 
+# The paper's Tables 4–9 rows of MobileNets and its two ablations (../shared/PAPER.md), in the paper's order;
+# Tables 8–9 add baselines that are no family of ours (mobilenets.paper.BASELINE_ROWS).
+PAPER_ROWS = (
+    PaperRow(
+        "4",
+        "Conv MobileNet",
+        "71.7",
+        "4866",
+        "29.3",
+        "mobilenet_v1_conv_1.0_224",
+        "the paper's 4866 is our count without the FC layer (1.02M); with it 4867",
+        mult_adds_without_fc=True,
+    ),
+    PaperRow("4", "MobileNet", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
+    PaperRow("5", "0.75 MobileNet", "68.4", "325", "2.6", "mobilenet_v1_0.75_224"),
+    PaperRow("5", "Shallow MobileNet", "65.3", "307", "2.9", "mobilenet_v1_shallow_1.0_224"),
+    PaperRow("6", "1.0 MobileNet-224", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
+    PaperRow("6", "0.75 MobileNet-224", "68.4", "325", "2.6", "mobilenet_v1_0.75_224"),
+    PaperRow(
+        "6", "0.5 MobileNet-224", "63.7", "149", "1.3", "mobilenet_v1_0.5_224", "paper truncates: 149.50 printed as 149"
+    ),
+    PaperRow("6", "0.25 MobileNet-224", "50.6", "41", "0.5", "mobilenet_v1_0.25_224"),
+    PaperRow("7", "1.0 MobileNet-224", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
+    PaperRow("7", "1.0 MobileNet-192", "69.1", "418", "4.2", "mobilenet_v1_1.0_192"),
+    PaperRow(
+        "7", "1.0 MobileNet-160", "67.2", "290", "4.2", "mobilenet_v1_1.0_160", "paper truncates: 290.68 printed as 290"
+    ),
+    PaperRow("7", "1.0 MobileNet-128", "64.4", "186", "4.2", "mobilenet_v1_1.0_128"),
+    PaperRow("8", "1.0 MobileNet-224", "70.6", "569", "4.2", "mobilenet_v1_1.0_224"),
+    PaperRow(
+        "9", "0.50 MobileNet-160", "60.2", "76", "1.32", "mobilenet_v1_0.5_160", "paper truncates: 76.52 printed as 76"
+    ),
+)
+
 FAMILIES = (
     Family(
         "mobilenet_v1",
@@ -166,6 +200,7 @@ FAMILIES = (
         resolutions=PAPER_RESOLUTIONS,
         bench_grid=(PAPER_WIDTHS, PAPER_RESOLUTIONS),
         paper_recipe=PAPER_RECIPE,
+        paper_rows=PAPER_ROWS,  # the ablations' rows too, in the paper's order
         style=("C0", "o"),
         pattern="mobilenet_v1[_conv|_shallow][_{α}_{res}]",
     ),

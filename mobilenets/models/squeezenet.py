@@ -8,7 +8,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
-from mobilenets.models.family import Family
+from mobilenets.models.family import Family, PaperRow
 
 # SqueezeNet paper Table 1 / Fig. 2, as torchvision builds it. Each fire module i has e_i expand filters
 # (half 1×1, half 3×3 at pct_3x3 = 0.5) and s_i = squeeze_ratio · e_i squeeze filters (SR = 0.125).
@@ -170,6 +170,34 @@ FAMILIES = (
         # The SqueezeNet paper's Table 6 rows (and 1.1, its cheaper follow-up) at 224 px, counted as α = 1.
         bench_models=("squeezenet1_0", "squeezenet1_0_simple_bypass", "squeezenet1_0_complex_bypass", "squeezenet1_1"),
         style=("C8", "*"),
+        paper_rows=(
+            # The MobileNets paper's Table 9: SqueezeNet 1.0 beside 0.50 MobileNet-160.
+            PaperRow(
+                "9",
+                "SqueezeNet",
+                "57.5",
+                "1700",
+                "1.25",
+                "squeezenet1_0",
+                "SqueezeNet 1.0 counted layer by layer is 819M multiply-adds; the paper's 1700 is ~2× that "
+                "(1638M if multiplies and adds were counted separately)",
+            ),
+            # The SqueezeNet paper's Table 6: ImageNet top-1 and model size (MB of 32-bit weights), no Mult-Adds.
+            PaperRow("SQ 6", "SqueezeNet 1.0", "57.5", "", "", "squeezenet1_0", size_mb="4.8"),
+            PaperRow("SQ 6", "SqueezeNet simple bypass", "60.4", "", "", "squeezenet1_0_simple_bypass", size_mb="4.8"),
+            PaperRow(
+                "SQ 6",
+                "SqueezeNet complex bypass",
+                "58.8",
+                "",
+                "",
+                "squeezenet1_0_complex_bypass",
+                params_note="our four 1×1 conv shortcuts (fire2/4/6/8, with biases) add {extra:,} parameters; the "
+                "paper's 7.7 MB would need about twice that, which its description (1×1 convs where the widths "
+                "differ) does not account for",
+                size_mb="7.7",
+            ),
+        ),
         pattern="squeezenet1_0|1_1[_simple_bypass|_complex_bypass]",
     ),
 )
