@@ -9,7 +9,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
-from mobilenets.models.family import Family
+from mobilenets.models.family import Family, ReproduceModel
 
 # DenseNet paper Table 1 (the "BC" variants, as torchvision builds them): dense layers per block.
 BLOCK_CONFIGS = {
@@ -157,5 +157,6 @@ FAMILIES = (
         "densenet",
         {"densenet121": densenet121, "densenet169": densenet169, "densenet201": densenet201},
         pattern="densenet121/169/201",
+        reproduce=(ReproduceModel("densenet", "densenet121", "DenseNet-121", ("tab:gray", "v")),),
     ),
 )

@@ -1,6 +1,7 @@
 """A model family, declared once at the end of its model file: what the registry registers, what `bench --grid`
-and `select` measure, how plots draw it, the papers' rows `paper-tables` sets beside it. Adding a family is its
-model file and its declaration; nothing else lists families (``mobilenets.models.FAMILIES`` collects them)."""
+and `select` measure, how plots draw it, the papers' rows `paper-tables` sets beside it, what `reproduce` trains.
+Adding a family is its model file and its declaration; nothing else lists families (``mobilenets.models.FAMILIES``
+collects them)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,23 @@ class PaperRow:
 
 
 @dataclass(frozen=True)
+class ReproduceModel:
+    """A model `mobilenets reproduce` trains, by the key its cells and their cached runs are named after.
+
+    Attributes:
+        key: names its cells and their cached runs ("conv" → "conv-a0.25-r32-s0-…"): changing it retrains them.
+        model: the registered base name a cell builds (at the cell's resolution; a MobileNet also at its α).
+        label: the paper's name for it: a cell reads "0.75 Conv MobileNet-48" (α first for a MobileNet).
+        style: (matplotlib colour, marker) in the report's cost-vs-accuracy plots; None: the MobileNets' α series.
+    """
+
+    key: str
+    model: str
+    label: str
+    style: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Family:
     """One family of models.
 
@@ -61,6 +79,8 @@ class Family:
         paper_rows: the papers' rows of its models, in the order they are printed (``mobilenets.paper`` groups
             each table's rows, tables in the order they first appear). A model file declaring several families
             may give all its rows to the first: MobileNetV1's ablations ride with it, in the paper's order.
+        reproduce: the models `mobilenets reproduce` may train from this family (``mobilenets.reproduce.plan``
+            lays out which tables use which).
     """
 
     name: str
@@ -74,6 +94,7 @@ class Family:
     pattern: str = ""
     paper_recipe: dict | None = None
     paper_rows: tuple[PaperRow, ...] = ()
+    reproduce: tuple[ReproduceModel, ...] = ()
 
     @property
     def has_grid(self) -> bool:

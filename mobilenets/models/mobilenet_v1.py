@@ -9,7 +9,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import PooledClassifier, check_config, feature_levels, init_weights
-from mobilenets.models.family import Family, PaperRow
+from mobilenets.models.family import Family, PaperRow, ReproduceModel
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
@@ -201,6 +201,7 @@ FAMILIES = (
         bench_grid=(PAPER_WIDTHS, PAPER_RESOLUTIONS),
         paper_recipe=PAPER_RECIPE,
         paper_rows=PAPER_ROWS,  # the ablations' rows too, in the paper's order
+        reproduce=(ReproduceModel("mobilenet", "mobilenet_v1", "MobileNet"),),
         style=("C0", "o"),
         pattern="mobilenet_v1[_conv|_shallow][_{α}_{res}]",
     ),
@@ -210,6 +211,7 @@ FAMILIES = (
         widths=PAPER_WIDTHS,
         resolutions=PAPER_RESOLUTIONS,
         paper_recipe=PAPER_RECIPE,
+        reproduce=(ReproduceModel("conv", "mobilenet_v1_conv", "Conv MobileNet", ("tab:red", "s")),),
     ),
     Family(
         "mobilenet_v1_shallow",
@@ -217,5 +219,6 @@ FAMILIES = (
         widths=PAPER_WIDTHS,
         resolutions=PAPER_RESOLUTIONS,
         paper_recipe=PAPER_RECIPE,
+        reproduce=(ReproduceModel("shallow", "mobilenet_v1_shallow", "Shallow MobileNet", ("tab:purple", "D")),),
     ),
 )

@@ -8,7 +8,7 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 from mobilenets.models.base import ImageClassifier, check_resolution, feature_levels
-from mobilenets.models.family import Family, PaperRow
+from mobilenets.models.family import Family, PaperRow, ReproduceModel
 
 # SqueezeNet paper Table 1 / Fig. 2, as torchvision builds it. Each fire module i has e_i expand filters
 # (half 1×1, half 3×3 at pct_3x3 = 0.5) and s_i = squeeze_ratio · e_i squeeze filters (SR = 0.125).
@@ -196,6 +196,20 @@ FAMILIES = (
                 "paper's 7.7 MB would need about twice that, which its description (1×1 convs where the widths "
                 "differ) does not account for",
                 size_mb="7.7",
+            ),
+        ),
+        # `reproduce` keys: "squeezenet" (1.1, in Tables 8-9) predates the Table 6 runs of 1.0.
+        reproduce=(
+            ReproduceModel("squeezenet", "squeezenet1_1", "SqueezeNet 1.1", ("tab:brown", "^")),
+            ReproduceModel("squeezenet1_0", "squeezenet1_0", "SqueezeNet 1.0", ("tab:orange", "<")),
+            ReproduceModel(
+                "squeezenet_simple", "squeezenet1_0_simple_bypass", "SqueezeNet 1.0 simple bypass", ("tab:orange", ">")
+            ),
+            ReproduceModel(
+                "squeezenet_complex",
+                "squeezenet1_0_complex_bypass",
+                "SqueezeNet 1.0 complex bypass",
+                ("tab:orange", "X"),
             ),
         ),
         pattern="squeezenet1_0|1_1[_simple_bypass|_complex_bypass]",

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mobilenets.models.base import PooledClassifier, check_config, feature_levels
-from mobilenets.models.family import Family, PaperRow
+from mobilenets.models.family import Family, PaperRow, ReproduceModel
 
 # Figure 5, input 299×299×3. Stem: two full 3×3 convs without padding, (out_channels, stride), each BN + ReLU.
 STEM = [(32, 2), (64, 1)]
@@ -148,6 +148,7 @@ FAMILIES = (
         style=("C9", "X"),
         # Xception paper Table 3 (PAPER_PARAMS, in millions) and Table 1 (ImageNet top-1); it gives no Mult-Adds.
         paper_rows=(PaperRow("X 3", "Xception (299)", "79.0", "", "22.855952", "xception"),),
+        reproduce=(ReproduceModel("xception", "xception", "Xception", ("tab:olive", "P")),),
         pattern="xception",
     ),
 )

@@ -10,21 +10,33 @@ from dataclasses import dataclass
 
 from mobilenets import paper
 from mobilenets.errors import MobileNetsError
+from mobilenets.models import FAMILIES as MODEL_FAMILIES
+from mobilenets.models.family import ReproduceModel
 from mobilenets.reproduce.presets import ALL_TABLES, Preset
 
-FAMILIES = {
-    # family: (registered model name, display name)
-    "mobilenet": ("mobilenet_v1", "MobileNet"),
-    "conv": ("mobilenet_v1_conv", "Conv MobileNet"),
-    "shallow": ("mobilenet_v1_shallow", "Shallow MobileNet"),
-    "squeezenet": ("squeezenet1_1", "SqueezeNet 1.1"),
-    "densenet": ("densenet121", "DenseNet-121"),
-    "xception": ("xception", "Xception"),
-    "squeezenet1_0": ("squeezenet1_0", "SqueezeNet 1.0"),
-    "squeezenet_simple": ("squeezenet1_0_simple_bypass", "SqueezeNet 1.0 simple bypass"),
-    "squeezenet_complex": ("squeezenet1_0_complex_bypass", "SqueezeNet 1.0 complex bypass"),
-}
-BYPASS_FAMILIES = ("squeezenet1_0", "squeezenet_simple", "squeezenet_complex")
+
+def _cell_families() -> dict[str, ReproduceModel]:
+    """A cell's family (its key: "mobilenet", "conv", "squeezenet", ...) → what it trains, from the model families'
+    declarations (``Family.reproduce``)."""
+    out: dict[str, ReproduceModel] = {}
+    for family in MODEL_FAMILIES.values():
+        for trained in family.reproduce:
+            if trained.key in out:  # two would share their cached runs
+                raise RuntimeError(f"reproduce key {trained.key!r} is declared twice (again by {family.name})")
+            out[trained.key] = trained
+    return out
+
+
+FAMILIES = _cell_families()
+
+
+def cell_family(model: str) -> str:
+    """The cell family that trains a registered base name: ``squeezenet1_0_simple_bypass`` → ``squeezenet_simple``."""
+    return next(key for key, m in FAMILIES.items() if m.model == model)
+
+
+# The SqueezeNet paper's Table 6: the cell families of its rows' models, in its order.
+BYPASS_FAMILIES = tuple(cell_family(row.build) for row in paper.squeezenet_table6_rows())
 
 
 def _width_text(alpha: float) -> str:
@@ -52,7 +64,7 @@ class Cell:
 
     @property
     def model(self) -> str:
-        return FAMILIES[self.family][0]
+        return FAMILIES[self.family].model
 
     @property
     def is_mobilenet(self) -> bool:
@@ -70,7 +82,7 @@ class Cell:
     @property
     def label(self) -> str:
         """The paper's way of naming it, e.g. "0.75 MobileNet-48" (α first, input side last)."""
-        name = FAMILIES[self.family][1]
+        name = FAMILIES[self.family].label
         label = f"{_width_text(self.width_mult)} {name}" if self.is_mobilenet else name
         label = f"{label}-{self.resolution}"
         return f"{label} ({ALT_RECIPES[self.recipe]['label']})" if self.recipe else label

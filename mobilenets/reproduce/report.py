@@ -14,7 +14,7 @@ from pathlib import Path
 from mobilenets.io import atomic_path, atomic_write_json, atomic_write_text
 from mobilenets.reproduce.cache import CellResult
 from mobilenets.reproduce.claims import NEAR_PTS, NOT_RUN, loglinear_fit, noise, tolerance
-from mobilenets.reproduce.plan import Table
+from mobilenets.reproduce.plan import FAMILIES, Table
 from mobilenets.reproduce.run import Reproduction
 
 PLOTS = {
@@ -112,16 +112,9 @@ def _training_hardware(rep: Reproduction) -> list[dict]:
 
 
 def _style(cell_family: str) -> dict:
-    return {
-        "conv": dict(marker="s", color="tab:red"),
-        "shallow": dict(marker="D", color="tab:purple"),
-        "squeezenet": dict(marker="^", color="tab:brown"),
-        "densenet": dict(marker="v", color="tab:gray"),
-        "xception": dict(marker="P", color="tab:olive"),
-        "squeezenet1_0": dict(marker="<", color="tab:orange"),
-        "squeezenet_simple": dict(marker=">", color="tab:orange"),
-        "squeezenet_complex": dict(marker="X", color="tab:orange"),
-    }.get(cell_family, dict(marker="o"))
+    """A cell family's marker and colour, from its declaration (``ReproduceModel.style``)."""
+    style = FAMILIES[cell_family].style if cell_family in FAMILIES else None
+    return dict(marker="o") if style is None else dict(marker=style[1], color=style[0])
 
 
 def write_plots(rep: Reproduction) -> dict[str, Path]:
