@@ -1,13 +1,13 @@
 """A model family, declared once at the end of its model file: what the registry registers, what `bench --grid`
-and `select` measure, how plots draw it, the papers' rows `paper-tables` sets beside it, what `reproduce` trains.
-Adding a family is its model file and its declaration; nothing else lists families (``mobilenets.models.FAMILIES``
-collects them)."""
+and `select` measure, how plots draw it, the papers' rows `paper-tables` sets beside it, what `reproduce` trains
+and whose weights it imports. Adding a family is its model file and its declaration; nothing else lists families
+(``mobilenets.models.FAMILIES`` collects them)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -81,6 +81,11 @@ class Family:
             may give all its rows to the first: MobileNetV1's ablations ride with it, in the paper's order.
         reproduce: the models `mobilenets reproduce` may train from this family (``mobilenets.reproduce.plan``
             lays out which tables use which).
+        importers: weights source → that source's model names whose state dicts import into this family (every
+            tensor has a place): "timm", the names whose conventions (TF port or not, width) ``weights/timm.py``
+            reads from a file's name or --timm-model, checked against the tensors; "torchvision", the builder
+            ``weights/torchvision.py`` names as the origin. Importers that recognise a model by its tensors alone
+            (TF-slim's V1 graphs, timm's mobilenetv1 and legacy_xception) need no names.
     """
 
     name: str
@@ -95,6 +100,7 @@ class Family:
     paper_recipe: dict | None = None
     paper_rows: tuple[PaperRow, ...] = ()
     reproduce: tuple[ReproduceModel, ...] = ()
+    importers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def has_grid(self) -> bool:

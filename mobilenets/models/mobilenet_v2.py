@@ -185,6 +185,11 @@ FAMILIES = (
         style=("C1", "s"),
         paper_recipe=PAPER_RECIPE,
         paper_rows=PAPER_ROWS,
+        # timm's depth-scaled mobilenetv2_110d/_120d have no place in ours.
+        importers={
+            "timm": ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100", "mobilenetv2_140"),
+            "torchvision": ("mobilenet_v2",),
+        },
         pattern="mobilenet_v2[_{α}_{res}]",
     ),
 )

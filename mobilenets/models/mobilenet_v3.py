@@ -281,6 +281,33 @@ PAPER_ROWS = {
     ),
 }
 
+# The timm and torchvision models whose every tensor has a place in ours, timm's own PyTorch training before the
+# tf_ ports of Google's weights (a file whose name says neither is taken for the first of its width). Not here:
+# timm's depth-scaled mobilenetv3_large_150d, mobilenetv3_rw, and mobilenetv3_small_050, whose stem stays 16
+# channels wide for α < 0.75 where ours scales it; timm's minimal models are all TF ports.
+IMPORTERS = {
+    "large": {
+        "timm": (
+            "mobilenetv3_large_075",
+            "mobilenetv3_large_100",
+            "tf_mobilenetv3_large_075",
+            "tf_mobilenetv3_large_100",
+        ),
+        "torchvision": ("mobilenet_v3_large",),
+    },
+    "small": {
+        "timm": (
+            "mobilenetv3_small_075",
+            "mobilenetv3_small_100",
+            "tf_mobilenetv3_small_075",
+            "tf_mobilenetv3_small_100",
+        ),
+        "torchvision": ("mobilenet_v3_small",),
+    },
+    "large_minimal": {"timm": ("tf_mobilenetv3_large_minimal_100",)},
+    "small_minimal": {"timm": ("tf_mobilenetv3_small_minimal_100",)},
+}
+
 FAMILIES = tuple(
     Family(
         f"mobilenet_v3_{size}",
@@ -291,6 +318,7 @@ FAMILIES = tuple(
         style=style,
         paper_recipe=PAPER_RECIPE,
         paper_rows=PAPER_ROWS[size],
+        importers=IMPORTERS[size],
         pattern="mobilenet_v3_large|small[_minimal][_{α}_{res}]" if size == "large" else "",
     )
     for size, builder, style in (

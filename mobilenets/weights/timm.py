@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import torch
 
 from mobilenets.errors import MobileNetsError
+from mobilenets.models import FAMILIES
 from mobilenets.models.mobilenet_v1 import BLOCKS
 from mobilenets.models.mobilenet_v2 import BLOCKS as V2_BLOCKS
 from mobilenets.models.mobilenet_v3 import SIZES as V3_SIZES
@@ -34,26 +35,10 @@ from mobilenets.weights.cards import (
 )
 
 TIMM_BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
-# The timm V2/V3 models whose every tensor has a place in ours (timm.list_models("*mobilenetv[23]*") minus the
-# depth-scaled mobilenetv2_110d/_120d, mobilenetv3_large_150d and mobilenetv3_rw, and mobilenetv3_small_050, whose
-# stem stays 16 channels wide for α < 0.75 where ours scales it).
-TIMM_MODELS = (
-    "mobilenetv2_035",
-    "mobilenetv2_050",
-    "mobilenetv2_075",
-    "mobilenetv2_100",
-    "mobilenetv2_140",
-    "mobilenetv3_large_075",
-    "mobilenetv3_large_100",
-    "mobilenetv3_small_075",
-    "mobilenetv3_small_100",
-    "tf_mobilenetv3_large_075",
-    "tf_mobilenetv3_large_100",
-    "tf_mobilenetv3_large_minimal_100",
-    "tf_mobilenetv3_small_075",
-    "tf_mobilenetv3_small_100",
-    "tf_mobilenetv3_small_minimal_100",
-)
+# The timm models whose every tensor has a place in ours → our family, from the families' declarations
+# (``Family.importers["timm"]``: the V2 and V3 models).
+TIMM_FAMILY = {name: family.name for family in FAMILIES.values() for name in family.importers.get("timm", ())}
+TIMM_MODELS = tuple(sorted(TIMM_FAMILY))
 TIMM_NAME = re.compile(r"(?<![a-z0-9])(tf_)?mobilenetv([123])_(?:(large|small)_)?(minimal_)?(\d{3})(d?)(?![0-9])")
 # timm's pretrained cfgs (timm/models/mobilenetv3.py): all crop 0.875 of a bicubic resize with ImageNet's mean/std,
 # except the tf_ ports (bilinear, mean = std = 0.5) and mobilenetv3_large_075 (bilinear).
@@ -236,23 +221,19 @@ def timm_preprocessing(name: str) -> Preprocessing:
 def _timm_name(arch: str, width_mult: float, given: str | None, places: list[str], where: str) -> tuple[str, str]:
     """(timm model name, how it was found: "given", "file name" or "assumed"), checked against the tensors."""
     found = given.lower() if given else next((n for n in map(timm_name_in, places) if n), None)
-    size = arch.removeprefix("mobilenet_v3_").removesuffix("_minimal")
-    digits = f"{round(width_mult * 100):03d}"
+    width = f"_{round(width_mult * 100):03d}"  # timm's names end in α × 100
     if found is None:
-        if arch == "mobilenet_v2":
-            return f"mobilenetv2_{digits}", "assumed"
-        # timm's minimal models are all TF ports; the others are assumed to be timm's own PyTorch training.
-        minimal = arch.endswith("_minimal")
-        return f"{'tf_' if minimal else ''}mobilenetv3_{size}{'_minimal' if minimal else ''}_{digits}", "assumed"
+        # The family's first name of this width (its declaration lists timm's own PyTorch training before the TF
+        # ports), else its first name at this width.
+        names = FAMILIES[arch].importers["timm"]
+        return next((n for n in names if n.endswith(width)), names[0][: -len(width)] + width), "assumed"
     how = "given" if given else "file name"
-    if found not in TIMM_MODELS:
+    if found not in TIMM_FAMILY:
         raise MobileNetsError(
             f"{where}: timm's {found} ({how}) is not a model whose tensors all have a place here; "
             f"supported: {', '.join(TIMM_MODELS)}"
         )
-    m = TIMM_NAME.fullmatch(found)
-    named_arch = "mobilenet_v2" if m.group(2) == "2" else f"mobilenet_v3_{m.group(3)}" + ("_minimal" * bool(m.group(4)))
-    if named_arch != arch or m.group(5) != digits:
+    if TIMM_FAMILY[found] != arch or not found.endswith(width):
         fix = "pass --timm-model with the model it came from" if how == "file name" else "check --timm-model"
         raise MobileNetsError(
             f"{where}: the {how} says timm's {found}, but the tensors are {arch} α={width_mult:g}; {fix}"

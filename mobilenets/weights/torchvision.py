@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from mobilenets.errors import MobileNetsError
+from mobilenets.models import FAMILIES
 from mobilenets.models.mobilenet_v2 import BLOCKS as V2_BLOCKS
 from mobilenets.models.mobilenet_v3 import SIZES as V3_SIZES
 from mobilenets.weights.cards import (
@@ -95,7 +96,7 @@ def torchvision_to_ours(
     ]
     kwargs = fit_model_kwargs(arch, candidates, tensors, where, f"torchvision's {arch} α={alphas[0]:g}")
     width_mult = kwargs["width_mult"]
-    tv_name = "mobilenet_v2" if version == "mobilenet_v2" else arch
+    tv_name = FAMILIES[arch].importers["torchvision"][0]
     source = dict(source or {"format": "torchvision_state_dict"})
     source.setdefault("origin", f"torchvision {tv_name}(width_mult={width_mult:g}) (pytorch/vision, BSD-3-Clause)")
     card = ModelCard(
