@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable
 
 from mobilenets.detection.base import Detector
@@ -23,6 +24,8 @@ __all__ = [
     "DETECTORS",
     "Detector",
     "create_detector",
+    "detector_defaults",
+    "is_detector",
     "list_detectors",
     "load_torchvision_state_dict",
     "torchvision_key_map",
@@ -43,6 +46,18 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
 def list_detectors(pattern: str = "*") -> list[str]:
     """Registered detector names matching a shell-style ``pattern`` (e.g. ``"ssdlite*"``)."""
     return sorted(n for n in DETECTORS if fnmatch.fnmatch(n, pattern))
+
+
+def is_detector(name: str) -> bool:
+    """Whether ``name`` is a registered detector (``ssd300_mobilenet_v1``, ``ssdlite320_mobilenet_v3_large``, ...)."""
+    return name in DETECTORS
+
+
+def detector_defaults(name: str) -> dict:
+    """What a detector's name stands for: its input side (the number after ssd/ssdlite) and α 1."""
+    if name not in DETECTORS:
+        create_detector(name)  # the unknown-name error, with its did-you-mean
+    return {"size": int(re.match(r"ssd(?:lite)?(\d+)_", name).group(1)), "width_mult": 1.0}
 
 
 def create_detector(name: str, **kwargs) -> Detector:

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from mobilenets import data as D
+from mobilenets.detection import is_detector
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import FAMILIES, family_of, model_defaults
 
@@ -94,13 +95,14 @@ class TrainConfig:
     init: str | None = None
     # data
     dataset: str = "fashion-mnist"
+    test_dataset: str | None = None
     data_dir: str | None = None
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     num_workers: int = 0
     data_pipeline: str = "pil"
     # schedule and optimizer
-    preset: str = "sgd"
+    preset: str | None = None
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 128
@@ -149,7 +151,9 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with every preset value filled in and the values checked."""
         cfg = dataclasses.replace(self)
-        preset = preset_values(self.preset, self.model)
+        if cfg.preset is None:
+            cfg.preset = "ssdlite" if is_detector(cfg.model) else "sgd"
+        preset = preset_values(cfg.preset, cfg.model)
         if cfg.qat and cfg.ema_decay is None:  # QAT fine-tunes are short; the weights trained are the ones exported
             cfg.ema_decay = 0.0
         for key, value in preset.items():
@@ -264,6 +268,25 @@ PRESETS: dict[str, dict] = {
         translate=0.1,
         backbone_lr_scale=1.0,
     ),
+    # Detectors (SSD, SSDLite): torchvision's reference recipe for ssdlite320_mobilenet_v3_large (references/
+    # detection: SGD with momentum, lr 0.15 at batch 8 × 24 = 0.2 per 256, weight decay 4e-5, cosine over 600 epochs
+    # after a short warmup), the augmentation being SSD's (mobilenets.data.detection.train_transform). The
+    # classification-only values (label smoothing, crops, shifts) are left neutral.
+    "ssdlite": dict(
+        optimizer="sgd",
+        lr_per_256=0.2,
+        momentum=0.9,
+        weight_decay=4e-5,
+        depthwise_weight_decay=4e-5,
+        schedule="cosine",
+        warmup_epochs=1.0,
+        lr_decay=1.0,
+        label_smoothing=0.0,
+        ema_decay=0.0,
+        crop_scale_min=1.0,
+        translate=0.0,
+        backbone_lr_scale=1.0,
+    ),
     # Fine-tuning pretrained weights: 4x below sgd's rate, a short warmup, cosine, light weight decay and
     # none on depthwise filters and BN (as the paper trains them), every layer at the same rate. Chosen by a
     # sweep on transfer (a) of benchmarks/transfer_fashion_mnist.py scored on held-out training images (README):
@@ -301,6 +324,13 @@ def preset_values(preset: str, model: str) -> dict:
     """The values a preset gives a run of ``model`` (``lr_per_256`` among them); "paper" is the family's."""
     if preset not in PRESETS:
         raise MobileNetsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if preset == "paper" and is_detector(model):
+        raise MobileNetsError(
+            f"{model} has no paper preset here (the papers trained detectors with TF's object detection API, on 8+ "
+            "accelerators for 400k+ steps); use --preset ssdlite, torchvision's reference recipe"
+        )
+    if preset == "ssdlite" and not is_detector(model):
+        raise MobileNetsError(f"--preset ssdlite is the detectors' recipe; {model} is a classifier: use sgd or paper")
     return dict(paper_recipe(model) if preset == "paper" else PRESETS[preset])
 
 
@@ -356,15 +386,20 @@ FIELD_HELP = {
     "qat": "quantization-aware training: fake int8 quantization of this export format's scheme (executorch, "
     "tflite, onnx, openvino; bare --qat: executorch) of the trained model --init names; default --lr: the "
     "preset's / 200",
-    "dataset": "fashion-mnist, digits, a CIFAR python folder or an ImageFolder root",
+    "dataset": "fashion-mnist, digits, a CIFAR python folder or an ImageFolder root; for a detector: composite (the "
+    "built-in Fashion-MNIST-on-photos set), coco:DIR (train.json, test.json), coco:ANNOTATIONS.json:IMAGES_DIR, "
+    "voc:ROOT or yolo:ROOT",
+    "test_dataset": "detectors: the evaluation split when --dataset names a single COCO file "
+    "(coco:VAL.json:VAL_IMAGES); default: --dataset's own test split",
     "data_dir": "folder with Fashion-MNIST's four IDX .gz files (default: /usr/share/datasets/fashion-mnist)",
     "max_train_samples": "train on a class-balanced subset of this size",
     "max_test_samples": "evaluate on a class-balanced subset of this size",
     "num_workers": "DataLoader worker processes decoding ImageFolder images (jpeg pipeline: reading threads, 0: 4)",
     "data_pipeline": "ImageFolder decoding: pil (DataLoader workers) or jpeg (batched nvJPEG on the GPU, "
     "threads on the CPU; see mobilenets/data/jpeg.py)",
-    "preset": "recipe: paper (the model family's own: V1, V2 or V3 paper), sgd, adamw or finetune; other flags "
-    "override its values",
+    "preset": "recipe: paper (the model family's own: V1, V2 or V3 paper), sgd, adamw, finetune, or ssdlite "
+    "(detectors: torchvision's reference recipe); other flags override its values (default: sgd for classifiers, "
+    "ssdlite for detectors)",
     "epochs": "passes over the training set",
     "max_steps": "stop after this many optimizer steps (the schedule still spans --epochs)",
     "batch_size": "global batch size (split across torchrun processes and accumulation steps)",

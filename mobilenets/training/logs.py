@@ -49,6 +49,32 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     _save_fig(fig, path)
 
 
+def plot_detection_curves(history: list[dict], path: Path, title: str = "") -> None:
+    """A detector's run as one PNG: the training loss (total, box regression, classification) and the test mAP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "total"), ("train_box_loss", "box regression"), ("train_cls_loss", "class")):
+        ax1.plot(epochs, [h[key] for h in history], "o-", label=label)
+    ax1.set(xlabel="epoch", ylabel="loss", title="training loss")
+    ax2.plot(epochs, [100 * h["test_map"] for h in history], "o-", label="mAP@[.5:.95]")
+    ax2.plot(epochs, [100 * h["test_map50"] for h in history], "o-", label="mAP@.5")
+    ax2.set(xlabel="epoch", ylabel="COCO mAP (%)", title="test mAP (pycocotools)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
 def plot_confusion(result: EvalResult, path: Path, title: str = "") -> None:
     """The confusion matrix (rows: true class, columns: predicted), row-normalized, counts printed."""
     import matplotlib

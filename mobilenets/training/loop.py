@@ -19,9 +19,7 @@ import copy
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +30,7 @@ import torch
 from torch import nn
 
 from mobilenets import data as D
+from mobilenets.detection import is_detector
 from mobilenets.errors import MobileNetsError
 from mobilenets.io import atomic_write_text
 from mobilenets.models import model_defaults
@@ -43,6 +42,7 @@ from mobilenets.training.checkpoint import (
     load_checkpoint,
 )
 from mobilenets.training.config import GPU_SYNC_EVERY, RESUME_FREE, TrainConfig, model_kwargs
+from mobilenets.training.detection import DetectionTrainResult, train_detector
 from mobilenets.training.distributed import (
     Dist,
     _autocast,
@@ -66,6 +66,7 @@ from mobilenets.training.optim import (
     set_backbone_trainable,
 )
 from mobilenets.training.precise_bn import recompute_bn_stats
+from mobilenets.training.signals import StopFlag, step_seed
 from mobilenets.training.teacher import Teacher, load_teacher
 
 # The precise-BN pass's image order: epoch_order's permutation for an epoch no run reaches, the same every pass.
@@ -107,35 +108,6 @@ class TrainResult:
         return d
 
 
-# ----------------------------------------------------------------------------------------------------
-# Signals: SIGINT/SIGTERM ask the loop to save and stop after the current step.
-
-
-class _StopFlag:
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _step_seed(seed: int, step: int, rank: int) -> int:
-    return (seed * 1_000_003 + step) * 1_009 + rank
-
-
 def default_resolution(cfg: TrainConfig, train_set: D.Dataset) -> int:
     """The input side a run uses when none is given (see TrainConfig.resolution)."""
     if isinstance(train_set, D.ArrayDataset):
@@ -159,8 +131,10 @@ def load_train_test(cfg: TrainConfig) -> tuple[D.Dataset, D.Dataset]:
     return train_set, test_set
 
 
-def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.dataset`` and evaluate it on the test split; see TrainConfig.
+def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> TrainResult | DetectionTrainResult:
+    """Train ``cfg.model`` on ``cfg.dataset`` and evaluate it on the test split; see TrainConfig. A detector
+    (``ssdlite320_mobilenet_v3_large``, ...) trains on a detection dataset and returns a
+    :class:`~mobilenets.training.detection.DetectionTrainResult` (COCO mAP instead of top-1).
 
     Writes to ``cfg.out_dir``: config.json, checkpoint.pt (latest, for --resume), model.pt (the trained
     weights for ``mobilenets eval``), metrics.csv, steps.csv, tensorboard/, curves.png, confusion.png and
@@ -176,6 +150,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
     with lock:
         dist_info = setup_distributed(device.type)
         try:
+            if is_detector(cfg.model):
+                return train_detector(cfg, device, dist_info, on_step, wall_start)
             return _train(cfg, device, dist_info, on_step, wall_start)
         finally:
             if dist_info.initialized_here:
@@ -505,7 +481,7 @@ def _epoch_loop(run: _Run, on_step) -> tuple[EvalResult | None, bool]:
     run.bad = D.BadFiles()
     last_eval: EvalResult | None = None
     interrupted = False
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while run.state["step"] < run.last_step:
             epoch = run.state["epoch"]
             interrupted = _train_epoch(run, stop, on_step)
@@ -518,7 +494,7 @@ def _epoch_loop(run: _Run, on_step) -> tuple[EvalResult | None, bool]:
     return last_eval, interrupted
 
 
-def _train_epoch(run: _Run, stop: _StopFlag, on_step) -> bool:
+def _train_epoch(run: _Run, stop: StopFlag, on_step) -> bool:
     """The steps of one epoch (from where a resumed run left off); True when a signal asked to stop.
 
     A step's loss and accuracy stay on the device until a read-back, every ``sync_every`` steps and before
@@ -644,13 +620,13 @@ def _apply_freeze(run: _Run, epoch: int) -> None:
 
 
 def _forward_backward(
-    run: _Run, images: torch.Tensor, labels: torch.Tensor, epoch: int, k: int, stop: _StopFlag
+    run: _Run, images: torch.Tensor, labels: torch.Tensor, epoch: int, k: int, stop: StopFlag
 ) -> torch.Tensor:
     """Gradients of one global batch; returns [loss sum, correct, images, stop requested] summed over ranks,
     float64 on the device. Nothing here waits for the GPU."""
     cfg, device, dist_info = run.cfg, run.device, run.dist_info
     # Per-step seed for dropout and the crops: a resumed run replays exactly these numbers.
-    torch.manual_seed(_step_seed(cfg.seed, run.state["step"], dist_info.rank))
+    torch.manual_seed(step_seed(cfg.seed, run.state["step"], dist_info.rank))
     rand = _rank_part(D.augment_rand(cfg.batch_size, D.step_generator(cfg.seed, epoch, k)), dist_info)
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)

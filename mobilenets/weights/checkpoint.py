@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobilenets.detection import create_detector
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
@@ -40,7 +41,10 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike) -> tuple[nn.Modul
     meta = ckpt.get("meta")
     if meta is None:
         raise MobileNetsError(f"{path} is not a mobilenets training output (no 'meta'); pass a model.pt")
-    model = create_model(meta["model"], **meta["model_kwargs"])
+    if meta.get("task") == "detection":
+        model = create_detector(meta["model"], **meta["model_kwargs"])
+    else:
+        model = create_model(meta["model"], **meta["model_kwargs"])
     state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(state)
     if ckpt.get("qat") is not None:  # a --qat run: the fake-quantize state its int8 export converts
