@@ -93,6 +93,28 @@ def test_torchvision_parity(torchvision_ssdlite):
         assert (have["scores"] - want["scores"]).abs().max() <= 1e-5
 
 
+def test_import_weights_cli_writes_a_detector_with_torchvisions_detections(torchvision_ssdlite, tmp_path, capsys):
+    """`mobilenets import-weights torchvision_ssdlite.pth -o m.pt`: a model.pt that gives torchvision's detections
+    (boxes within 1e-4 of the image side, the same labels, scores within 1e-5) and names COCO's classes."""
+    from mobilenets.cli import main
+    from mobilenets.weights.checkpoint import load_model
+
+    src = tmp_path / "ssdlite320_mobilenet_v3_large_coco.pth"
+    torch.save(torchvision_ssdlite.state_dict(), src)
+    assert main(["import-weights", str(src), "-o", str(tmp_path / "ssdlite.pt")]) == 0
+    assert "ssdlite320_mobilenet_v3_large (reduced tail True), 91 classes" in capsys.readouterr().out
+    model, meta = load_model(tmp_path / "ssdlite.pt")
+    assert meta["classes"][0] == "person" and len(meta["classes"]) == 90 and meta["task"] == "detection"
+    model.score_thresh = 0.01  # the fixture's, so both keep the same candidates
+    images = [photo("chelsea"), photo("astronaut")]
+    with torch.no_grad():
+        expected, got = torchvision_ssdlite(images), model(images)
+    for want, have, image in zip(expected, got, images):
+        assert len(want["boxes"]) >= 50 and torch.equal(have["labels"], want["labels"])
+        assert (have["boxes"] - want["boxes"]).abs().max() / max(image.shape[1:]) <= 1e-4
+        assert (have["scores"] - want["scores"]).abs().max() <= 1e-5
+
+
 def test_torchvision_state_dict_of_another_shape_is_refused(torchvision_ssdlite):
     with pytest.raises(MobileNetsError, match="num_classes") as e:
         load_torchvision_state_dict(ssdlite320_mobilenet_v3_large(num_classes=21), torchvision_ssdlite.state_dict())

@@ -114,10 +114,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_summary(result) -> str:
     out = result.out_dir
+    detector = getattr(result, "task", "") == "detection"
     if result.interrupted:
         head = (
             f"interrupted at step {result.steps}; checkpoint saved to {result.checkpoint_path}\n"
             f"continue with the same command plus --resume"
+        )
+    elif detector:
+        head = (
+            f"test mAP {100 * result.test_map:.1f}  mAP@.5 {100 * result.test_map50:.1f}  (COCO, pycocotools) after "
+            f"{_how_long(result)}, {result.train_time_s:.0f} s of training"
         )
     else:
         head = (
@@ -131,12 +137,16 @@ def _train_summary(result) -> str:
         (True, f"  weights      {out}/model.pt        (mobilenets eval {out}/model.pt)"),
         (True, f"  checkpoint   {result.checkpoint_path}"),
         (plots and _written(out, "curves.png"), f"  curves       {out}/curves.png"),
-        (plots and _written(out, "confusion.png"), f"  confusion    {out}/confusion.png"),
+        (plots and not detector and _written(out, "confusion.png"), f"  confusion    {out}/confusion.png"),
+        (detector, f"  detect       mobilenets predict --checkpoint {out}/model.pt IMAGES"),
         (result.history and _written(out, "metrics.csv"), f"  metrics      {out}/metrics.csv, {out}/steps.csv"),
         (tensorboard and _written(out, "tensorboard"), f"  tensorboard  tensorboard --logdir {out}/tensorboard"),
     ]
     files = [line for shown, line in files if shown]
-    if result.skipped_files:
+    if detector and result.skipped:
+        what = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skipped.items()))
+        files.append(f"  skipped {what} (see the notes above)")
+    if getattr(result, "skipped_files", 0):
         files.append(f"  skipped {result.skipped_files} unreadable image file(s) (see the warnings above)")
     return head + "\n" + "\n".join(files)
 
@@ -159,12 +169,16 @@ def _how_long(result) -> str:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="top-1/top-5, per-class accuracy and a confusion matrix of a trained model",
+        help="top-1/top-5, per-class accuracy and a confusion matrix of a trained model; COCO mAP of a detector",
         epilog="examples:\n  mobilenets eval runs/train/model.pt\n"
-        "  mobilenets eval runs/train/model.pt --dataset ~/photos --split test --confusion cm.png",
+        "  mobilenets eval runs/train/model.pt --dataset ~/photos --split test --confusion cm.png\n"
+        "  mobilenets eval runs/ssdlite/model.pt                 # a detector: mAP@[.5:.95], mAP@.5, per-class AP\n"
+        "  mobilenets eval runs/ssdlite/model.pt --dataset coco:val.json:val_images",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("weights", help="model.pt or checkpoint.pt written by `mobilenets train`")
+    p.add_argument(
+        "weights", help="model.pt or checkpoint.pt written by `mobilenets train` (a classifier or a detector)"
+    )
     p.add_argument("--dataset", help="dataset name or path (default: the one it was trained on)")
     p.add_argument("--data", "--data-dir", dest="data_dir", help="folder with Fashion-MNIST's IDX files")
     p.add_argument("--split", default="test", choices=["train", "test"], help="(default: test)")
@@ -180,7 +194,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mobilenets.training import evaluate_file, plot_confusion
+    from mobilenets.weights.checkpoint import load_checkpoint
 
+    if (load_checkpoint(args.weights).get("meta") or {}).get("task") == "detection":
+        return _eval_detector(args)
     result = evaluate_file(
         args.weights,
         dataset=args.dataset,
@@ -203,6 +220,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, acc in zip(result.classes, result.per_class_acc):
         print(f"  {name:<{width}}  {100 * acc:6.2f}%")
     print(f"confusion matrix: {png}")
+    return 0
+
+
+def _eval_detector(args: argparse.Namespace) -> int:
+    from mobilenets.training.detection import evaluate_detector_file
+
+    result, meta = evaluate_detector_file(
+        args.weights,
+        dataset=args.dataset,
+        split=args.split,
+        max_samples=args.max_samples,
+        batch_size=min(args.batch_size, 16),
+        device=args.device,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps({"model": meta["model"], **result.to_dict()}, indent=2))
+    else:
+        print(f"{meta['model']} on {args.dataset or meta.get('dataset')} ({args.split} split)\n{result.format()}")
     return 0
 
 
