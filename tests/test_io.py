@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from mobilenets.errors import MobileNetsError
-from mobilenets.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from mobilenets.io import atomic_path, atomic_staging, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def test_writes_bytes_text_and_json(tmp_path):
@@ -53,6 +54,40 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("disk full")
     assert target.read_bytes() == before and list(tmp_path.iterdir()) == [target]
+
+
+def test_staging_moves_the_companions_first_and_drops_the_scratch_files(tmp_path, monkeypatch):
+    target = tmp_path / "m.xml"
+    target.write_text("old xml")
+    (tmp_path / "m.bin").write_text("old bin")
+    moves = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (moves.append(Path(dst).name), replace(src, dst)))
+    with atomic_staging(target, lambda p: [p.with_suffix(".bin")]) as staged:
+        assert staged.name == "m.xml" and staged.parent.parent == tmp_path
+        staged.write_text("new xml")
+        staged.with_suffix(".bin").write_text("new bin")
+        (staged.parent / "fp32_m.xml").write_text("a writer's intermediate file")
+        assert target.read_text() == "old xml"
+    assert moves == ["m.bin", "m.xml"]  # the file is never seen beside an older .bin
+    assert (target.read_text(), (tmp_path / "m.bin").read_text()) == ("new xml", "new bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
+
+
+def test_staging_a_folder_replaces_the_old_one_and_a_failure_keeps_it(tmp_path):
+    page = tmp_path / "page"
+    page.mkdir()
+    (page / "old.html").write_text("old")
+    with atomic_staging(page) as staged:
+        staged.mkdir()
+        (staged / "index.html").write_text("new")
+    assert [p.name for p in page.iterdir()] == ["index.html"] and list(tmp_path.iterdir()) == [page]
+    with pytest.raises(RuntimeError, match="verification failed"):
+        with atomic_staging(page) as staged:
+            staged.mkdir()
+            (staged / "index.html").write_text("half")
+            raise RuntimeError("verification failed")
+    assert (page / "index.html").read_text() == "new" and list(tmp_path.iterdir()) == [page]
 
 
 def test_a_missing_folder_is_a_clear_error(tmp_path):

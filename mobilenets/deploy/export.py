@@ -13,10 +13,7 @@ default (see each runtime module); a check this machine cannot run (bf16 math wi
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from mobilenets.deploy.cpu import cpu_info
 from mobilenets.deploy.images import real_images
 from mobilenets.deploy.verify import VERIFY_IMAGES, Verification, compare_outputs, int8_safety
 from mobilenets.errors import MobileNetsError
+from mobilenets.io import atomic_staging
 from mobilenets.quant.fold import fold_bn, static_padding
 from mobilenets.quant.ptq import equalize_cross_layer
 from mobilenets.quant.qat import converts_to
@@ -261,7 +259,10 @@ def export(
             else f"QAT weights (trained for {qat['target']}), activations calibrated by {module.RUNTIME}'s quantizer"
         )
     skipped, checks = [], []
-    with _staging(path, format) as staged:
+    _check_output(path, format)
+    # Written and verified under a temporary folder beside ``path``; moved into place (companions first) only
+    # after every check passed.
+    with atomic_staging(path, getattr(module, "companions", None)) as staged:
         say(f"writing {format} {precision} ({module.RUNTIME})")
         try:
             if qat is not None and exact:
@@ -299,7 +300,7 @@ def export(
                 if hasattr(module, "verify_page"):  # web: real image files through the page's own preprocessing
                     say(f"classifying real image files in the page ({module.RUNTIME})")
                     checks.append(module.verify_page(staged, model, precision, min_agreement))
-        size = _commit(staged, path, format)
+        size = _size(staged, format)
     return ExportResult(path, format, precision, size, verification, skipped, info, checks)
 
 
@@ -307,11 +308,10 @@ def export(
 # Writing files atomically
 
 
-@contextmanager
-def _staging(path: Path, format: str) -> Iterator[Path]:
-    """A temporary file name in ``path``'s folder; on success the caller moves it into place."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+def _check_output(path: Path, format: str) -> None:
+    """The output path can take a ``format`` export: its folder exists and is writable, and a folder export does
+    not replace something that is not an earlier export."""
+    folder = path.parent
     if not folder.is_dir():
         raise MobileNetsError(f"cannot write {path}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
@@ -321,29 +321,14 @@ def _staging(path: Path, format: str) -> Iterator[Path]:
             raise MobileNetsError(f"cannot write {path}: it exists and is not a {format} export; choose another -o")
     elif path.is_dir():
         raise MobileNetsError(f"cannot write {path}: it is a folder; give a file name ending in {SUFFIXES[format]}")
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=folder))
-    try:
-        yield tmpdir / ("model" + SUFFIXES[format])
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _commit(staged: Path, path: Path, format: str) -> int:
-    """Move a verified staged file and its companions (OpenVINO's .bin, a .pte's card) into place; return bytes.
-
-    The companions go first: a model file is only ever visible next to the weights and card it comes with.
-    """
+def _size(path: Path, format: str) -> int:
+    """Bytes of an export: the file and its companions (OpenVINO's .bin, a .pte's card), or the folder's files."""
     if _is_folder(format):
-        return _commit_folder(staged, Path(path))
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     companions = getattr(runtime_module(format), "companions", lambda _p: [])
-    size = 0
-    for extra, target in zip(companions(staged), companions(Path(path))):
-        if extra.exists():
-            size += extra.stat().st_size
-            os.replace(extra, target)
-    size += staged.stat().st_size
-    os.replace(staged, path)
-    return size
+    return sum(p.stat().st_size for p in [*companions(path), path] if p.exists())
 
 
 def _is_folder(format: str) -> bool:
@@ -356,19 +341,6 @@ def _is_export(path: Path, format: str) -> bool:
         return runtime_module(format).metadata(path) is not None
     except (OSError, ValueError, RuntimeError, MobileNetsError):
         return False
-
-
-def _commit_folder(staged: Path, path: Path) -> int:
-    """Move a verified staged folder into place; an earlier export there is moved aside first, then deleted."""
-    size = sum(f.stat().st_size for f in staged.rglob("*") if f.is_file())
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent if str(path.parent) else "."))
-        os.replace(path, old / "export")
-    os.replace(staged, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return size
 
 
 def _check_path(path: str | os.PathLike, format: str) -> Path:
