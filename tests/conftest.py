@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from numeric import torch_threads
 from torch import nn
 
 from mobilenets.data import FASHION_MNIST_STATS
@@ -18,9 +19,7 @@ from mobilenets.models import create_model
 def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
     """``name`` at 28 px, stem stride 1, trained ``steps`` AdamW steps of 64 Fashion-MNIST images on one thread
     (2 shared cores): (model, 2,000 test images, their labels, 256 held-out calibration images)."""
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         try:
             train_x, train_y = fashion_mnist("train")
             test_x, test_y = fashion_mnist("test")
@@ -48,8 +47,13 @@ def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
         calib = normalize(train_x[50000:50256], 28, FASHION_MNIST_STATS)  # held out from training steps
         print(f"{name} trained in {time.time() - start:.1f}s")
         return model, test_images, test_y[:2000], calib
-    finally:
-        torch.set_num_threads(old_threads)
+
+
+@pytest.fixture
+def one_thread():
+    """The test on one intra-op thread (:func:`numeric.torch_threads`); gives 1, the count to pass on."""
+    with torch_threads(1):
+        yield 1
 
 
 @pytest.fixture(scope="session")

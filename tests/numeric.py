@@ -1,8 +1,12 @@
 """Comparisons that scale with what they compare (STYLE.md): float32 rounding grows with the outputs' magnitude and
 with the order in which kernels sum (AVX2, AVX-512, AMX, WebAssembly and Arm each sum in their own), so a tolerance is
-a fraction of the largest value compared, never a bare constant on outputs that can be in the hundreds."""
+a fraction of the largest value compared, never a bare constant on outputs that can be in the hundreds. And the
+thread count the tests compute with (:func:`torch_threads`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -42,3 +46,16 @@ def randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
                 m.weight.copy_(torch.randn(n, generator=g))
                 m.bias.copy_(torch.randn(n, generator=g) * 0.5)
     return model
+
+
+@contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run a block on ``n`` intra-op threads and restore the count after, also when the code under test sets its own
+    (as ``--threads`` does). One by default: on the shared 2-core machine two threads fighting other processes run
+    small convs several times slower, and a run repeated bit for bit needs the same reduction order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

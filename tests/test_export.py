@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from numeric import assert_close_scaled, randomize_bn
+from numeric import assert_close_scaled, randomize_bn, torch_threads
 from torch import nn
 
 from mobilenets.cli import main
@@ -352,14 +352,10 @@ def test_cli_export_training_output_rebuilds_its_model(tmp_path, capsys):
     """`mobilenets export --checkpoint model.pt` needs no model options: the training run recorded them."""
     from mobilenets.training import TrainConfig, load_model, train
 
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         cfg = TrainConfig(dataset="digits", width_mult=0.25, batch_size=64, epochs=1, progress=False)
         cfg.tensorboard, cfg.plots, cfg.out_dir = False, False, str(tmp_path / "run")
         result = train(cfg)
-    finally:
-        torch.set_num_threads(old_threads)
     out = tmp_path / "digits.onnx"
     assert main(["export", "--checkpoint", result.model_path, "-o", str(out)]) == 0
     assert "top-1 agreement 100.0%" in capsys.readouterr().out

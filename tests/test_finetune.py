@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from numeric import torch_threads
 
 from mobilenets import cli
 from mobilenets import weights as W
@@ -34,12 +35,8 @@ BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def run(**kw):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return train(TrainConfig(**{**TINY, **kw}))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def initial_state(meta: dict, seed: int = 0) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numeric import torch_threads
 
 from mobilenets import training as T
 from mobilenets import weights as W
@@ -22,9 +23,7 @@ def chain(tmp_path_factory):
     if W.find_pretrained_graph() is None:
         pytest.fail(f"the pretrained graph is not installed: {W.GET_PRETRAINED}")
     tmp = tmp_path_factory.mktemp("chain")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine one thread is faster than two fighting others
-    with pytest.MonkeyPatch.context() as mp:
+    with torch_threads(1), pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOBILENETS_CACHE", str(tmp / "cache"))
         photos = sample_photo_folder(tmp / "photos", train_per_class=8, test_per_class=4, size=80)
         run = tmp / "runs" / "photos"
@@ -34,7 +33,6 @@ def chain(tmp_path_factory):
         argv += ["--batch-size", "8", "--out-dir", str(run), "--no-progress", "--no-tensorboard", "--no-plots"]
         assert main(argv) == 0
         yield photos, run, argv
-    torch.set_num_threads(threads)
 
 
 def test_the_run_keeps_the_weights_conventions_and_says_where_they_came_from(chain):

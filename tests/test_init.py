@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from numeric import assert_close_scaled
+from numeric import assert_close_scaled, torch_threads
 
 from mobilenets import training as T
 from mobilenets import weights as W
@@ -29,12 +29,9 @@ def cache(tmp_path_factory):
     """Convert the installed graph into a test-owned cache, never the user's; one thread (a shared machine)."""
     if W.find_pretrained_graph() is None:
         pytest.fail(f"the pretrained graph is not installed: {W.GET_PRETRAINED}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
+    with torch_threads(1), pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOBILENETS_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -334,11 +331,8 @@ def test_train_cli_with_init_from_a_v3_run(v3_run, tmp_path, capsys):
 
     out = tmp_path / "again"
     args = f"train --model mobilenet_v3_small --init {v3_run} --dataset digits --max-steps 2 --batch-size 64"
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):
         rc = cli.main([*args.split(), "--out-dir", str(out), "--no-progress", "--no-tensorboard", "--no-plots"])
-    finally:
-        torch.set_num_threads(threads)
     assert rc == 0
     _, meta = T.load_model(out / "model.pt")
     assert meta["init"]["source"]["format"] == "mobilenets_run" and meta["model_kwargs"]["width_mult"] == 0.5

@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from numeric import torch_threads
 from PIL import Image
 
 from mobilenets import data as D
@@ -218,12 +219,8 @@ def test_training_with_the_jpeg_pipeline_tracks_the_pil_pipeline(folder, tmp_pat
             precise_bn=0,  # the pipelines are compared, not BN statistics re-estimated from each one's 14 images
             out_dir=str(tmp_path / pipeline),
         )
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return train(cfg)
-        finally:
-            torch.set_num_threads(threads)
 
     pil = run("pil")
     assert not assembled

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from numeric import torch_threads
 from torch import nn
 
 from mobilenets import cli
@@ -23,12 +24,8 @@ TINY = dict(dataset="digits", width_mult=0.25, batch_size=32, epochs=1, progress
 
 
 def run_tiny(**kw):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return train(TrainConfig(**{**TINY, **kw}))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_statistics_are_the_average_of_each_batchs_by_hand():
@@ -83,12 +80,9 @@ def test_the_issues_30_step_run_leaves_chance(tmp_path, capsys):
     # evaluation normalizing with moving averages that trail the weights.
     out = tmp_path / "run"
     args = "train --width-mult 0.25 --dataset fashion-mnist --max-train-samples 2000 --max-test-samples 500 --epochs 2"
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):
         argv = [*args.split(), "--out-dir", str(out), "--threads", "1", "--no-progress", "--no-tensorboard"]
         assert cli.main([*argv, "--no-plots", "--json"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 30 and result["test_acc"] >= 0.40
     # The same weights with the statistics training kept (checkpoint.pt holds the run's own model): near chance.

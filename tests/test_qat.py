@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numeric import torch_threads
 
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.images import real_images
@@ -35,9 +36,7 @@ SMALL = dict(
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A float run (2 epochs of 2,000 images, ~6 s), then a 12-step --qat fine-tune of it."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         root = tmp_path_factory.mktemp("qat")
         try:
             train(TrainConfig(**SMALL, epochs=2, out_dir=str(root / "float")))
@@ -46,8 +45,6 @@ def runs(tmp_path_factory):
         qat = dict(SMALL, epochs=1, init=str(root / "float" / "model.pt"), qat="executorch")
         result = train(TrainConfig(**qat, max_steps=12, out_dir=str(root / "qat")))
         return root, qat, result
-    finally:
-        torch.set_num_threads(old)
 
 
 def _folded_weights(model: torch.nn.Module) -> dict:
@@ -97,12 +94,8 @@ def _assert_file_is_the_trained_graph(model, meta, out, fmt) -> None:
 def onnx_run(runs):
     """A 12-step --qat onnx fine-tune of the same float run: u8 activations, 7-bit weights."""
     root, qat, _ = runs
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return train(TrainConfig(**{**qat, "qat": "onnx"}, max_steps=12, out_dir=str(root / "qat_onnx")))
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.mark.slow
@@ -129,13 +122,9 @@ def test_qat_model_for_another_scheme_is_requantized(runs, onnx_run, tmp_path):
 def test_qat_resumes_bit_for_bit(runs):
     root, qat, straight = runs
     out = root / "resumed"
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the straight run: bit-for-bit needs the same reduction order
-    try:
+    with torch_threads(1):  # as the straight run: bit-for-bit needs the same reduction order
         train(TrainConfig(**qat, max_steps=6, out_dir=str(out)))
         train(TrainConfig(**qat, max_steps=12, out_dir=str(out), resume=True))
-    finally:
-        torch.set_num_threads(old)
     a = torch.load(straight.model_path, weights_only=True)
     b = torch.load(out / "model.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys() and a["qat"]["state"].keys() == b["qat"]["state"].keys()

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from mobilenets import cli, paper
 from mobilenets import reproduce as R
@@ -200,17 +199,9 @@ def test_seed_spread_sets_the_tie_threshold():
 # End to end: the tiny preset, interrupted after one run and resumed
 
 
-@pytest.fixture
-def one_thread():
-    """Train with one thread, as `--threads 1` does: on a shared 2-core machine two OpenMP threads spin
-    waiting for each other and run several times slower. The suite's own setting is restored after."""
-    before = torch.get_num_threads()
-    yield 1
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_tiny_preset_resumes_from_cache_and_writes_a_report(tmp_path, monkeypatch, capsys, one_thread):
+    # one_thread (conftest): the runs train as `--threads 1` does, and the suite's own setting is restored after.
     out = tmp_path / "rep"
     run = dict(preset="tiny", out_dir=out, progress=False, threads=one_thread)
 

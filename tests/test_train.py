@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numeric import torch_threads
 from torch import nn
 
 from mobilenets import cli
@@ -38,12 +39,8 @@ sys.exit(130 if result.interrupted else 0)
 
 
 def run_inprocess(**kw) -> T.TrainResult:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the subprocesses use one thread: same kernels, same bits
-    try:
+    with torch_threads(1):  # the subprocesses use one thread: same kernels, same bits
         return T.train(T.TrainConfig(**{**TINY, **kw}))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def start_runner(tmp_path: Path, delay: float, **kw) -> subprocess.Popen:
@@ -483,12 +480,9 @@ def test_train_summary_names_only_what_the_run_wrote_and_how_far_it_went(tmp_pat
     # Issue 34: --no-plots and --no-tensorboard runs listed curves.png, confusion.png and tensorboard anyway.
     # Issue 33: a run stopped by --max-steps inside its first epoch said "after 0 epoch(s)".
     out = tmp_path / "run"
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):
         args = "train --dataset digits --width-mult 0.25 --batch-size 32 --max-steps 12 --threads 1 --no-progress"
         assert cli.main([*args.split(), "--no-plots", "--no-tensorboard", "--out-dir", str(out)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert "after 12 steps (0.29 of epoch 1)" in printed and "0 epoch(s)" not in printed  # 42 steps per epoch
     for name in ("model.pt", "checkpoint.pt", "metrics.csv", "steps.csv"):
@@ -505,15 +499,12 @@ def test_train_summary_names_only_what_the_run_wrote_and_how_far_it_went(tmp_pat
 
 def test_a_teacher_without_a_distill_weight_distills_at_half(tmp_path, capsys):
     # Issue 33: --teacher without --distill-weight was refused; it now distills with 0.5 and says so.
-    threads = torch.get_num_threads()
     base = "train --dataset digits --width-mult 0.25 --batch-size 32 --max-steps 2 --threads 1 --no-progress --json"
-    try:
+    with torch_threads(1):
         assert cli.main([*base.split(), "--no-plots", "--out-dir", str(tmp_path / "teacher")]) == 0
         capsys.readouterr()
         student = ["--teacher", str(tmp_path / "teacher"), "--out-dir", str(tmp_path / "student")]
         assert cli.main([*base.split(), "--no-plots", *student]) == 0
-    finally:
-        torch.set_num_threads(threads)
     err = capsys.readouterr().err
     assert err.count("--teacher without --distill-weight: distilling with weight 0.5") == 1
     config = json.loads((tmp_path / "student" / "config.json").read_text())
@@ -523,15 +514,12 @@ def test_a_teacher_without_a_distill_weight_distills_at_half(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_on_a_subset(tmp_path, capsys):
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):
         # 6 epochs of a 2,560-image subset: 120 steps, a few seconds; the full demo trains 3 epochs of 60,000.
         # After 80 steps BN's running statistics still lag the weights, and test top-1 then swings with the
         # CPU's float rounding (37% on a Xeon with AVX-512, > 50% on an AVX2 EPYC); after 120 it is ~78% on both.
         args = "demo --epochs 6 --max-train-samples 2560 --max-test-samples 500 --threads 1 --out-dir".split()
         rc = cli.main([*args, str(tmp_path / "demo")])
-    finally:
-        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert rc == 0
     assert "Mult-Adds" in out and "test top-1" in out
@@ -590,12 +578,9 @@ def test_paper_preset_is_each_familys_recipe(capsys):
 
 def train_quietly(args: str, out: Path, capsys) -> dict:
     """`mobilenets train ARGS` on one thread, without progress, TensorBoard or plots: its JSON result."""
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):
         argv = ["train", *args.split(), "--out-dir", str(out), "--threads", "1", "--no-progress", "--no-tensorboard"]
         rc = cli.main([*argv, "--no-plots", "--json"])
-    finally:
-        torch.set_num_threads(threads)
     assert rc == 0
     return json.loads(capsys.readouterr().out)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numeric import torch_threads
 
 from mobilenets.training import TrainConfig
 
@@ -153,11 +154,8 @@ def test_quick_run_end_to_end(tf, tmp_path):
         pytest.skip(f"Fashion-MNIST not available: {e}")
 
     out = tmp_path / "report"
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):
         assert tf.main(["--quick", "--out", str(out), "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     res = json.loads((out / "results.json").read_text())
     assert res["runs"] == 8 and res["trained_runs"] == 8
     rows = res["finetune"]["rows"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from numeric import assert_close_scaled
+from numeric import assert_close_scaled, torch_threads
 from PIL import Image
 
 from mobilenets import cli
@@ -46,12 +46,9 @@ def _main(capsys, *argv: str):
 def trained(tmp_path_factory):
     """A MobileNetV1 α=0.25 trained for 40 steps on digits (16 px, gray) by `mobilenets train`."""
     out = tmp_path_factory.mktemp("web_run")
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):
         args = "train --dataset digits --width-mult 0.25 --max-steps 40 --batch-size 32 --threads 1"
         rc = cli.main([*args.split(), "--no-progress", "--no-tensorboard", "--no-plots", "--out-dir", str(out)])
-    finally:
-        torch.set_num_threads(threads)
     assert rc == 0
     from mobilenets.data import load_dataset
 

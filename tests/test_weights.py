@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from numeric import assert_close_scaled
+from numeric import assert_close_scaled, torch_threads
 from tensorboard.compat.proto import graph_pb2
 from tensorboard.util import tensor_util
 
@@ -110,10 +110,8 @@ def run_graph(graph: graph_pb2.GraphDef, x_nhwc: np.ndarray, fetch: str) -> np.n
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One intra-op thread: on a shared 2-core machine more threads make these small forwards several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def _graph_path():
