@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from numeric import torch_threads
 from skimage import data
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large as tv_ssdlite320_mobilenet_v3_large
@@ -55,13 +56,10 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on the shared 2-core machine two threads fighting other processes run these small convs 20-100×
-    slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread_here():
+    """One intra-op thread for the whole module (see numeric.torch_threads)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numeric import torch_threads
 
 from mobilenets.cli import main
 from mobilenets.data.composite import write_composite
@@ -22,12 +23,10 @@ SMALL = dict(model=MODEL, width_mult=0.25, resolution=128, batch_size=4, progres
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on the shared 2-core machine two threads fighting other processes run these small convs slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def one_thread_here():
+    """One intra-op thread for the whole module (see numeric.torch_threads)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
