@@ -1,0 +1,699 @@
+"""Detectors out of PyTorch: the graph a file holds (box decoding and, where the runtime has the op, NMS), the
+runner that gives detections in the original image's pixels for any supported file, and the check that an exported
+file finds what the PyTorch detector finds.
+
+What a detector file takes and gives:
+
+- input ``image``: (1, 3, H, W) float32 RGB in [0, 1] at the detector's fixed ``resolution``. The runner resizes
+  each whole image to W×H (bilinear, ``align_corners=False``, no antialias, no letterbox: the aspect ratio is not
+  kept), exactly as torchvision's ``GeneralizedRCNNTransform`` does for a fixed-size SSD; the file normalizes with
+  the detector's mean/std itself.
+- In the file: backbone, head, box decoding against the anchors (computed once for the fixed size: a constant),
+  boxes clipped to the input, softmax scores, and the ``topk_candidates`` best anchors per class.
+- NMS in the file (ONNX ``NonMaxSuppression``, which OpenVINO reads as its own NMS op): outputs ``boxes`` (K, 4)
+  x1y1x2y2 in input pixels, ``labels`` (K,) in 1..num_classes-1 and ``scores`` (K,), best first, K ≤
+  ``detections_per_img``. NMS in the runner (runtimes without the op): the file outputs the per-class candidates
+  ``boxes`` (C-1, k, 4) and ``scores`` (C-1, k), and the runner applies ``torchvision.ops.batched_nms`` with the
+  same thresholds. The file's metadata says which (``"nms"``).
+- The runner scales boxes back to the original image by its resize factors (torchvision's ``resize_boxes``).
+
+Every step is torchvision's own math (``BoxCoder.decode_single``, ``clip_boxes_to_image``, per-class top-k then
+NMS with ``score > score_thresh`` and ``IoU > nms_thresh`` suppressing, as ``SSD.postprocess_detections``), so
+the fp32 file gives the PyTorch detector's detections.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+
+from mobilenets.deps import quiet, require
+from mobilenets.errors import MobileNetsError
+
+INPUT = "image"
+FINAL_OUTPUTS = ("boxes", "labels", "scores")
+CANDIDATE_OUTPUTS = ("candidate_boxes", "candidate_scores")
+OPSET = 17
+PREPROCESSING = (
+    "RGB float32 in [0, 1]; the whole image resized to the input's W×H (bilinear, align_corners=False, no "
+    "antialias, no letterbox: aspect not kept), as torchvision's GeneralizedRCNNTransform; mean/std applied in the file"
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The graph
+
+
+def fixed_anchors(model: nn.Module) -> torch.Tensor:
+    """The detector's anchors (A, 4) x1y1x2y2 in input pixels for its fixed input size, from its own generator."""
+    h, w = model.resolution
+    x = torch.zeros(1, 3, h, w)
+    model_mode = model.training
+    model.eval()
+    with torch.no_grad():
+        features = list(model.backbone(x).values())
+        anchors = model.anchor_generator(ImageList(x, [(h, w)]), features)[0]
+    model.train(model_mode)
+    return anchors
+
+
+class DecodedDetector(nn.Module):
+    """image (1, 3, H, W) in [0, 1] → (boxes (A, 4) in input pixels, clipped; scores (A, C) softmax, column 0 the
+    background): the detector up to its NMS, for one image at its fixed size."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone, self.head, self.box_coder = model.backbone, model.head, model.box_coder
+        self.resolution = tuple(model.resolution)
+        t = model.transform
+        self.register_buffer("mean", torch.tensor(t.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(t.image_std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("anchors", fixed_anchors(model))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (image - self.mean) / self.std
+        out = self.head(list(self.backbone(x).values()))
+        boxes = self.box_coder.decode_single(out["bbox_regression"][0], self.anchors)
+        boxes = clip_boxes_to_image(boxes, self.resolution)
+        return boxes, F.softmax(out["cls_logits"][0], dim=-1)
+
+
+class CandidateDetector(nn.Module):
+    """image → the ``topk`` best anchors of each foreground class: boxes (C-1, k, 4) and scores (C-1, k), which is
+    what ``SSD.postprocess_detections`` hands to NMS (its score threshold is applied by the NMS step)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.decoded = DecodedDetector(model)
+        self.topk = min(int(model.topk_candidates), len(self.decoded.anchors))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = self.decoded(image)
+        scores, index = scores[:, 1:].t().topk(self.topk, dim=1)
+        return boxes[index], scores
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """Per-class NMS with ONNX ``NonMaxSuppression``'s meaning (classes as its batch axis): indices (S, 3) of
+    [class - 1, 0, candidate], each class's kept boxes best first. Eager: torchvision's ``nms``; exported: the ONNX
+    op itself (its ``score > threshold`` and ``IoU > threshold`` suppressing are torchvision's, checked in the
+    tests)."""
+
+    @staticmethod
+    def forward(ctx, boxes, scores, max_per_class: int, iou_thresh: float, score_thresh: float):  # noqa: ARG004
+        from torchvision.ops import nms
+
+        out = []
+        for c in range(boxes.shape[0]):
+            keep = torch.nonzero(scores[c, 0] > score_thresh).flatten()
+            kept = keep[nms(boxes[c, keep], scores[c, 0, keep], iou_thresh)][:max_per_class]
+            out.append(torch.stack([torch.full_like(kept, c), torch.zeros_like(kept), kept], dim=1))
+        return torch.cat(out)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class: int, iou_thresh: float, score_thresh: float):
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            scores,
+            g.op("Constant", value_t=torch.tensor([max_per_class], dtype=torch.int64)),
+            g.op("Constant", value_t=torch.tensor([iou_thresh], dtype=torch.float32)),
+            g.op("Constant", value_t=torch.tensor([score_thresh], dtype=torch.float32)),
+        )
+
+
+class FinalDetector(nn.Module):
+    """image → final detections: boxes (K, 4) in input pixels, labels (K,), scores (K,), best first, with NMS in
+    the graph (exported as ONNX ``NonMaxSuppression``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.candidates = CandidateDetector(model)
+        self.nms_thresh, self.score_thresh = float(model.nms_thresh), float(model.score_thresh)
+        self.detections_per_img = int(model.detections_per_img)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from torchvision.models.detection._utils import _topk_min
+
+        boxes, scores = self.candidates(image)
+        k = self.candidates.topk
+        chosen = _NonMaxSuppression.apply(boxes, scores.unsqueeze(1), k, self.nms_thresh, self.score_thresh)
+        cls, idx = chosen[:, 0], chosen[:, 2]
+        kept_scores = scores[cls, idx]
+        # The classes' kept boxes merged best first, as batched_nms returns them, cut at detections_per_img.
+        top, order = kept_scores.topk(_topk_min(kept_scores, self.detections_per_img, 0))
+        return boxes[cls, idx][order], cls[order] + 1, top
+
+
+def graph(model: nn.Module, nms_in_file: bool) -> nn.Module:
+    """The module a detector file holds: :class:`FinalDetector` (NMS in the file) or :class:`CandidateDetector`."""
+    return (FinalDetector if nms_in_file else CandidateDetector)(model).eval()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running a file on images
+
+
+def resize_for(model_resolution: Sequence[int], image: torch.Tensor) -> torch.Tensor:
+    """``image`` (3, h, w) in [0, 1] resized to the detector's input, as torchvision's transform does it."""
+    h, w = model_resolution
+    return F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False)
+
+
+def nms_candidates(
+    boxes: torch.Tensor, scores: torch.Tensor, score_thresh: float, nms_thresh: float, detections_per_img: int
+) -> dict[str, torch.Tensor]:
+    """NMS in the runner: per-class candidates (C-1, k, 4)/(C-1, k) → final detections, as ``SSD`` does them."""
+    num = scores.shape[0]
+    labels = torch.arange(1, num + 1).view(-1, 1).expand_as(scores).reshape(-1)
+    boxes, scores = boxes.reshape(-1, 4), scores.reshape(-1)
+    keep = scores > score_thresh
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+    return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
+
+
+def to_original(det: dict[str, torch.Tensor], resolution: Sequence[int], size: Sequence[int]) -> dict:
+    """Boxes from input pixels to the original image's (``size`` = (h, w)), torchvision's ``resize_boxes``."""
+    ratio_h = torch.tensor(size[0], dtype=torch.float32) / torch.tensor(resolution[0], dtype=torch.float32)
+    ratio_w = torch.tensor(size[1], dtype=torch.float32) / torch.tensor(resolution[1], dtype=torch.float32)
+    x1, y1, x2, y2 = det["boxes"].float().unbind(1)
+    boxes = torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
+    return {"boxes": boxes, "labels": det["labels"].long(), "scores": det["scores"].float()}
+
+
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def _onnx_runner(path: Path, threads: int | None) -> Runner:
+    from mobilenets.deploy import onnx as onnx_rt
+
+    sess = onnx_rt.session(path, threads or 1)
+    return lambda x: sess.run(None, {INPUT: x})
+
+
+def _openvino_runner(path: Path, threads: int | None) -> Runner:
+    ov = require("openvino", "running OpenVINO files")
+    core = ov.Core()
+    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads or 1})
+    return lambda x: [np.asarray(v) for v in compiled(x).values()]
+
+
+RUNNERS = {"onnx": _onnx_runner, "openvino": _openvino_runner}
+
+
+def file_info(path: str | Path, format: str) -> dict:
+    """What a detector file says about itself (its metadata); an error when it is not a detector file."""
+    from mobilenets.deploy import runtime_module
+
+    try:
+        info = runtime_module(format).metadata(Path(path))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise MobileNetsError(f"cannot read {path} as a {format} file: {str(e).splitlines()[0][:200]}") from None
+    if not info or info.get("task") != "detection":
+        raise MobileNetsError(f"{path} is not a mobilenets detector file (no detection metadata); export it again")
+    return info
+
+
+def detect_with_file(
+    path: str | Path,
+    format: str,
+    images: Sequence[torch.Tensor],
+    *,
+    threads: int | None = 1,
+    info: dict | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Detections of a detector file on ``images`` ((3, h, w) in [0, 1], any sizes), in each image's pixels.
+
+    The runner resizes each image to the file's input, runs the file with its own runtime, applies NMS when the
+    file leaves it to the runner (its metadata's ``"nms"``), and scales the boxes back to the original image.
+    """
+    if format not in RUNNERS:
+        raise MobileNetsError(f"detector files run on {', '.join(RUNNERS)}; got format {format!r}")
+    info = info or file_info(path, format)
+    resolution = info["input"][2:]
+    run = RUNNERS[format](Path(path), threads)
+    results = []
+    for image in images:
+        outputs = [torch.from_numpy(np.asarray(o)) for o in run(resize_for(resolution, image).numpy())]
+        if info["nms"]["where"] == "file":
+            det = dict(zip(FINAL_OUTPUTS, outputs))
+        else:
+            nms = info["nms"]
+            det = nms_candidates(*outputs, nms["score_thresh"], nms["iou_thresh"], nms["detections_per_img"])
+        results.append(to_original(det, resolution, image.shape[-2:]))
+    return results
+
+
+@torch.inference_mode()
+def detect_with_model(model: nn.Module, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The PyTorch detector's own detections (torchvision's path: resize, normalize, postprocess), one by one."""
+    model.eval()
+    return [{k: v.detach() for k, v in model([image.float()])[0].items()} for image in images]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Verification on detections
+
+# fp32: a file's detections equal the model's when matched boxes overlap by IoU ≥ 0.99 with the same label and
+# scores within 1e-3. They are compared above a score floor: the model keeps everything down to score_thresh
+# (0.001, for the precision-recall curve), and there a box whose score or overlap sits on the threshold can fall
+# either way under float rounding; 0.3 is `predict`'s default, the detections a user sees.
+FP32_IOU, FP32_SCORE_TOL, SCORE_FLOOR = 0.99, 1e-3, 0.3
+# fp32 files must reproduce this share of the model's detections above the floor (a box on an NMS boundary, IoU
+# within rounding of nms_thresh against a better one, may be kept by one and not the other).
+FP32_MIN_MATCH = 0.99
+# int8: the float model's confident detections (score ≥ 0.5) must be kept (same label, IoU ≥ 0.9, the file's
+# score ≥ the floor) for ≥ 95% of them, and COCO mAP on labelled images may drop by at most 1 point.
+INT8_IOU, INT8_CONFIDENT, INT8_MIN_KEPT, INT8_MAX_MAP_DROP = 0.9, 0.5, 0.95, 0.01
+
+
+@dataclass
+class DetectionMatch:
+    """How a file's detections compare with the PyTorch detector's on the same images."""
+
+    runtime: str
+    precision: str
+    num_images: int
+    reference: int = 0  # the model's detections judged (fp32: score ≥ floor; int8: ≥ confident)
+    matched: int = 0  # of those, found in the file within the precision's tolerances
+    extra: int = 0  # fp32: the file's detections ≥ floor that match none of the model's
+    min_iou: float = 1.0  # over the pairs (same label, IoU ≥ 0.5) of reference and file detections
+    max_score_diff: float = 0.0
+    map_reference: float | None = None
+    map_file: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def match_rate(self) -> float:
+        return self.matched / self.reference if self.reference else float("nan")
+
+    @property
+    def map_drop(self) -> float | None:
+        if self.map_reference is None or self.map_file is None:
+            return None
+        return self.map_reference - self.map_file
+
+    @property
+    def passed(self) -> bool:
+        if self.reference == 0:
+            return False  # nothing to compare: the check says nothing about the file
+        if self.precision == "fp32":
+            return self.match_rate >= FP32_MIN_MATCH and self.extra <= (1 - FP32_MIN_MATCH) * self.reference
+        drop = self.map_drop
+        return self.match_rate >= INT8_MIN_KEPT and (drop is None or drop <= INT8_MAX_MAP_DROP)
+
+    def summary(self) -> str:
+        head = f"{self.runtime} {self.precision} vs PyTorch on {self.num_images} real images: "
+        if self.reference == 0:
+            floor = SCORE_FLOOR if self.precision == "fp32" else INT8_CONFIDENT
+            return head + (
+                f"the PyTorch detector finds nothing scoring ≥ {floor} on them, so there is nothing to compare: "
+                "verify a trained detector (--checkpoint)"
+            )
+        if self.precision == "fp32":
+            line = (
+                f"{self.matched}/{self.reference} detections ≥ {SCORE_FLOOR} equal ({100 * self.match_rate:.1f}%, "
+                f"need ≥ {100 * FP32_MIN_MATCH:.0f}%: same label, IoU ≥ {FP32_IOU}, score ± {FP32_SCORE_TOL:g}), "
+                f"{self.extra} extra; pairs' min IoU {self.min_iou:.4f}, max |Δscore| {self.max_score_diff:.2g}"
+            )
+        else:
+            line = (
+                f"{self.matched}/{self.reference} confident detections (≥ {INT8_CONFIDENT}) kept "
+                f"({100 * self.match_rate:.1f}%, need ≥ {100 * INT8_MIN_KEPT:.0f}%: same label, IoU ≥ {INT8_IOU}, "
+                f"score ≥ {SCORE_FLOOR}); pairs' min IoU {self.min_iou:.3f}, max |Δscore| {self.max_score_diff:.2g}"
+            )
+            if self.map_drop is not None:
+                line += (
+                    f"; COCO mAP {100 * self.map_file:.1f} vs {100 * self.map_reference:.1f} "
+                    f"(drop {100 * self.map_drop:.2f} points, need ≤ {100 * INT8_MAX_MAP_DROP:.0f})"
+                )
+        return head + line + "".join(f"; {n}" for n in self.notes)
+
+
+def _greedy_pairs(ref: dict, out: dict, min_iou: float = 0.5) -> list[tuple[int, int, float]]:
+    """(reference index, file index, IoU) pairs: each reference detection, best score first, takes the unpaired
+    file detection of its label that overlaps it most, if that IoU ≥ ``min_iou``."""
+    if len(ref["boxes"]) == 0 or len(out["boxes"]) == 0:
+        return []
+    iou = box_iou(ref["boxes"].double(), out["boxes"].double())
+    iou[ref["labels"][:, None] != out["labels"][None, :]] = -1
+    taken = torch.zeros(len(out["boxes"]), dtype=torch.bool)
+    pairs = []
+    for i in ref["scores"].argsort(descending=True).tolist():
+        row = iou[i].masked_fill(taken, -1)
+        j = int(row.argmax())
+        if row[j] >= min_iou:
+            taken[j] = True
+            pairs.append((i, j, float(row[j])))
+    return pairs
+
+
+def match_detections(reference: list[dict], outputs: list[dict], runtime: str, precision: str) -> DetectionMatch:
+    """Compare per image, greedily by score (see the thresholds above); mAP is added by the caller."""
+    result = DetectionMatch(runtime, precision, len(reference))
+    for ref, out in zip(reference, outputs):
+        floor = SCORE_FLOOR if precision == "fp32" else INT8_CONFIDENT
+        # The file's side reaches a tolerance below the floor, so a detection on the floor is not lost to rounding.
+        lower = SCORE_FLOOR - FP32_SCORE_TOL if precision == "fp32" else 0.0
+        ref = {k: v[ref["scores"] >= floor] for k, v in ref.items()}
+        cand = {k: v[out["scores"] >= lower] for k, v in out.items()}
+        pairs = _greedy_pairs(ref, cand)
+        result.reference += len(ref["scores"])
+        for i, j, iou in pairs:
+            diff = abs(float(ref["scores"][i]) - float(cand["scores"][j]))
+            result.min_iou, result.max_score_diff = min(result.min_iou, iou), max(result.max_score_diff, diff)
+            if precision == "fp32":
+                result.matched += iou >= FP32_IOU and diff <= FP32_SCORE_TOL
+            else:
+                result.matched += iou >= INT8_IOU and float(cand["scores"][j]) >= SCORE_FLOOR
+        if precision == "fp32":
+            paired = {j for _, j, _ in pairs}
+            result.extra += sum(
+                1
+                for j, s in enumerate(cand["scores"].tolist())
+                if s >= SCORE_FLOOR + FP32_SCORE_TOL and j not in paired
+            )
+    return result
+
+
+def nan_to_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing files
+
+# Which runtimes run NMS in the file (they have the op) and which leave it to the runner.
+NMS_IN_FILE = {"onnx": True, "openvino": True}
+DETECTION_FORMATS = tuple(NMS_IN_FILE)
+DETECTION_PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32",)}
+# int8 quantizes the backbone, the extra layers and the head's depthwise convs. The head's two 1×1 prediction convs
+# (box offsets and class logits), the box decoding, softmax, top-k and NMS stay float: a uint8 box offset moves a
+# box by a step of the whole offset range, and uint8 logits merge the close scores that NMS and top-k order.
+# Scopes as the TorchScript exporter names the nodes: "/head/regression_head/module_list.2/module_list.2.0/...".
+INT8_SCOPES = re.compile(r"/backbone/|/head/(classification|regression)_head/module_list\.\d+/module_list\.\d+\.0/")
+
+
+def _trace_onnx(module: nn.Module, path: Path, resolution: Sequence[int]) -> None:
+    require("onnx", "ONNX export")
+    names = FINAL_OUTPUTS if isinstance(module, FinalDetector) else CANDIDATE_OUTPUTS
+    with quiet(), torch.no_grad():
+        torch.onnx.export(
+            module,
+            (torch.rand(1, 3, *resolution),),
+            str(path),
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=list(names),
+            dynamo=False,  # torch.export fails on torchvision's detectors (pytorch/vision #9306)
+        )
+
+
+def _int8_nodes(proto) -> tuple[list[str], list[str]]:
+    """(nodes to quantize, convs kept float) of a traced detector graph, by the module scopes in their names."""
+    quantized, float_convs = [], []
+    for node in proto.graph.node:
+        if INT8_SCOPES.search(node.name):
+            quantized.append(node.name)
+        elif node.op_type == "Conv":
+            float_convs.append(node.name)
+    return quantized, float_convs
+
+
+def write_onnx(
+    model: nn.Module,
+    path: Path,
+    precision: str = "fp32",
+    calib_images: torch.Tensor | None = None,
+    weight_bits: int = 7,
+) -> dict:
+    """Write the detector as an ONNX file with NMS in the graph; int8 is ONNX Runtime's static QDQ quantization
+    (per-channel ``weight_bits`` weights, u8 activations calibrated by MinMax on ``calib_images`` (N, 3, H, W) in
+    [0, 1]) of the scopes in :data:`INT8_SCOPES`. Returns what the int8 file keeps float (empty for fp32)."""
+    module = graph(model, nms_in_file=True)
+    if precision == "fp32":
+        _trace_onnx(module, path, model.resolution)
+        return {}
+    if calib_images is None:
+        raise MobileNetsError("int8 export needs calibration images (calib_images=, CLI --calib N)")
+    onnx = require("onnx", "int8 ONNX export")
+    quantization = require("onnxruntime.quantization", "int8 ONNX export")
+    shape_inference = require("onnxruntime.quantization.shape_inference", "int8 ONNX export")
+    fp32, pre = path.with_name("fp32_" + path.name), path.with_name("pre_" + path.name)
+    _trace_onnx(module, fp32, model.resolution)
+    with quiet():
+        shape_inference.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantized, float_convs = _int8_nodes(onnx.load(str(pre)))
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calib_images.split(1))
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT: batch.numpy()}
+
+    with quiet():
+        quantization.quantize_static(
+            str(pre),
+            str(path),
+            Reader(),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=weight_bits == 7,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+            nodes_to_quantize=quantized,
+        )
+    fp32.unlink()
+    pre.unlink()
+    return {
+        "quantized": "backbone, extra layers and the head's depthwise convs",
+        "float": "the head's 1x1 prediction convs (box offsets, class logits), box decoding, softmax, top-k, NMS",
+        "float_convs": float_convs,
+    }
+
+
+def write_openvino(model: nn.Module, path: Path, precision: str = "fp32") -> dict:
+    """OpenVINO IR converted from the ONNX graph: its ``NonMaxSuppression`` becomes OpenVINO's own NMS op."""
+    ov = require("openvino", "OpenVINO export")
+    onnx_path = path.with_name("fp32_" + path.with_suffix(".onnx").name)
+    write_onnx(model, onnx_path, "fp32")
+    with quiet():
+        ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+    onnx_path.unlink()
+    return {}
+
+
+WRITERS = {"onnx": write_onnx, "openvino": write_openvino}
+
+
+def detector_info(model: nn.Module, format: str, precision: str, classes: Sequence[str] | None, weight_bits: int):
+    """What a detector file is and how to run it, stored in the file (ONNX metadata_props, OpenVINO rt_info)."""
+    from mobilenets import __version__
+    from mobilenets.deploy.cpu import cpu_info
+    from mobilenets.deploy.export import RUNTIME_OF
+
+    h, w = model.resolution
+    nms_in_file = NMS_IN_FILE[format]
+    info = {
+        "producer": f"mobilenets {__version__}",
+        "task": "detection",
+        "model": model.config.get("name"),
+        "format": format,
+        "runtime": RUNTIME_OF[format],
+        "precision": precision,
+        "input": [1, 3, h, w],
+        "preprocessing": PREPROCESSING,
+        "mean": list(model.transform.image_mean),
+        "std": list(model.transform.image_std),
+        "outputs": (
+            "boxes (K, 4) x1y1x2y2 in input pixels, labels (K,) in 1..C-1, scores (K,), best first"
+            if nms_in_file
+            else "candidate_boxes (C-1, k, 4) in input pixels, candidate_scores (C-1, k): each class's top-k anchors"
+        ),
+        "postprocessing": "boxes × (original size / input size) per axis, by the runner",
+        "nms": {
+            "where": "file" if nms_in_file else "runner",
+            "op": "ONNX NonMaxSuppression"
+            if format == "onnx"
+            else ("OpenVINO NMS (from ONNX NonMaxSuppression)" if nms_in_file else "torchvision.ops.batched_nms"),
+            "score_thresh": float(model.score_thresh),
+            "iou_thresh": float(model.nms_thresh),
+            "topk_candidates": int(model.topk_candidates),
+            "detections_per_img": int(model.detections_per_img),
+        },
+        "num_classes": int(model.num_classes),
+        "classes": list(classes) if classes is not None else None,
+        "built_on": cpu_info().line(),
+        "runs_on": "every CPU",
+    }
+    if precision == "int8":
+        info["int8"] = {
+            "weights": f"int{weight_bits} per-channel symmetric",
+            "activations": "uint8",
+            "calibration": "minmax",
+        }
+        info["runs_on"] = (
+            "every CPU: 7-bit weights cannot saturate u8×s8 16-bit accumulation on x86 without VNNI"
+            if weight_bits == 7
+            else "x86 CPUs with VNNI or AMX, and Arm; saturates (wrong answers) on AVX2-only x86"
+        )
+    return info
+
+
+# Real images a detector export is verified on by default: composite test images (labelled: mAP) and the photos.
+VERIFY_DETECTION_IMAGES = 100
+CALIB_DETECTION_IMAGES = 200
+
+
+def dataset_images(ds, n: int | None = None) -> list[torch.Tensor]:
+    """The first ``n`` images of a detection dataset as (3, h, w) float in [0, 1], at their own sizes."""
+    count = len(ds) if n is None else min(n, len(ds))
+    return [ds[i][0].as_subclass(torch.Tensor).float().div(255) for i in range(count)]
+
+
+def photo_images() -> list[torch.Tensor]:
+    """scikit-image's sample photos (no download), (3, h, w) float in [0, 1]."""
+    from mobilenets.deploy.images import _photos
+
+    return [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1).float().div(255) for p in _photos()]
+
+
+def calibration_images(resolution: Sequence[int], n: int = CALIB_DETECTION_IMAGES, spec: str = "composite"):
+    """``n`` real training images of the detection set ``spec``, resized to the input: (n, 3, H, W) in [0, 1]."""
+    from mobilenets.data.detection import load_detection_dataset
+
+    ds = load_detection_dataset(spec, "train")
+    return torch.cat([resize_for(resolution, image) for image in dataset_images(ds, n)])
+
+
+def verify_detector_file(
+    model: nn.Module,
+    path: Path,
+    format: str,
+    precision: str,
+    images: Sequence[torch.Tensor],
+    dataset=None,
+    classes: Sequence[str] | None = None,
+    info: dict | None = None,
+) -> DetectionMatch:
+    """Run ``path`` on ``images`` (and on ``dataset``'s, labelled) and compare with ``model``'s detections.
+
+    COCO mAP of both on ``dataset`` is measured when the detector's classes are the dataset's (else a note says
+    why not), and judged for int8.
+    """
+    from mobilenets.deploy.export import RUNTIME_OF
+
+    labelled = dataset_images(dataset) if dataset is not None else []
+    every = [*labelled, *images]
+    reference = detect_with_model(model, every)
+    outputs = detect_with_file(path, format, every, info=info)
+    result = match_detections(reference, outputs, RUNTIME_OF[format], precision)
+    if dataset is not None:
+        if classes is not None and list(classes) == list(dataset.classes):
+            from mobilenets.detection.coco_eval import coco_map
+
+            n = len(labelled)
+            result.map_reference = coco_map(dataset, reference[:n]).map
+            result.map_file = coco_map(dataset, outputs[:n]).map
+        else:
+            result.notes.append(f"no mAP: the detector's classes are not {dataset.name}'s")
+    return result
+
+
+def export_detector(
+    model: nn.Module,
+    path: str | Path,
+    format: str = "onnx",
+    precision: str = "fp32",
+    *,
+    classes: Sequence[str] | None = None,
+    calib_images: torch.Tensor | None = None,
+    verify: bool = True,
+    verify_images: Sequence[torch.Tensor] | None = None,
+    verify_dataset=None,
+    weight_bits: int = 7,
+    progress: Callable[[str], None] | None = None,
+):
+    """Write a detector for ``format`` at ``precision``, verify its detections against PyTorch's, move it into place.
+
+    Args:
+        classes: the detector's class names (label k is ``classes[k - 1]``), stored in the file; with
+            ``verify_dataset`` of the same classes the check includes COCO mAP.
+        calib_images: int8 calibration images (N, 3, H, W) in [0, 1] at the input size (default: 200 composite
+            training images).
+        verify_images: (3, h, w) images in [0, 1], any sizes (default: the scikit-image photos).
+        verify_dataset: a labelled DetectionDataset to verify on too (default: the first 100 composite test images).
+
+    Raises MobileNetsError, leaving nothing at ``path``, when the file cannot be written or fails verification.
+    """
+    from mobilenets.deploy import runtime_module
+    from mobilenets.deploy.export import ExportResult, _check_output, _check_path, _size
+    from mobilenets.deploy.verify import int8_safety
+    from mobilenets.io import atomic_staging
+
+    if format not in DETECTION_FORMATS:
+        raise MobileNetsError(
+            f"detectors export to {', '.join(DETECTION_FORMATS)} so far; {format!r} is not done yet (issue 28)"
+        )
+    if precision not in DETECTION_PRECISIONS[format]:
+        raise MobileNetsError(
+            f"a detector's {format} file offers {', '.join(DETECTION_PRECISIONS[format])}, not {precision}"
+        )
+    say = progress or (lambda _msg: None)
+    path = _check_path(path, format)
+    _check_output(path, format)
+    model = model.eval()
+    if precision == "int8" and calib_images is None:
+        say(f"calibrating on {CALIB_DETECTION_IMAGES} composite training images")
+        calib_images = calibration_images(model.resolution)
+    if verify and verify_dataset is None and verify_images is None:
+        from mobilenets.data.detection import load_detection_dataset
+
+        verify_dataset = load_detection_dataset("composite", "test").subset(range(VERIFY_DETECTION_IMAGES))
+    if verify and verify_images is None:
+        verify_images = photo_images()
+    module = runtime_module(format)
+    info = detector_info(model, format, precision, classes, weight_bits)
+    verification = None
+    with atomic_staging(path, getattr(module, "companions", None)) as staged:
+        say(f"writing a {format} {precision} detector ({module.RUNTIME}, NMS in the {info['nms']['where']})")
+        try:
+            if precision == "int8":
+                info["int8"].update(write_onnx(model, staged, precision, calib_images, weight_bits))
+            else:
+                WRITERS[format](model, staged)
+            module.set_metadata(staged, info)
+        except MobileNetsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an exporter failure is the user's "export failed"
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise MobileNetsError(f"{format} {precision} detector export failed: {msg}") from e
+        if precision == "int8":
+            safety = int8_safety(module.int8_ranges(staged))
+            if weight_bits == 7 and not safety.everywhere:
+                raise MobileNetsError(f"{format} int8 export failed its range check, nothing written: {safety.detail}")
+        if verify:
+            count = len(verify_images) + (len(verify_dataset) if verify_dataset is not None else 0)
+            say(f"verifying detections with {module.RUNTIME} on {count} real images")
+            verification = verify_detector_file(
+                model, staged, format, precision, verify_images, verify_dataset, classes, info
+            )
+            if not verification.passed:
+                raise MobileNetsError(
+                    f"{format} {precision} export failed verification, nothing written: {verification.summary()}"
+                )
+    return ExportResult(path, format, precision, _size(path, format), verification, built_for=info)
