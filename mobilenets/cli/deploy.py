@@ -58,7 +58,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format tflite --precision int8 -o m.tflite\n"
         "  mobilenets export --checkpoint runs/demo/model.pt --format web -o demo_web   # a web page\n"
         "  mobilenets export mobilenet_v1 --width-mult 0.25 --resolution 28 --in-chans 1 --num-classes 10 \\\n"
-        "      --stem-stride 1 --checkpoint fmnist.pt --format onnx --precision int8 -o fmnist_int8.onnx\n\n"
+        "      --stem-stride 1 --checkpoint fmnist.pt --format onnx --precision int8 -o fmnist_int8.onnx\n"
+        "  mobilenets export --checkpoint runs/det/model.pt --format onnx --precision int8 -o det_int8.onnx\n\n"
+        "A detector's file (ONNX, OpenVINO fp32) gives final boxes, labels and scores, NMS included; it is checked\n"
+        "on detections (composite test images + photos: fp32 the same detections, int8 its confident ones kept\n"
+        "and COCO mAP within 1 point) and takes a [0, 1] image resized to its input (see deploy/detection.py).\n"
         "The file is checked by its own runtime against PyTorch on real images (photos for 3-channel models,\n"
         "Fashion-MNIST for 1-channel ones); a file that fails is not written. int8 files are safe on every CPU\n"
         "(7-bit weights where activations are u8: no saturation on x86 without VNNI); a file for a CPU feature\n"
@@ -117,6 +121,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mobilenets.deploy import export as ex
     from mobilenets.deploy.images import real_images
 
+    if _is_detector_export(args):
+        return _export_detector(args)
     ex.check_target(args.format, args.precision, args.int8_weight_bits)
     ex.check_calibration(args.format, args.calibration)
     if args.calib < 1 or args.verify_images < 1:
@@ -155,6 +161,86 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"runs on: {result.built_for['runs_on']}")
     if args.format == "web":
         print(f"serve it: cd {result.path} && python -m http.server (or python serve.py for 2 threads: ?threads=2)")
+    return 0
+
+
+def _is_detector_export(args: argparse.Namespace) -> bool:
+    """Whether `export` was given a detector: a detection run's model.pt, or a detector's name."""
+    from mobilenets.detection import is_detector
+
+    if args.checkpoint:
+        from mobilenets.weights.checkpoint import load_checkpoint
+
+        meta = load_checkpoint(args.checkpoint).get("meta")
+        return isinstance(meta, dict) and meta.get("task") == "detection"
+    return bool(args.name) and is_detector(args.name)
+
+
+def _export_detector(args: argparse.Namespace) -> int:
+    """`export` of a detector: the file gives final boxes, labels and scores, verified on detections."""
+    from mobilenets.deploy import detection as det
+
+    for flag, value in (("--calibration", args.calibration), ("--equalize", args.equalize)):
+        if value:
+            raise MobileNetsError(f"{flag} is for classifiers; a detector's int8 calibrates by MinMax")
+    if args.min_agreement is not None or args.in_chans or args.stem_stride or getattr(args, "weights", None):
+        raise MobileNetsError(
+            "--min-agreement, --in-chans, --stem-stride and --weights are for classifiers; a detector exports from "
+            "its --checkpoint (or its name, with random weights: --no-verify)"
+        )
+    if args.calib < 1 or args.verify_images < 1:
+        raise MobileNetsError("--calib and --verify-images must be >= 1")
+    if args.checkpoint:
+        from mobilenets.weights.checkpoint import load_model
+
+        if args.width_mult or args.resolution or args.num_classes:
+            raise MobileNetsError("a detector's checkpoint sets its width, size and classes; drop those options")
+        model, meta = load_model(args.checkpoint)
+        # Calibrated on the detector's own training images, verified on its test split (mAP: same classes).
+        classes, name, spec = meta.get("classes"), meta["model"], meta.get("dataset") or "composite"
+    else:
+        from mobilenets.detection import create_detector
+
+        kwargs = {"width_mult": args.width_mult, "size": args.resolution, "num_classes": args.num_classes}
+        model = create_detector(args.name, **{k: v for k, v in kwargs.items() if v is not None}).eval()
+        classes, name, spec = None, args.name, "composite"
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    calib = dataset = None
+    if args.precision == "int8":
+        say(f"calibrating on {args.calib} training images of {spec}")
+        calib = det.calibration_images(model.resolution, args.calib, spec)
+    if not args.no_verify:
+        from mobilenets.data.detection import load_detection_dataset
+
+        test = load_detection_dataset(spec, "test")
+        dataset = test.subset(range(min(args.verify_images, len(test))))
+    suffix = "" if args.precision == "fp32" else f"_{args.precision}"
+    from mobilenets.deploy.export import SUFFIXES
+
+    output = args.output or f"{name}{suffix}{SUFFIXES.get(args.format) or ''}"
+    result = det.export_detector(
+        model,
+        output,
+        args.format,
+        args.precision,
+        classes=classes,
+        calib_images=calib,
+        verify=not args.no_verify,
+        verify_dataset=dataset,
+        weight_bits=args.int8_weight_bits,
+        progress=say,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    if result.verification is not None:
+        print(result.verification.summary())
+    info = result.built_for
+    print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision} detector)")
+    print(f"NMS: in the {info['nms']['where']} ({info['nms']['op']})")
+    if "int8" in info:
+        print(f"float in the int8 file: {info['int8']['float']}")
+    print(f"runs on: {info['runs_on']}")
     return 0
 
 

@@ -218,7 +218,7 @@ def file_info(path: str | Path, format: str) -> dict:
 
     try:
         info = runtime_module(format).metadata(Path(path))
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - any reading failure (protobuf's DecodeError too) is "not readable"
         raise MobileNetsError(f"cannot read {path} as a {format} file: {str(e).splitlines()[0][:200]}") from None
     if not info or info.get("task") != "detection":
         raise MobileNetsError(f"{path} is not a mobilenets detector file (no detection metadata); export it again")
