@@ -200,3 +200,15 @@ def test_cli_export_round_trip(detector, data, composite, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(ckpt), "--calibration", "minmax", "-o", str(tmp_path / "x.onnx")]) != 0
     assert "--calibration is for classifiers" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_openvino_fp32_gives_pytorchs_detections(detector, data, tmp_path):
+    """OpenVINO reads the ONNX graph's NonMaxSuppression as its own NMS op; f32 math pinned (bf16 on AMX CPUs)."""
+    train, test, photos = data
+    path = tmp_path / "det.xml"
+    result = det.export_detector(
+        detector, path, "openvino", classes=train.classes, verify_images=photos, verify_dataset=test
+    )
+    v = result.verification
+    assert v.passed and v.reference > 100 and v.matched == v.reference and v.extra == 0, v.summary()
+    assert path.with_suffix(".bin").is_file() and det.file_info(path, "openvino")["nms"]["where"] == "file"

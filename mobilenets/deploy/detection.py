@@ -203,10 +203,12 @@ def _onnx_runner(path: Path, threads: int | None) -> Runner:
 
 
 def _openvino_runner(path: Path, threads: int | None) -> Runner:
-    ov = require("openvino", "running OpenVINO files")
-    core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads or 1})
-    return lambda x: [np.asarray(v) for v in compiled(x).values()]
+    from mobilenets.deploy import openvino
+
+    # f32 pinned: on a CPU with AMX or AVX512_BF16 OpenVINO would otherwise compute in bf16.
+    model = openvino.compiled(path, "fp32", threads or 1)
+    names = [out.get_any_name() for out in model.outputs]
+    return lambda x: [np.asarray(model(x)[name]) for name in names]
 
 
 RUNNERS = {"onnx": _onnx_runner, "openvino": _openvino_runner}
