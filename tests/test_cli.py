@@ -36,11 +36,24 @@ def test_paper_tables(capsys):
     for text in ("Conv dw / s1     3×3×1024 dw", "Shallow MobileNet", "VGG 16", "AlexNet", "SqueezeNet", "1.91"):
         assert text in out
     assert "MobileNet figures match the paper" in out
+    # The detection tables after the classification ones (issue 27): Table 13's SSD300 and torchvision's SSDLite.
+    detection = out[out.index("\nDetection — ") :]
+    assert "SSD300 MobileNet" not in out[: out.index("\nDetection — ")]
+    assert "V1 Table 13  SSD300 MobileNet" in detection and "19.3" in detection and "6.820" in detection
+    assert "torchvision  ssdlite320_mobilenet_v3_large" in detection and "21.3" in detection
     assert main(["paper-tables", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     mobilenet = [c for c in data["comparisons"] if c["table"] in "34567"]
     assert mobilenet and all(c["matches"] for c in mobilenet)
     assert len(data["table1"]) == 30
+    ssd300 = data["detection"][0]
+    assert (ssd300["source"], ssd300["coco_map"], ssd300["mult_adds_b"]["paper"], ssd300["params_m"]["paper"]) == (
+        "V1 Table 13",
+        19.3,
+        1.2,
+        6.8,
+    )
+    assert abs(ssd300["params_m"]["ratio"] - 1) < 0.01 and ssd300["note"]
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,15 @@ from mobilenets.detection import (
     load_torchvision_state_dict,
     ssdlite320_mobilenet_v3_large,
 )
-from mobilenets.detection.costs import PAPER_COSTS, cost_table, detector_costs, paper_row_costs
+from mobilenets.detection.costs import (
+    PAPER_COSTS,
+    cost_comparisons,
+    cost_table,
+    detector_costs,
+    format_cost_comparisons,
+    paper_map,
+    paper_row_costs,
+)
 from mobilenets.detection.ssdlite import build_ssdlite
 from mobilenets.errors import MobileNetsError
 
@@ -254,11 +262,62 @@ def test_torchvision_anchor_layout_explains_its_extra_cost():
 
 
 def test_cost_table_renders():
-    table = cost_table(PAPER_COSTS[:1] + PAPER_COSTS[-2:])
+    v3 = [r for r in PAPER_COSTS if r.source == "V3 Table 6"]
+    table = cost_table(PAPER_COSTS[:1] + v3[-2:] + PAPER_COSTS[-1:])
     lines = table.splitlines()
-    assert lines[0].startswith("| source | model | layout")
-    assert len(lines) == 2 + 1 + 2 * 2  # header, SSD300 (TF layout only), two SSDLite rows in both layouts
-    assert "| V1 Table 13 | SSD300 MobileNet | TF | 1.2 | 1.237 | 1.03 | 6.8 | 6.820 | 1.00 |" in table
+    assert lines[0].startswith("| source | model | layout | COCO mAP")
+    # header, SSD300 (TF layout only), two SSDLite rows in both layouts, torchvision's row in its own
+    assert len(lines) == 2 + 1 + 2 * 2 + 1
+    assert "| V1 Table 13 | SSD300 MobileNet | TF | 19.3 | 1.2 | 1.237 | 1.03 | 6.8 | 6.820 | 1.00 |" in table
+    assert (
+        "| torchvision | ssdlite320_mobilenet_v3_large | torchvision | 21.3 | 0.583 | 0.583 | 1.00 | 3.44006 | 3.440 "
+        "| 1.00 |" in table
+    )
+
+
+# The figures as printed: MobileNets Table 13, V2 paper Tables 5-6, V3 paper Table 6 and torchvision's model card
+# for ssdlite320_mobilenet_v3_large: (COCO mAP, billions of Mult-Adds, millions of parameters).
+PRINTED = {
+    ("V1 Table 13", "SSD300 MobileNet"): (19.3, 1.2, 6.8),
+    ("V2 Table 5", "SSD head (on MobileNetV2)"): (None, 1.25, 14.8),
+    ("V2 Table 5", "SSDLite head (on MobileNetV2)"): (None, 0.35, 2.1),
+    ("V2 Table 6", "MobileNetV2 + SSDLite"): (22.1, 0.8, 4.3),
+    ("V2 Table 6", "MobileNetV1 + SSDLite"): (22.2, 1.3, 5.1),
+    ("V3 Table 6", "V3-Large SSDLite"): (22.0, 0.62, 4.97),
+    ("V3 Table 6", "V3-Large SSDLite, reduced tail"): (22.0, 0.51, 3.22),
+    ("V3 Table 6", "V3-Small SSDLite"): (16.0, 0.21, 2.49),
+    ("V3 Table 6", "V3-Small SSDLite, reduced tail"): (16.1, 0.16, 1.77),
+    ("torchvision", "ssdlite320_mobilenet_v3_large"): (21.3, 0.583, TORCHVISION_SSDLITE_PARAMS / 1e6),
+}
+
+
+def test_paper_rows_hold_the_printed_figures():
+    assert {(r.source, r.row): (r.coco_map, r.mult_adds_b, r.params_m) for r in PAPER_COSTS} == PRINTED
+
+
+def test_paper_tables_detection_rows():
+    """`paper-tables`' detection part: every printed figure beside our count, the ratio, and a reason."""
+    comparisons = cost_comparisons()
+    assert {(c.paper.source, c.paper.row) for c in comparisons} == set(PRINTED)
+    assert all(c.note for c in comparisons)
+    tv = next(c for c in comparisons if c.paper.source == "torchvision")
+    assert tv.layout == "torchvision" and round(tv.params_m * 1e6) == TORCHVISION_SSDLITE_PARAMS
+    assert tv.to_dict()["coco_map"] == 21.3 and abs(tv.to_dict()["mult_adds_b"]["ratio"] - 1) < 0.001
+    text = format_cost_comparisons(comparisons).splitlines()
+    assert len(text) == 1 + len(comparisons)
+    assert text[1].split()[:9] == ["V1", "Table", "13", "SSD300", "MobileNet", "TF", "19.3", "1.2", "1.237"]
+
+
+def test_paper_map_of_each_registered_detector():
+    """The figure `select` ranks a registered detector by: the row of exactly this model first (torchvision's for
+    V3-Large, whose anchors ours share), else its paper's, which ran TF's anchors."""
+    assert {name: paper_map(name) for name in list_detectors()} == {
+        "ssd300_mobilenet_v1": (19.3, "V1 Table 13"),
+        "ssdlite320_mobilenet_v1": (22.2, "V2 Table 6, TF's anchor layout"),
+        "ssdlite320_mobilenet_v2": (22.1, "V2 Table 6, TF's anchor layout"),
+        "ssdlite320_mobilenet_v3_large": (21.3, "torchvision"),
+        "ssdlite320_mobilenet_v3_small": (16.1, "V3 Table 6, TF's anchor layout"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mobilenets.detection import create_detector
 from mobilenets.detection.base import ASPECT_RATIOS, Detector, TFAnchorGenerator
 from mobilenets.detection.ssd import ssd300_mobilenet_v1
 from mobilenets.detection.ssdlite import build_ssdlite
@@ -85,6 +86,7 @@ class PaperCost:
         reduced_tail: V3's option.
         tolerance: the largest |ours / paper - 1| the note below explains, for either figure.
         note: why ours differs.
+        coco_map: the COCO mAP (%) printed for the model; None where the row has none (V2 Table 5 counts heads).
     """
 
     source: str
@@ -99,7 +101,11 @@ class PaperCost:
     reduced_tail: bool = False
     tolerance: float = 0.05
     note: str = ""
+    coco_map: float | None = None
 
+
+# Every V3 row (the parameters without BatchNorm's: 0.07%, 0.15%, 0.14% and 0.27% off the paper's).
+V3_NOTE = "matches; the 1% of parameters more is BatchNorm's γ and β (without them: within 0.3%)"
 
 PAPER_COSTS: list[PaperCost] = [
     PaperCost(
@@ -110,6 +116,7 @@ PAPER_COSTS: list[PaperCost] = [
         ("mobilenet_v1", False),
         size=300,
         tolerance=0.04,
+        coco_map=19.3,
         note="matches to the paper's one decimal (1.237B, 6.820M) with TF's 1×1 box predictor; 3×3 predictors "
         "would make it 17.9M",
     ),
@@ -146,6 +153,7 @@ PAPER_COSTS: list[PaperCost] = [
         ("mobilenet_v2", True),
         num_classes=81,
         tolerance=0.02,
+        coco_map=22.1,
         note="matches at 81 classes as Table 5 (at 91: 0.80B, 4.50M)",
     ),
     PaperCost(
@@ -156,6 +164,7 @@ PAPER_COSTS: list[PaperCost] = [
         ("mobilenet_v1", True),
         num_classes=81,
         tolerance=0.02,
+        coco_map=22.2,
         note="matches: TF's ssdlite_mobilenet_v1, SSD300's conv11 and conv13 with SSDLite's extra layers and head",
     ),
     PaperCost(
@@ -165,7 +174,8 @@ PAPER_COSTS: list[PaperCost] = [
         4.97,
         ("mobilenet_v3_large", True),
         tolerance=0.02,
-        note="matches; the 1% of parameters more is BatchNorm's γ and β (conv weights alone: 0.2% fewer)",
+        coco_map=22.0,
+        note=V3_NOTE,
     ),
     PaperCost(
         "V3 Table 6",
@@ -175,10 +185,18 @@ PAPER_COSTS: list[PaperCost] = [
         ("mobilenet_v3_large", True),
         reduced_tail=True,
         tolerance=0.02,
-        note="as above",
+        coco_map=22.0,
+        note=V3_NOTE,
     ),
     PaperCost(
-        "V3 Table 6", "V3-Small SSDLite", 0.21, 2.49, ("mobilenet_v3_small", True), tolerance=0.02, note="as above"
+        "V3 Table 6",
+        "V3-Small SSDLite",
+        0.21,
+        2.49,
+        ("mobilenet_v3_small", True),
+        tolerance=0.02,
+        coco_map=16.0,
+        note=V3_NOTE,
     ),
     PaperCost(
         "V3 Table 6",
@@ -188,7 +206,24 @@ PAPER_COSTS: list[PaperCost] = [
         ("mobilenet_v3_small", True),
         reduced_tail=True,
         tolerance=0.02,
-        note="as above",
+        coco_map=16.1,
+        note=V3_NOTE,
+    ),
+    # torchvision's model card (SSDLite320_MobileNet_V3_Large_Weights.meta): COCO val2017 box AP, num_params and
+    # "GFLOPS", which are multiply-adds (torchvision counts a multiply-add as one op). The torchvision layout: our
+    # ssdlite320_mobilenet_v3_large as registered.
+    PaperCost(
+        "torchvision",
+        "ssdlite320_mobilenet_v3_large",
+        0.583,
+        3.44006,
+        ("mobilenet_v3_large", True),
+        tf_anchors=False,
+        reduced_tail=True,
+        tolerance=0.005,
+        coco_map=21.3,
+        note="matches: the same model (its weights load into ours, import-weights); torchvision's GFLOPS are "
+        "multiply-adds",
     ),
 ]
 
@@ -229,26 +264,117 @@ def paper_row_costs(row: PaperCost, tf_anchors: bool | None = None) -> tuple[flo
     return mult_adds / 1e9, params / 1e6
 
 
-def cost_table(rows: list[PaperCost] | None = None, torchvision_layout: bool = True) -> str:
-    """Markdown table: each paper row's Mult-Adds and parameters beside ours and the ratio (ours / paper), with
-    TF's anchor layout (what the papers ran) and, for SSDLite, torchvision's as well."""
-    lines = [
-        "| source | model | layout | Mult-Adds (B) paper | ours | × | params (M) paper | ours | × | why they differ |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+@dataclass(frozen=True)
+class CostComparison:
+    """A paper row's figures beside our count of its model in one anchor layout.
+
+    ``layout`` is "TF" (3 anchors per location on the lowest map, what the papers ran) or "torchvision" (6, our
+    SSDLite builders' default); ``note`` says why ours differs.
+    """
+
+    paper: PaperCost
+    layout: str
+    mult_adds_b: float
+    params_m: float
+    note: str
+
+    @property
+    def mult_adds_ratio(self) -> float:
+        return self.mult_adds_b / self.paper.mult_adds_b
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_m / self.paper.params_m
+
+    def to_dict(self) -> dict:
+        p = self.paper
+        return {
+            "source": p.source,
+            "model": p.row,
+            "layout": self.layout,
+            "coco_map": p.coco_map,
+            "mult_adds_b": {"paper": p.mult_adds_b, "ours": self.mult_adds_b, "ratio": self.mult_adds_ratio},
+            "params_m": {"paper": p.params_m, "ours": self.params_m, "ratio": self.params_ratio},
+            "note": self.note,
+        }
+
+
+def cost_comparisons(rows: list[PaperCost] | None = None, torchvision_layout: bool = True) -> list[CostComparison]:
+    """Each paper row beside our count of its model in the row's own layout and, for an SSDLite row of the
+    papers (TF's layout), in torchvision's as well."""
+    out = []
     for row in rows or PAPER_COSTS:
-        layouts = [("TF", True)]
-        if torchvision_layout and row.builder[1]:
-            layouts.append(("torchvision", False))
-        for layout, tf_anchors in layouts:
+        layouts = [row.tf_anchors]
+        if torchvision_layout and row.builder[1] and row.tf_anchors:
+            layouts.append(False)
+        for tf_anchors in layouts:
             madds, params = paper_row_costs(row, tf_anchors)
-            note = row.note if tf_anchors else TORCHVISION_ANCHORS_NOTE
-            lines.append(
-                f"| {row.source} | {row.row} | {layout} | {row.mult_adds_b:g} | {madds:.3f} | "
-                f"{madds / row.mult_adds_b:.2f} | {row.params_m:g} | {params:.3f} | {params / row.params_m:.2f} | "
-                f"{note} |"
-            )
+            note = row.note if tf_anchors == row.tf_anchors else TORCHVISION_ANCHORS_NOTE
+            out.append(CostComparison(row, "TF" if tf_anchors else "torchvision", madds, params, note))
+    return out
+
+
+def _map_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def cost_table(rows: list[PaperCost] | None = None, torchvision_layout: bool = True) -> str:
+    """Markdown table: each paper row's COCO mAP, Mult-Adds and parameters beside our counts and the ratio
+    (ours / paper), with TF's anchor layout (what the papers ran) and, for SSDLite, torchvision's as well."""
+    lines = [
+        "| source | model | layout | COCO mAP | Mult-Adds (B) paper | ours | × | params (M) paper | ours | × "
+        "| why they differ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cost_comparisons(rows, torchvision_layout):
+        p = c.paper
+        lines.append(
+            f"| {p.source} | {p.row} | {c.layout} | {_map_text(p.coco_map)} | {p.mult_adds_b:g} | "
+            f"{c.mult_adds_b:.3f} | {c.mult_adds_ratio:.2f} | {p.params_m:g} | {c.params_m:.3f} | "
+            f"{c.params_ratio:.2f} | {c.note} |"
+        )
     return "\n".join(lines)
+
+
+def format_cost_comparisons(comparisons: list[CostComparison]) -> str:
+    """The comparisons as a plain-text table (`mobilenets paper-tables`)."""
+    model_width = max(len(c.paper.row) for c in comparisons) + 2
+    lines = [
+        f"{'source':<13}{'model':<{model_width}}{'layout':<13}{'COCO mAP':>8}  {'Mult-Adds (B): paper':>20}"
+        f"{'ours':>8}{'×':>6}  {'params (M): paper':>17}{'ours':>8}{'×':>6}  why they differ"
+    ]
+    for c in comparisons:
+        p = c.paper
+        lines.append(
+            f"{p.source:<13}{p.row:<{model_width}}{c.layout:<13}{_map_text(p.coco_map):>8}  {p.mult_adds_b:>20g}"
+            f"{c.mult_adds_b:>8.3f}{c.mult_adds_ratio:>6.2f}  {p.params_m:>17g}{c.params_m:>8.3f}"
+            f"{c.params_ratio:>6.2f}  {c.note}"
+        )
+    return "\n".join(lines)
+
+
+def paper_map(name: str) -> tuple[float, str] | None:
+    """The COCO mAP printed for the registered detector ``name`` as the registry builds it (α 1, its own input
+    size, V3's reduced tail), and where: (mAP %, source); None where no row prints one.
+
+    A row of exactly this model (the same anchor layout: torchvision's for ``ssdlite320_mobilenet_v3_large``) comes
+    first; else the papers' row of the same backbone, head, tail and input size, which ran TF's anchor layout (and
+    the V2 paper's 80 classes): the source says so.
+    """
+    with torch.device("meta"):
+        model = create_detector(name)
+    tf_anchors = isinstance(model.anchor_generator, TFAnchorGenerator)
+    tail = model.config.get("reduced_tail", False)
+    key = (model.config["backbone"], name.startswith("ssdlite"), model.resolution[0], tail)
+    rows = [
+        r
+        for r in PAPER_COSTS
+        if r.part == "all" and r.coco_map is not None and (*r.builder, r.size, r.reduced_tail) == key
+    ]
+    if not rows:
+        return None
+    row = min(rows, key=lambda r: r.tf_anchors != tf_anchors)  # the exact model first, else the paper's
+    return row.coco_map, row.source if row.tf_anchors == tf_anchors else f"{row.source}, TF's anchor layout"
 
 
 if __name__ == "__main__":
