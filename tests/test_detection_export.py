@@ -168,9 +168,9 @@ def test_wrong_file_is_refused_and_nothing_written(detector, data, tmp_path, mon
 
 def test_bad_inputs_are_refused(detector, data, tmp_path):
     with pytest.raises(MobileNetsError, match="not done yet"):
-        det.export_detector(detector, tmp_path / "d.pte", "executorch")
+        det.export_detector(detector, tmp_path / "d.tflite", "tflite")
     with pytest.raises(MobileNetsError, match="offers fp32, not int8"):
-        det.export_detector(detector, tmp_path / "d.xml", "openvino", "int8")
+        det.export_detector(detector, tmp_path / "d.pte", "executorch", "int8")
     with pytest.raises(MobileNetsError, match="end in .onnx"):
         det.export_detector(detector, tmp_path / "d.xml", "onnx")
     classifier_file = tmp_path / "plain.onnx"
@@ -212,3 +212,18 @@ def test_openvino_fp32_gives_pytorchs_detections(detector, data, tmp_path):
     v = result.verification
     assert v.passed and v.reference > 100 and v.matched == v.reference and v.extra == 0, v.summary()
     assert path.with_suffix(".bin").is_file() and det.file_info(path, "openvino")["nms"]["where"] == "file"
+
+
+@pytest.mark.slow  # ExecuTorch's lowering of the detector takes ~80 s on this 2-core machine
+def test_executorch_fp32_with_nms_in_the_runner(detector, data, tmp_path):
+    """ExecuTorch has no NMS kernel: the program gives each class's top-k candidates and the runner applies
+    batched_nms with the thresholds in its card; the detections are still the PyTorch detector's."""
+    train, test, photos = data
+    path = tmp_path / "det.pte"
+    result = det.export_detector(
+        detector, path, "executorch", classes=train.classes, verify_images=photos, verify_dataset=test
+    )
+    v = result.verification
+    assert v.passed and v.reference > 100 and v.matched == v.reference and v.extra == 0, v.summary()
+    info = det.file_info(path, "executorch")
+    assert info["nms"]["where"] == "runner" and info["nms"]["op"] == "torchvision.ops.batched_nms"

@@ -211,7 +211,14 @@ def _openvino_runner(path: Path, threads: int | None) -> Runner:
     return lambda x: [np.asarray(model(x)[name]) for name in names]
 
 
-RUNNERS = {"onnx": _onnx_runner, "openvino": _openvino_runner}
+def _executorch_runner(path: Path, threads: int | None) -> Runner:
+    from mobilenets.deploy import executorch
+
+    method = executorch.method(path, threads or 1)
+    return lambda x: [t.numpy() for t in method.execute([torch.from_numpy(np.ascontiguousarray(x))])]
+
+
+RUNNERS = {"onnx": _onnx_runner, "openvino": _openvino_runner, "executorch": _executorch_runner}
 
 
 def file_info(path: str | Path, format: str) -> dict:
@@ -397,9 +404,9 @@ def nan_to_none(value: float) -> float | None:
 # Writing files
 
 # Which runtimes run NMS in the file (they have the op) and which leave it to the runner.
-NMS_IN_FILE = {"onnx": True, "openvino": True}
+NMS_IN_FILE = {"onnx": True, "openvino": True, "executorch": False}
 DETECTION_FORMATS = tuple(NMS_IN_FILE)
-DETECTION_PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32",)}
+DETECTION_PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "int8"), "executorch": ("fp32",)}
 # int8 quantizes the backbone, the extra layers and the head's depthwise convs. The head's two 1×1 prediction convs
 # (box offsets and class logits), the box decoding, softmax, top-k and NMS stay float: a uint8 box offset moves a
 # box by a step of the whole offset range, and uint8 logits merge the close scores that NMS and top-k order.
@@ -488,18 +495,70 @@ def write_onnx(
     }
 
 
-def write_openvino(model: nn.Module, path: Path, precision: str = "fp32") -> dict:
-    """OpenVINO IR converted from the ONNX graph: its ``NonMaxSuppression`` becomes OpenVINO's own NMS op."""
+def write_openvino(
+    model: nn.Module,
+    path: Path,
+    precision: str = "fp32",
+    calib_images: torch.Tensor | None = None,
+    weight_bits: int = 7,
+) -> dict:
+    """OpenVINO IR converted from the ONNX graph: its ``NonMaxSuppression`` becomes OpenVINO's own NMS op. int8 is
+    NNCF's post-training quantization (full bias correction, overflow fix for 7-bit weights as the classifiers')
+    with the same float scopes as the ONNX file: everything outside :data:`INT8_SCOPES` is NNCF's ignored scope."""
+    import contextlib
+    import sys
+
     ov = require("openvino", "OpenVINO export")
     onnx_path = path.with_name("fp32_" + path.with_suffix(".onnx").name)
     write_onnx(model, onnx_path, "fp32")
-    with quiet():
-        ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+    ov_model = ov.convert_model(str(onnx_path))
     onnx_path.unlink()
+    kept_float = {}
+    if precision == "int8":
+        if calib_images is None:
+            raise MobileNetsError("int8 export needs calibration images (calib_images=, CLI --calib N)")
+        nncf = require("nncf", "int8 OpenVINO export")
+        params = require("nncf.quantization.advanced_parameters", "int8 OpenVINO export")
+        fix = params.OverflowFix.ENABLE if weight_bits == 7 else params.OverflowFix.DISABLE
+        ops = ov_model.get_ordered_ops()
+        ignored = [o.get_friendly_name() for o in ops if not INT8_SCOPES.search(o.get_friendly_name())]
+        # NNCF draws progress bars on stdout: send them to stderr so `--json` output stays clean.
+        with quiet(), contextlib.redirect_stdout(sys.stderr):
+            ov_model = nncf.quantize(
+                ov_model,
+                nncf.Dataset([image.numpy() for image in calib_images.split(1)]),
+                subset_size=len(calib_images),
+                fast_bias_correction=False,
+                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+                advanced_parameters=params.AdvancedQuantizationParameters(overflow_fix=fix),
+            )
+        kept_float = {
+            "quantized": "backbone, extra layers and the head's depthwise convs",
+            "float": "the head's 1x1 prediction convs (box offsets, class logits), box decoding, softmax, top-k, NMS",
+            "float_convs": [
+                o.get_friendly_name()
+                for o in ops
+                if o.get_type_name() == "Convolution" and o.get_friendly_name() in ignored
+            ],
+        }
+    with quiet():
+        ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    return kept_float
+
+
+def write_executorch(model: nn.Module, path: Path, precision: str = "fp32", *_args) -> dict:
+    """ExecuTorch program (XNNPACK delegate) of the per-class candidates: ExecuTorch has no NMS kernel, so NMS runs
+    in the runner (:func:`nms_candidates`, torchvision's ``batched_nms`` with the file's thresholds)."""
+    from mobilenets.deploy import executorch
+
+    module = graph(model, nms_in_file=False)
+    with quiet(), torch.no_grad():
+        exported = torch.export.export(module, (torch.rand(1, 3, *model.resolution),))
+    path.write_bytes(executorch._lower(exported))
     return {}
 
 
-WRITERS = {"onnx": write_onnx, "openvino": write_openvino}
+WRITERS = {"onnx": write_onnx, "openvino": write_openvino, "executorch": write_executorch}
 
 
 def detector_info(model: nn.Module, format: str, precision: str, classes: Sequence[str] | None, weight_bits: int):
@@ -674,10 +733,9 @@ def export_detector(
     with atomic_staging(path, getattr(module, "companions", None)) as staged:
         say(f"writing a {format} {precision} detector ({module.RUNTIME}, NMS in the {info['nms']['where']})")
         try:
+            kept_float = WRITERS[format](model, staged, precision, calib_images, weight_bits)
             if precision == "int8":
-                info["int8"].update(write_onnx(model, staged, precision, calib_images, weight_bits))
-            else:
-                WRITERS[format](model, staged)
+                info["int8"].update(kept_float)
             module.set_metadata(staged, info)
         except MobileNetsError:
             raise
