@@ -630,7 +630,7 @@ def photo_images() -> list[torch.Tensor]:
     """scikit-image's sample photos (no download), (3, h, w) float in [0, 1]."""
     from mobilenets.deploy.images import _photos
 
-    return [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1).float().div(255) for p in _photos()]
+    return [torch.from_numpy(np.array(p)).permute(2, 0, 1).float().div(255) for p in _photos()]  # a writable copy
 
 
 def calibration_images(resolution: Sequence[int], n: int = CALIB_DETECTION_IMAGES, spec: str = "composite"):
