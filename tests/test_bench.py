@@ -12,6 +12,8 @@ import pytest
 
 from mobilenets.cli import main
 from mobilenets.deploy import bench
+from mobilenets.deploy.detection import DETECTION_FORMATS
+from mobilenets.detection import create_detector, list_detectors
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 from mobilenets.models.mobilenet_v1 import BLOCKS
@@ -335,9 +337,134 @@ def test_cli_select_by_params(capsys):
         (["bench"], "give a model name"),
         (["select"], "give a budget"),
         (["select", "--max-latency-ms", "3", "--results", "/nonexistent/grid.json"], "no such results file"),
+        (["bench", "--grid", "--family", "ssd500"], "unknown family 'ssd500'; choose from mobilenet_v1"),
+        (["bench", "--grid", "--family", "detectors", "--resolutions", "16"], "_1.0_16: input size 16x16 is too small"),
     ],
 )
 def test_cli_bench_select_errors(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Detectors: rows of their own, timed from image to boxes, ranked by the papers' COCO mAP (issue 27)
+
+LARGE = "ssdlite320_mobilenet_v3_large"
+# The runtimes no detector file is written for yet (issue 28 adds them one by one): skipped for detectors.
+NO_DETECTOR_FILE = [r for r in bench.RUNTIMES if r != "eager" and bench.FORMAT_OF[r] not in DETECTION_FORMATS]
+
+
+def test_detector_grid_rows_carry_exact_costs_and_the_papers_map():
+    names = bench.grid_names(families=["detectors"])
+    assert len(names) == len(set(names)) == 5 * len(list_detectors())
+    assert {bench.family_of(n) for n in names} == set(list_detectors())
+    # Each detector's widths at its own size, then its sizes at α 1; any α and size on request.
+    assert bench.grid_names(families=[LARGE]) == [
+        f"{LARGE}_1.0_320",
+        f"{LARGE}_0.75_320",
+        f"{LARGE}_0.5_320",
+        f"{LARGE}_1.0_256",
+        f"{LARGE}_1.0_192",
+    ]
+    assert bench.grid_names([0.25], [128], families=["ssd300_mobilenet_v1"]) == ["ssd300_mobilenet_v1_0.25_128"]
+    assert not any(bench.family_of(n) in list_detectors() for n in bench.grid_names())  # on request only
+    rows = {r.model: r for r in bench.grid_cost_rows(families=["detectors"])}
+    # COCO mAP as printed (V1 Table 13, V2 Table 6, torchvision's card, V3 Table 6's reduced tail), only for the
+    # model a figure describes: α 1 at the detector's own size. No other row gets one.
+    assert {n: (r.coco_map, r.coco_map_source) for n, r in rows.items() if r.coco_map is not None} == {
+        "ssd300_mobilenet_v1_1.0_300": (19.3, "V1 Table 13"),
+        "ssdlite320_mobilenet_v1_1.0_320": (22.2, "V2 Table 6, TF's anchor layout"),
+        "ssdlite320_mobilenet_v2_1.0_320": (22.1, "V2 Table 6, TF's anchor layout"),
+        f"{LARGE}_1.0_320": (21.3, "torchvision"),
+        "ssdlite320_mobilenet_v3_small_1.0_320": (16.1, "V3 Table 6, TF's anchor layout"),
+    }
+    large = rows[f"{LARGE}_1.0_320"]
+    assert (large.task, large.top1, large.width_mult, large.resolution) == ("detection", None, 1.0, 320)
+    # torchvision's model card: 3,440,060 parameters, 0.583 "GFLOPS" (multiply-adds).
+    assert large.num_params == 3_440_060 and round(large.mult_adds / 1e9, 3) == 0.583
+    assert rows[f"{LARGE}_0.5_320"].mult_adds < rows[f"{LARGE}_0.75_320"].mult_adds < large.mult_adds
+
+
+def test_detector_grid_times_image_to_boxes_and_skips_runtimes_without_a_detector_file():
+    runtimes = ["eager", "onnxruntime", *NO_DETECTOR_FILE[:1]]
+    rows = bench.bench_grid([0.25], [128], runtimes, runs=2, warmup=1, families=["ssdlite320_mobilenet_v3_small"])
+    (row,) = rows
+    assert row.model == "ssdlite320_mobilenet_v3_small_0.25_128" and not row.failed and row.coco_map is None
+    assert set(row.latency_ms) == {"eager/fp32", "onnxruntime/fp32"} and min(row.latency_ms.values()) > 0
+    for runtime in NO_DETECTOR_FILE[:1]:
+        assert f"no {runtime} file of a detector yet" in row.skipped[f"{runtime}/fp32"]
+    lines = bench.format_grid(rows).splitlines()
+    header = next(line for line in lines if line.startswith("detector"))
+    assert "COCO mAP" in header and "onnxruntime/fp32 ms" in header and "top-1" not in bench.format_grid(rows)
+    # What is timed: an image in, final detections out (resize, network, box decoding and NMS), on both paths.
+    model = create_detector("ssdlite320_mobilenet_v3_small", width_mult=0.25, size=(96, 128))
+    (eager,) = bench.make_runner(model, "eager")()
+    from_file = bench.make_runner(model, "onnxruntime")()
+    for detections in (eager, from_file):
+        assert set(detections) == {"boxes", "labels", "scores"} and detections["boxes"].shape[1] == 4
+    for runtime in NO_DETECTOR_FILE[:1]:
+        with pytest.raises(MobileNetsError, match=f"no {runtime} file of a detector yet"):
+            bench.make_runner(model, runtime)
+    with pytest.raises(MobileNetsError, match="a detector file takes one image"):
+        bench.make_runner(model, "onnxruntime", batch_size=2)
+
+
+def test_select_ranks_detectors_by_the_papers_map_after_the_classifiers():
+    rows = bench.grid_cost_rows([1.0], families=["mobilenet_v3_small", "detectors"])
+    for row in rows:  # made-up latencies, proportional to Mult-Adds: 90 ms is 900M
+        row.latency_ms = {"eager/fp32": row.mult_adds / 1e7}
+    picked = bench.select(rows, max_latency_ms=90, runtime="eager")
+    kinds = [s.is_detector for s in picked]
+    assert kinds == sorted(kinds) and any(kinds) and not all(kinds)  # classifiers first, each kind its own ranking
+    detectors = [s for s in picked if s.is_detector]
+    # Within 900M Mult-Adds: V2 (22.1) before V3-Large (21.3) and V3-Small (16.1); SSD300 (1237M) and SSDLite V1
+    # (1381M) at 320 do not fit; the variants no paper gives a mAP for follow, most Mult-Adds first.
+    assert [(s.row.model, s.accuracy) for s in detectors[:3]] == [
+        ("ssdlite320_mobilenet_v2_1.0_320", 22.1),
+        (f"{LARGE}_1.0_320", 21.3),
+        ("ssdlite320_mobilenet_v3_small_1.0_320", 16.1),
+    ]
+    rest = detectors[3:]
+    assert rest and all(s.accuracy is None and not s.top1_estimated for s in rest)
+    assert [s.row.mult_adds for s in rest] == sorted((s.row.mult_adds for s in rest), reverse=True)
+    assert all(s.row.mult_adds <= 900e6 for s in detectors)
+    classifiers = [s.accuracy for s in picked if not s.is_detector]
+    published = [a for a in classifiers if a is not None]
+    assert published and classifiers[: len(published)] == sorted(published, reverse=True)  # by the papers' top-1
+
+
+def test_cli_bench_and_select_detectors(tmp_path, capsys):
+    argv = ["bench", "--grid", "--family", "ssdlite320_mobilenet_v3_small", "--widths", "0.25", "--resolutions", "128"]
+    argv += ["--runtime", "eager", "--runs", "2", "--warmup", "1", "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "ssdlite320_mobilenet_v3_small_0.25_128" in table and "COCO mAP" in table
+    (row,) = json.loads((tmp_path / "grid.json").read_text())["rows"]
+    assert row["task"] == "detection" and set(row["latency_ms"]) == {"eager/fp32"}
+    for png in ("detectors_latency_vs_mult_adds.png", "detectors_latency_vs_coco_map.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "accuracy_vs_mult_adds.png").exists()  # the classifiers' plots: none in this grid
+    budget = str(row["latency_ms"]["eager/fp32"] * 10)
+    assert (
+        main(["select", "--max-latency-ms", budget, "--runtime", "eager", "--results", str(tmp_path / "grid.json")])
+        == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[0] == "detector" and out[1].split()[0] == "ssdlite320_mobilenet_v3_small_0.25_128"
+    assert out[1].split()[3] == "—"  # no paper gives a mAP at α 0.25, 128 px
+
+    argv = ["bench", "ssdlite320_mobilenet_v3_small", "--width-mult", "0.25", "--resolution", "128"]
+    assert main([*argv, "--runtime", "eager", *NO_DETECTOR_FILE[:1], "--runs", "2", "--warmup", "1", "--json"]) == 0
+    eager, *skipped = json.loads(capsys.readouterr().out)
+    assert eager["latency"]["median_ms"] > 0 and all("file of a detector yet" in r["skipped"] for r in skipped)
+
+
+def test_cli_select_detectors_by_cost(capsys):
+    assert main(["select", "--max-madds", "600M", "--family", "mobilenet_v3_small", "detectors"]) == 0
+    classifiers, detectors = capsys.readouterr().out.split("\n\n")
+    assert classifiers.split()[:1] == ["model"] and "top-1 %" in classifiers.splitlines()[0]
+    lines = detectors.splitlines()
+    assert lines[0].split()[0] == "detector" and "COCO mAP" in lines[0]
+    assert [line.split()[0] for line in lines[1:3]] == [f"{LARGE}_1.0_320", "ssdlite320_mobilenet_v3_small_1.0_320"]
+    assert [line.split()[3] for line in lines[1:4]] == ["21.3", "16.1", "—"]

@@ -267,7 +267,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="latency (median, p90) on eager / ONNX Runtime / ExecuTorch / OpenVINO / LiteRT; --grid for the "
-        "V1/V2/V3 α×ρ grids beside SqueezeNet and Xception",
+        "V1/V2/V3 α×ρ grids beside SqueezeNet and Xception, and the SSD/SSDLite detectors",
         epilog="examples:\n"
         "  mobilenets bench mobilenet_v1_1.0_224 --runtime onnxruntime openvino --precision fp32 int8 --threads 2\n"
         "  mobilenets bench mobilenet_v1_0.5_160 --runtime eager --batch-size 1 8\n"
@@ -276,19 +276,28 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "  mobilenets bench --grid --family mobilenet_v1 mobilenet_v3_small --runtime onnxruntime --precision int8\n"
         "  mobilenets bench --grid --family squeezenet xception --runtime openvino --out-dir /tmp/g\n"
         "  mobilenets bench --grid --runtime litert --precision int8 --out-dir reports/grid --keep-measured\n"
+        "  mobilenets bench ssdlite320_mobilenet_v3_large --runtime eager --threads 2   # image → boxes, NMS included\n"
+        "  mobilenets bench --grid --family detectors --runtime eager onnxruntime --threads 2 --out-dir /tmp/gd\n"
+        "  mobilenets bench --grid --family ssdlite320_mobilenet_v3_small --widths 0.25 --resolutions 128 \\\n"
+        "      --runtime eager --runs 5\n"
         "--grid without --widths/--resolutions measures each family's widths at its largest resolution and its\n"
         "resolutions at α=1 (the shape of V1 Tables 6-7) plus every variant a paper prints a top-1 for,\n"
         "and SqueezeNet 1.0 (plain, simple and complex bypass), SqueezeNet 1.1 and Xception: 30 models.\n"
-        "A runtime/precision whose export fails for a model is reported in the table, not fatal.",
+        "A runtime/precision whose export fails for a model is reported in the table, not fatal.\n"
+        "Detectors join with --family detectors (or a detector's name): each at α 1, 0.75, 0.5 at its own size\n"
+        "and at 256 and 192 px at α 1 (any α and size with --widths/--resolutions), in a table of their own with\n"
+        "the papers' COCO mAP. Their latency is one image to final boxes (resize, network, box decoding, NMS)\n"
+        "on eager and on each runtime `export` writes a detector file for; the other runtimes are skipped.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("name", nargs="?", help="registered model name (not with --grid)")
+    p.add_argument("name", nargs="?", help="registered model or detector name (not with --grid)")
     _add_model_args(p, weights=False)
     p.add_argument("--grid", action="store_true", help="the MobileNetV1/V2/V3 grid and the seed networks (see below)")
     p.add_argument(
         "--family",
         nargs="+",
-        help=f"--grid: only these families (default: {' '.join(GRID_FAMILIES)}; mobilenet_v3 = the four V3 ones)",
+        help=f"--grid: only these families (default: {' '.join(GRID_FAMILIES)}; mobilenet_v3 = the four V3 ones; "
+        "detectors = every SSD/SSDLite detector, or name one)",
     )
     p.add_argument("--widths", type=float, nargs="+", help="--grid: every registered α×ρ with these widths")
     p.add_argument("--resolutions", type=int, nargs="+", help="--grid: every registered α×ρ with these resolutions")
@@ -327,7 +336,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_grid(args, bench, say)
     if not args.name:
         raise MobileNetsError("give a model name (e.g. mobilenet_v1_1.0_224) or --grid")
-    model, _ = _build_model(args)
+    model = _bench_detector(args) if args.name.startswith("ssd") and not args.checkpoint else _build_model(args)[0]
     results = bench.bench_model(
         model,
         args.name,
@@ -370,6 +379,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"fastest on this CPU at batch {batch}: {best.runtime} {best.precision} ({best.latency.median_ms:.3f} ms)"
         )
     return 0
+
+
+def _bench_detector(args: argparse.Namespace):
+    """An untrained detector by name (a trained one comes from its --checkpoint, as a classifier's)."""
+    from mobilenets.detection import create_detector
+
+    if args.in_chans or args.stem_stride:
+        raise MobileNetsError("a detector takes --width-mult, --resolution and --num-classes (3-channel images)")
+    kwargs = {"width_mult": args.width_mult, "size": args.resolution, "num_classes": args.num_classes}
+    return create_detector(args.name, **{k: v for k, v in kwargs.items() if v is not None}).eval()
 
 
 def _bench_grid(args: argparse.Namespace, bench, say) -> int:
@@ -442,22 +461,32 @@ def _count(text: str) -> float:
 def _add_select(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "select",
-        help="the V1/V2/V3 α×ρ MobileNets (and SqueezeNet, Xception) that fit a latency / parameter / Mult-Adds "
-        "budget, most accurate first",
+        help="the V1/V2/V3 α×ρ MobileNets (and SqueezeNet, Xception), or the SSD/SSDLite detectors, that fit a "
+        "latency / parameter / Mult-Adds budget, most accurate first",
         epilog="examples:\n"
         "  mobilenets select --max-params 1.5            # millions; 1500K and 1.5M also work\n"
         "  mobilenets select --max-madds 200M\n"
         "  mobilenets select --max-latency-ms 2 --runtime onnxruntime/int8 --results reports/grid/grid.json\n"
         "  mobilenets select --max-latency-ms 5 --runtime onnxruntime   # measures the grid first\n"
         "  mobilenets select --max-madds 100M --family mobilenet_v1 mobilenet_v3_small\n"
+        "  mobilenets select --max-madds 1G --family detectors\n"
+        "  mobilenets select --max-latency-ms 300 --family detectors --runtime eager   # measures them first\n"
+        "  mobilenets select --max-latency-ms 100 --runtime onnxruntime --results /tmp/gd/grid.json\n"
         "Best first = highest ImageNet top-1: the papers' figure, else (~) interpolated within the family\n"
-        "in log Mult-Adds between its published points; variants with neither last, by Mult-Adds.",
+        "in log Mult-Adds between its published points; variants with neither last, by Mult-Adds.\n"
+        "Detectors (--family detectors, or in --results) are ranked in a table of their own by the COCO mAP the\n"
+        "papers print (V1 Table 13, V2 Table 6, V3 Table 6, torchvision), which exists only at α 1 and the\n"
+        "detector's own size: other variants show — and follow, by Mult-Adds. Nothing is interpolated.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--max-latency-ms", type=positive_float, help="median batch-1 latency budget (ms)")
     p.add_argument("--max-params", type=_count, help="parameter budget (millions, or with K/M/G)")
     p.add_argument("--max-madds", type=_count, help="Mult-Adds budget (millions, or with K/M/G)")
-    p.add_argument("--runtime", help="runtime or runtime/precision for the latency budget, e.g. onnxruntime/int8")
+    p.add_argument(
+        "--runtime",
+        help="runtime or runtime/precision for the latency budget, e.g. onnxruntime/int8 (measuring now: default "
+        "onnxruntime)",
+    )
     p.add_argument("--results", help="grid.json from `mobilenets bench --grid --out-dir` (else measured now)")
     p.add_argument("--family", nargs="+", help="only these families (default: all in the results / the grid)")
     p.add_argument("--threads", type=int, help="threads when measuring now")
@@ -472,6 +501,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.max_latency_ms is None and args.max_params is None and args.max_madds is None:
         raise MobileNetsError("give a budget: --max-latency-ms, --max-params or --max-madds")
     families = bench.check_families(args.family) if args.family else None
+    runtime = None  # what a latency budget is measured on now (with --results: any runtime, or --runtime)
     if args.results:
         rows = bench.load_grid(args.results)
         if families:
@@ -499,6 +529,15 @@ def cmd_select(args: argparse.Namespace) -> int:
     else:
         rows = bench.grid_cost_rows(families=families)
     chosen = bench.select(rows, args.max_latency_ms, args.max_params, args.max_madds, args.runtime)
+    timed = {k for r in rows if r.task == "detection" for k in r.latency_ms}
+    if args.max_latency_ms is not None and any(r.task == "detection" for r in rows):
+        wanted = args.runtime or runtime
+        if not any(wanted is None or wanted in (k, k.split("/")[0]) for k in timed):
+            print(
+                f"note: no detector has a {wanted or 'measured'} latency in these results (measured: "
+                f"{', '.join(sorted(timed)) or 'none'}); detectors run on eager and their export's runtimes",
+                file=sys.stderr,
+            )
     if args.json:
         print(
             json.dumps(
@@ -510,16 +549,36 @@ def cmd_select(args: argparse.Namespace) -> int:
     if not chosen:
         print("no variant fits the budget")
         return 1
+    classifiers = [c for c in chosen if not c.is_detector]
+    detectors = [c for c in chosen if c.is_detector]
+    if classifiers:
+        _print_selection(classifiers, "model", "top-1 %")
+    if any(s.top1_estimated for s in classifiers):
+        print("~: no published top-1; interpolated within the family in log Mult-Adds between its published points")
+    if detectors:
+        if classifiers:
+            print()
+        _print_selection(detectors, "detector", "COCO mAP")
+        print(
+            "COCO mAP: the papers' figure for the detector at α 1 and its own size (sources: mobilenets paper-tables); "
+            "— where none is printed"
+        )
+    return 0
+
+
+def _print_selection(chosen: list, first_column: str, accuracy_column: str) -> None:
     width = max(22, *(len(s.row.model) for s in chosen))
-    print(f"{'model':<{width}} {'Mult-Adds (M)':>13} {'params (M)':>10} {'top-1 %':>8} {'latency ms':>10}")
+    print(f"{first_column:<{width}} {'Mult-Adds (M)':>13} {'params (M)':>10} {accuracy_column:>8} {'latency ms':>10}")
     for s in chosen:
-        top1 = "—" if s.top1 is None else f"~{s.top1:.1f}" if s.top1_estimated else f"{s.top1:.1f}"
+        if s.accuracy is None:
+            accuracy = "—"
+        else:
+            accuracy = f"~{s.accuracy:.1f}" if s.top1_estimated else f"{s.accuracy:.1f}"
         lat = f"{s.latency_ms:.2f}" if s.latency_ms is not None else "—"
         row = s.row
-        print(f"{row.model:<{width}} {row.mult_adds / 1e6:>13.1f} {row.num_params / 1e6:>10.2f} {top1:>8} {lat:>10}")
-    if any(s.top1_estimated for s in chosen):
-        print("~: no published top-1; interpolated within the family in log Mult-Adds between its published points")
-    return 0
+        print(
+            f"{row.model:<{width}} {row.mult_adds / 1e6:>13.1f} {row.num_params / 1e6:>10.2f} {accuracy:>8} {lat:>10}"
+        )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -6,10 +6,13 @@ V1 paper's 16 models of Figures 4–5, and for V2 and each V3 family the shape o
 seed papers' networks that have one variant each (``SINGLE_FAMILIES``: SqueezeNet with and without its bypasses,
 Xception), ``select``
 picks the variants that fit a budget, across families, and ``pareto_front`` marks the ones no other beats.
+The SSD/SSDLite detectors join the grid and ``select`` on request (family "detectors"), timed from image to final
+boxes and ranked by the papers' COCO mAP in a table of their own.
 Timings are noisy on shared machines: compare numbers measured in one run.
 
 One file per part: latency (timing one model on each runtime), grid (the α×ρ grid, its table and JSON file),
-plots (the grid's PNGs) and select (variants within a budget).
+detectors (the detectors' rows: names, costs, the papers' mAP), plots (the grid's PNGs) and select (variants
+within a budget).
 """
 
 from mobilenets.deploy.bench.grid import (
@@ -27,6 +30,7 @@ from mobilenets.deploy.bench.grid import (
     format_grid,
     grid_cost_rows,
     grid_names,
+    is_classifier_family,
     known_top1,
     latency_keys,
     load_grid,
@@ -80,6 +84,7 @@ __all__ = [
     "format_grid",
     "grid_cost_rows",
     "grid_names",
+    "is_classifier_family",
     "known_top1",
     "latency_keys",
     "load_grid",

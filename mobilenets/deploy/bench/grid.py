@@ -1,5 +1,7 @@
 """The α×ρ grids of MobileNetV1, V2 and V3 (the V1 paper's Figures 4–5) beside the seed papers' single networks:
-cost, the papers' top-1 and measured latency per runtime, the Pareto front, and the grid's JSON file.
+cost, the papers' top-1 and measured latency per runtime, the Pareto front, and the grid's JSON file. Detectors
+(``--family detectors``) join it at any α and input size with the papers' COCO mAP (``detectors.py``), in a table of
+their own: mAP and top-1 are not one scale.
 """
 
 from __future__ import annotations
@@ -29,13 +31,29 @@ from mobilenets.models import family_of as registered_family
 DEFAULT_GRID = {f.name: f.bench_grid for f in FAMILIES.values() if f.bench_grid is not None}
 SINGLE_FAMILIES = {f.name: f.bench_models for f in FAMILIES.values() if f.bench_models}
 GRID_FAMILIES = (*DEFAULT_GRID, *SINGLE_FAMILIES)
-# Shorthand accepted by --family: every V3 family.
+# Shorthand accepted by --family: every V3 family. ("detectors", every detector, is detectors.ALIAS.)
 FAMILY_ALIASES = {"mobilenet_v3": tuple(f for f in GRID_FAMILIES if f.startswith("mobilenet_v3_"))}
+
+
+def _detectors():
+    """The detectors' part of the grid, imported on first use: torchvision's detection models take about a second
+    to import, which a classifier grid and every start of the CLI (its parsers read this module) need not pay."""
+    from mobilenets.deploy.bench import detectors
+
+    return detectors
+
+
+def is_classifier_family(family: str) -> bool:
+    return family in FAMILY_GRIDS or family in SINGLE_FAMILIES
 
 
 @dataclass
 class GridRow:
-    """One α×ρ variant of a family: cost, known ImageNet accuracy, measured latency per runtime/precision."""
+    """One α×ρ variant of a family: cost, known accuracy, measured latency per runtime/precision.
+
+    A classifier's accuracy is ImageNet top-1 (``top1``); a detector's (``task`` "detection", ``family`` the
+    detector, ``resolution`` its input side) is COCO mAP (``coco_map``), both as the papers print them.
+    """
 
     model: str
     width_mult: float
@@ -49,6 +67,9 @@ class GridRow:
     skipped: dict[str, str] = field(default_factory=dict)  # "runtime/precision" → why this CPU could not run it
     family: str = ""  # e.g. "mobilenet_v3_small" (files from before V2/V3: derived from the name)
     failed: dict[str, str] = field(default_factory=dict)  # "runtime/precision" → the export's or runtime's error
+    task: str = "classification"  # or "detection"
+    coco_map: float | None = None  # a detector's COCO mAP (%) where a paper prints it
+    coco_map_source: str = ""
 
     def __post_init__(self) -> None:
         self.family = self.family or family_of(self.model)
@@ -106,10 +127,16 @@ def check_families(families: Iterable[str] | None) -> list[str]:
     """The families asked for, aliases expanded (default: ``GRID_FAMILIES``); an unknown one is an error."""
     out = []
     for f in GRID_FAMILIES if families is None else families:
-        for g in FAMILY_ALIASES.get(f, (f,)):
-            if g not in FAMILY_GRIDS and g not in SINGLE_FAMILIES:
-                choices = ", ".join([*GRID_FAMILIES, *FAMILY_ALIASES])
-                raise MobileNetsError(f"unknown family {f!r}; choose from {choices}")
+        expanded = FAMILY_ALIASES.get(f, (f,))
+        if not all(is_classifier_family(g) for g in expanded):
+            detectors = _detectors()
+            expanded = detectors.names() if f == detectors.ALIAS else expanded
+            if f not in (detectors.ALIAS, *detectors.names()):
+                choices = ", ".join([*GRID_FAMILIES, *FAMILY_ALIASES, detectors.ALIAS])
+                raise MobileNetsError(
+                    f"unknown family {f!r}; choose from {choices} (or one detector: {', '.join(detectors.names())})"
+                )
+        for g in expanded:
             if g not in out:
                 out.append(g)
     if not out:
@@ -146,14 +173,16 @@ def grid_names(
     families: Iterable[str] | None = None,
 ) -> list[str]:
     """Registered names of the grid: ``default_grid`` of each family, or every registered α×ρ of the given
-    ``widths`` × ``resolutions`` (a width or resolution no chosen family has is an error)."""
+    ``widths`` × ``resolutions`` (a width or resolution no chosen family has is an error). A detector's rows are
+    ``detectors.grid_names``: any α and input size."""
     families = check_families(families)
-    axes = {f: family_axes(f) for f in families}
+    classifiers = [f for f in families if is_classifier_family(f)]
+    axes = {f: family_axes(f) for f in classifiers}
     widths = None if widths is None else list(widths)
     resolutions = None if resolutions is None else list(resolutions)
     for asked, index, what in ((widths, 0, "width"), (resolutions, 1, "resolution")):
         for v in asked or ():
-            if not any(v in axes[f][index] for f in families):
+            if classifiers == families and not any(v in axes[f][index] for f in families):
                 have = sorted({x for f in families for x in axes[f][index]}, reverse=True)
                 raise MobileNetsError(
                     f"{what} {v:g} is not on the registered grid of {', '.join(families)}; "
@@ -161,6 +190,9 @@ def grid_names(
                 )
     names = []
     for f in families:
+        if f not in axes:
+            names += _detectors().grid_names(f, widths, resolutions)
+            continue
         if widths is None and resolutions is None:
             pairs = default_grid(f)
         else:
@@ -184,13 +216,13 @@ def bench_grid(
     families: Iterable[str] | None = None,
     previous: Iterable[GridRow] = (),
 ) -> list[GridRow]:
-    """Mult-Adds, params, known top-1 and latency (median/p90 ms) of the grid (see ``grid_names``).
+    """Mult-Adds, params, known accuracy (top-1, or a detector's COCO mAP) and latency (median/p90 ms) of the grid
+    (see ``grid_names``).
 
     A runtime/precision whose export or run fails for a model is recorded in that row's ``failed`` (one
-    line) and the grid goes on. Cells measured in ``previous`` rows (a saved grid) are kept, not re-measured.
+    line) and the grid goes on; one that cannot run the model (no detector file for it) in ``skipped``. Cells
+    measured in ``previous`` rows (a saved grid) are kept, not re-measured.
     """
-    from mobilenets.models import create_model
-
     names = grid_names(widths, resolutions, families)
     runtimes, precisions = list(runtimes), list(precisions)
     for runtime in runtimes:
@@ -199,11 +231,11 @@ def bench_grid(
     done = {r.model: r for r in previous}
     rows = []
     for name in names:
-        model = create_model(name).eval()
-        mult_adds, params = model_costs(name)
-        top1, source = known.get(name, (None, ""))
-        width_mult = getattr(getattr(model, "cfg", None), "width_mult", 1.0)  # SqueezeNet, Xception: none
-        row = GridRow(name, width_mult, model.resolution, mult_adds, params, top1, source, family=family_of(name))
+        family = family_of(name)
+        if is_classifier_family(family):
+            row, model = _classifier_row(name, family, known)
+        else:  # the untrained detector is built only to be timed
+            row, model = _detector_row(name, family), (_detectors().build(name) if runtimes else None)
         for runtime in runtimes:
             for precision in precisions:
                 key = f"{runtime}/{precision}"
@@ -220,6 +252,34 @@ def bench_grid(
                 _bench_cell(row, model, runtime, precision, batch_size, threads, runs, warmup, progress)
         rows.append(row)
     return rows
+
+
+def _classifier_row(name: str, family: str, known: dict[str, tuple[float, str]]) -> tuple[GridRow, nn.Module]:
+    from mobilenets.models import create_model
+
+    model = create_model(name).eval()
+    mult_adds, params = model_costs(name)
+    top1, source = known.get(name, (None, ""))
+    width_mult = getattr(getattr(model, "cfg", None), "width_mult", 1.0)  # SqueezeNet, Xception: none
+    return GridRow(name, width_mult, model.resolution, mult_adds, params, top1, source, family=family), model
+
+
+def _detector_row(name: str, family: str) -> GridRow:
+    detectors = _detectors()
+    _, width_mult, size = detectors.parse(name)
+    mult_adds, params = detectors.costs(name)
+    coco_map, source = detectors.coco_map(name)
+    return GridRow(
+        name,
+        width_mult,
+        size,
+        mult_adds,
+        params,
+        family=family,
+        task="detection",
+        coco_map=coco_map,
+        coco_map_source=source,
+    )
 
 
 def _bench_cell(
@@ -267,7 +327,7 @@ def grid_cost_rows(
 
 
 def pareto_front(rows: list[GridRow], key: str, by: str = "top1") -> list[GridRow]:
-    """The rows no other row beats on ``key`` ("runtime/precision") latency and ``by`` ("top1" or
+    """The rows no other row beats on ``key`` ("runtime/precision") latency and ``by`` ("top1", "coco_map" or
     "mult_adds", higher is better) at once; fastest first. Rows without a latency or a ``by`` value are left out.
     """
     pts = [r for r in rows if key in r.latency_ms and getattr(r, by) is not None]
@@ -287,14 +347,44 @@ def latency_keys(rows: list[GridRow]) -> list[str]:
     return sorted(keys, key=lambda k: (order.get(k.split("/")[0], 99), k))
 
 
+# Each task's table: its first columns' names, the accuracy it ranks by (GridRow field, column, what it is, unit).
+TABLES = {
+    "classification": ("model", "res", "top1", "top-1 %", "the papers' top-1", "%"),
+    "detection": ("detector", "size", "coco_map", "COCO mAP", "the papers' COCO mAP", " mAP"),
+}
+DETECTION_HEADING = (
+    "Detectors (COCO's 91 classes): latency is one image → boxes, labels and scores (resize, network, box decoding, "
+    "NMS);\nuntrained weights give NMS its most boxes, so it bounds a trained model's. COCO mAP as printed for the "
+    "model at α 1\nand its own size."
+)
+
+
 def format_grid(rows: list[GridRow], cpu_line: str | None = None) -> str:
-    """The grid as a text table, headed by the CPU it was measured on (this one unless ``cpu_line`` is given),
-    then the Pareto front of latency against the papers' top-1 for each runtime/precision."""
+    """The grid as text tables, headed by the CPU it was measured on (this one unless ``cpu_line`` is given): the
+    classifiers with the papers' top-1, then the detectors with the papers' COCO mAP, each followed by the Pareto
+    front of latency against its accuracy for each runtime/precision."""
+    classifiers = [r for r in rows if r.task != "detection"]
+    detectors = [r for r in rows if r.task == "detection"]
+    out = [f"CPU: {cpu_line or cpu_info().line()}"] if any(r.latency_ms for r in rows) else []
+    if classifiers or not detectors:
+        out += _format_table(classifiers, "classification")
+    if detectors:
+        out += [""] if classifiers else []
+        out += [DETECTION_HEADING, *_format_table(detectors, "detection")]
+        sources = {r.family: r.coco_map_source for r in detectors if r.coco_map_source}
+        if sources:
+            out.append("COCO mAP from: " + "; ".join(f"{family} {source}" for family, source in sources.items()))
+    return "\n".join(out)
+
+
+def _format_table(rows: list[GridRow], task: str) -> list[str]:
+    """One task's rows as table lines, then its Pareto fronts, skipped and failed cells."""
+    model_column, size_column, field_name, column, what, unit = TABLES[task]
     keys = latency_keys(rows)
-    header = ["model", "α", "res", "Mult-Adds (M)", "params (M)", "top-1 %"] + [f"{k} ms" for k in keys]
+    header = [model_column, "α", size_column, "Mult-Adds (M)", "params (M)", column] + [f"{k} ms" for k in keys]
     lines = [header]
     for r in rows:
-        top1 = f"{r.top1:.1f}" if r.top1 is not None else "—"
+        accuracy = getattr(r, field_name)
         lat = [f"{r.latency_ms[k]:.2f}" if k in r.latency_ms else "failed" if k in r.failed else "—" for k in keys]
         lines.append(
             [
@@ -303,7 +393,7 @@ def format_grid(rows: list[GridRow], cpu_line: str | None = None) -> str:
                 str(r.resolution),
                 f"{r.mult_adds / 1e6:.1f}",
                 f"{r.num_params / 1e6:.2f}",
-                top1,
+                f"{accuracy:.1f}" if accuracy is not None else "—",
                 *lat,
             ]
         )
@@ -312,17 +402,18 @@ def format_grid(rows: list[GridRow], cpu_line: str | None = None) -> str:
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
     ]
     out.insert(1, "-" * len(out[0]))
-    if any(r.latency_ms for r in rows):
-        out.insert(0, f"CPU: {cpu_line or cpu_info().line()}")
-    fronts = [(k, pareto_front(rows, k)) for k in keys]
+    fronts = [(k, pareto_front(rows, k, field_name)) for k in keys]
     if any(len(front) > 1 for _k, front in fronts):
-        out += ["", "Pareto front, latency vs the papers' top-1 (no other model is both faster and more accurate):"]
+        out += ["", f"Pareto front, latency vs {what} (no other model is both faster and more accurate):"]
         for k, front in fronts:
-            out.append(f"  {k}: " + " → ".join(f"{r.model} {r.latency_ms[k]:.2f} ms {r.top1:.1f}%" for r in front))
+            out.append(
+                f"  {k}: "
+                + " → ".join(f"{r.model} {r.latency_ms[k]:.2f} ms {getattr(r, field_name):.1f}{unit}" for r in front)
+            )
     skipped = {k: v for r in rows for k, v in r.skipped.items()}
     out += [f"skipped {k}: {v}" for k, v in sorted(skipped.items())]
     out += [f"failed {r.model} {k}: {v}" for r in rows for k, v in sorted(r.failed.items())]
-    return "\n".join(out)
+    return out
 
 
 def save_grid(rows: list[GridRow], path: str | os.PathLike) -> Path:

@@ -2,11 +2,14 @@
 
 Latency is the median (and 90th percentile) of many timed runs after warm-up, batch 1 or N, with a fixed
 number of CPU threads. Timings are noisy on shared machines: compare numbers measured in one run.
+A detector (:mod:`mobilenets.detection`) is timed from an image tensor to final boxes, labels and scores: on eager,
+and on each runtime its export writes a file for (:mod:`mobilenets.deploy.detection`'s formats).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -86,6 +89,13 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(old)
 
 
+@contextmanager
+def eager_inference(threads: int | None, precision: str):
+    """How eager runs are timed: ``threads`` CPU threads, inference mode, bf16 autocast for ``precision`` bf16."""
+    with torch_threads(threads), torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, precision == "bf16"):
+        yield
+
+
 def check_runtime(runtime: str, precision: str) -> None:
     if runtime not in RUNTIMES:
         raise MobileNetsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
@@ -93,8 +103,34 @@ def check_runtime(runtime: str, precision: str) -> None:
         raise MobileNetsError(f"{runtime} does not run {precision}; it runs {', '.join(RUNTIME_PRECISIONS[runtime])}")
 
 
-def unavailable_reason(runtime: str, precision: str) -> str | None:
-    """Why this CPU cannot run ``runtime`` at ``precision`` (one line), or None when it can."""
+def is_detector(model: nn.Module) -> bool:
+    """Whether ``model`` is one of our detectors. None can exist before :mod:`mobilenets.detection` is imported,
+    so a classifier's bench does not import it (torchvision's detection models take about a second)."""
+    detection = sys.modules.get("mobilenets.detection")
+    return detection is not None and isinstance(model, detection.Detector)
+
+
+def detector_reason(runtime: str, precision: str) -> str | None:
+    """Why a detector cannot run on ``runtime`` at ``precision`` (no detector file for it yet), or None."""
+    from mobilenets.deploy import detection as files  # torchvision's ops, loaded by then: a detector exists
+
+    if runtime == "eager":
+        return None
+    fmt = FORMAT_OF[runtime]
+    if fmt not in files.DETECTION_FORMATS:
+        runtimes = ["eager", *(r for r, f in FORMAT_OF.items() if f in files.DETECTION_FORMATS)]
+        return f"no {runtime} file of a detector yet (issue 28): detectors run on {', '.join(runtimes)}"
+    if precision not in files.DETECTION_PRECISIONS[fmt]:
+        return f"a detector's {fmt} file is {' or '.join(files.DETECTION_PRECISIONS[fmt])}, not {precision}"
+    return None
+
+
+def unavailable_reason(runtime: str, precision: str, model: nn.Module | None = None) -> str | None:
+    """Why this CPU cannot run ``runtime`` at ``precision``, or ``runtime`` cannot run ``model`` (one line), or
+    None when it can."""
+    reason = detector_reason(runtime, precision) if model is not None and is_detector(model) else None
+    if reason:
+        return reason
     cpu = cpu_info()
     if precision == "bf16" and not cpu.has("bf16"):
         return f"no bf16 math on this CPU (needs AVX512_BF16 or AMX): {cpu.model}"
@@ -117,10 +153,14 @@ def make_runner(
     unverified: a benchmark measures speed; ``export`` is where files are checked.
     """
     check_runtime(runtime, precision)
-    reason = unavailable_reason(runtime, precision)
+    reason = unavailable_reason(runtime, precision, model)
     if reason:
         raise MobileNetsError(f"cannot run {runtime} {precision} here: {reason}")
     model = model.eval()
+    if is_detector(model):
+        if runtime == "eager":
+            return _detector_runner(model, precision, batch_size, threads)
+        return _detector_file_runner(model, runtime, precision, batch_size, threads, workdir, calib_images)
     res = resolution or model.resolution
     x = torch.randn(batch_size, model.in_chans, res, res)
     if runtime == "eager":
@@ -128,11 +168,7 @@ def make_runner(
         xc = x.contiguous(memory_format=torch.channels_last)
 
         def run_eager():
-            with (
-                torch_threads(threads),
-                torch.inference_mode(),
-                torch.autocast("cpu", torch.bfloat16, precision == "bf16"),
-            ):
+            with eager_inference(threads, precision):
                 return net(xc)
 
         return run_eager
@@ -150,6 +186,54 @@ def make_runner(
     if hasattr(run, "time_runs"):
         return run
     return lambda: run(xn)
+
+
+def _detector_runner(model: nn.Module, precision: str, batch_size: int, threads: int | None) -> Callable[[], object]:
+    """Eager: ``batch_size`` images at the detector's input size through all of it: torchvision's transform
+    (normalize, resize), the network (BatchNorm folded, channels-last, as the classifiers' eager runs), box decoding
+    and NMS. An untrained detector scores every class near 1/num_classes (0.011 for COCO), above the score
+    thresholds (SSDLite 0.001, SSD300 0.01), so NMS gets its most boxes, ``topk_candidates`` per class: a trained
+    detector's gets at most as many."""
+    net = fold_bn(model).to(memory_format=torch.channels_last)
+    height, width = model.resolution
+    images = list(torch.rand(batch_size, 3, height, width))
+
+    def run_detector():
+        with eager_inference(threads, precision):
+            return net(images)
+
+    return run_detector
+
+
+def _detector_file_runner(
+    model: nn.Module, runtime: str, precision: str, batch_size: int, threads, workdir, calib_images
+) -> Callable[[], object]:
+    """The detector's file for ``runtime`` (box decoding in it, NMS too where the runtime has the op, as
+    ``mobilenets export`` writes it, unverified: a benchmark measures speed), timed as
+    :func:`mobilenets.deploy.detection.detect_with_file` runs one image, with the session opened once: resize to
+    the input, the file, the runner's NMS where the file has none, boxes scaled back. int8 calibrates on the
+    scikit-image photos (latency does not depend on the ranges)."""
+    from mobilenets.deploy import detection as files
+
+    if batch_size != 1:
+        raise MobileNetsError("a detector file takes one image: use --batch-size 1")
+    fmt = FORMAT_OF[runtime]
+    height, width = model.resolution
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="mobilenets-bench-"))
+    path = workdir / f"detector_{runtime}_{precision}_{height}x{width}{ex.SUFFIXES[fmt]}"
+    if precision == "int8" and calib_images is None:
+        calib_images = torch.cat([files.resize_for(model.resolution, photo) for photo in files.photo_images()])
+    files.WRITERS[fmt](model.eval(), path, precision, calib_images)
+    run = files.RUNNERS[fmt](path, threads)
+    image = torch.rand(3, height, width)
+    nms = None if files.NMS_IN_FILE[fmt] else (model.score_thresh, model.nms_thresh, model.detections_per_img)
+
+    def run_file():
+        outputs = [torch.from_numpy(np.asarray(o)) for o in run(files.resize_for(model.resolution, image).numpy())]
+        det = dict(zip(files.FINAL_OUTPUTS, outputs)) if nms is None else files.nms_candidates(*outputs, *nms)
+        return files.to_original(det, model.resolution, image.shape[-2:])
+
+    return run_file
 
 
 @dataclass
@@ -197,12 +281,12 @@ def bench_model(
                 if skip_unsupported and precision not in RUNTIME_PRECISIONS[runtime]:
                     continue
                 check_runtime(runtime, precision)
-                if precision == "int8" and calib is None:
+                if precision == "int8" and calib is None and not is_detector(model):
                     calib = real_images(32, model.in_chans, res, split="train")
                 for batch_size in batch_sizes:
                     if skip_unsupported and runtime in BATCH_ONE and batch_size != 1:
                         continue
-                    reason = unavailable_reason(runtime, precision)
+                    reason = unavailable_reason(runtime, precision, model)
                     if reason:
                         if not skip_unsupported:
                             raise MobileNetsError(f"cannot run {runtime} {precision} here: {reason}")

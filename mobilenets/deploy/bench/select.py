@@ -1,4 +1,5 @@
-"""`select`: the grid variants that fit a latency, parameter or Mult-Adds budget, best first, across families."""
+"""`select`: the grid variants that fit a latency, parameter or Mult-Adds budget, best first, across families;
+classifiers by ImageNet top-1, detectors by COCO mAP, each ranked among their own kind."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ class Selection:
     top1: float | None = None  # the papers' figure, or interpolated within the family (then top1_estimated)
     top1_estimated: bool = False
 
+    @property
+    def is_detector(self) -> bool:
+        return self.row.task == "detection"
+
+    @property
+    def accuracy(self) -> float | None:
+        """What the selection ranks by: a detector's COCO mAP (the papers' only), a classifier's top-1."""
+        return self.row.coco_map if self.is_detector else self.top1
+
 
 def estimate_top1(rows: list[GridRow]) -> dict[str, float]:
     """Top-1 for the rows without a published figure, interpolated within their family in log Mult-Adds
@@ -26,7 +36,7 @@ def estimate_top1(rows: list[GridRow]) -> dict[str, float]:
     Rows outside their family's published range get no estimate."""
     known = known_top1()
     out = {}
-    for family in {r.family for r in rows}:
+    for family in {r.family for r in rows if r.task == "classification"}:
         pts = sorted(
             (model_costs(n)[0], top1) for n, (top1, _src) in known.items() if family_of(n) == family
         )  # every published point of the family, whether or not it is in ``rows``
@@ -46,11 +56,13 @@ def select(
     max_madds: float | None = None,
     runtime: str | None = None,
 ) -> list[Selection]:
-    """The grid variants within every given budget, best first, across families.
+    """The grid variants within every given budget, best first, across families: the classifiers, then the
+    detectors (mAP and top-1 are not one scale).
 
-    "Best" is the highest ImageNet top-1: the papers' figure where printed, else interpolated within the
-    family (``estimate_top1``); variants with neither come last, most Mult-Adds first (within a family
-    accuracy rises with Mult-Adds, Figure 4). ``max_params`` and ``max_madds`` are absolute counts.
+    A classifier's "best" is the highest ImageNet top-1: the papers' figure where printed, else interpolated within
+    the family (``estimate_top1``); a detector's is the highest COCO mAP the papers print (never interpolated).
+    Variants with neither come last, most Mult-Adds first (within a family accuracy rises with Mult-Adds, Figure 4).
+    ``max_params`` and ``max_madds`` are absolute counts.
     ``runtime`` is "runtime" or "runtime/precision"; a row's latency is its fastest measured entry for it
     (any runtime when not given).
     """
@@ -83,4 +95,4 @@ def select(
             continue
         top1 = row.top1 if row.top1 is not None else estimated.get(row.model)
         out.append(Selection(row, latency, top1, row.top1 is None and top1 is not None))
-    return sorted(out, key=lambda s: (s.top1 is None, -(s.top1 or 0.0), -s.row.mult_adds))
+    return sorted(out, key=lambda s: (s.is_detector, s.accuracy is None, -(s.accuracy or 0.0), -s.row.mult_adds))
