@@ -8,8 +8,10 @@ distributed run see exactly the same pixels as an uninterrupted single-process o
 
 One file per part: classification (the datasets and their loaders), transforms (epoch order, seeded
 augmentation, resizing, normalization), jpeg (batched JPEG ImageFolder decoding and crops: nvJPEG on a GPU,
-threads on a CPU; ``from mobilenets.data.jpeg import JpegLoader``) and samples (folders of real photos
-written on the spot for the walk-through, tests and benchmarks).
+threads on a CPU; ``from mobilenets.data.jpeg import JpegLoader``), samples (folders of real photos
+written on the spot for the walk-through, tests and benchmarks), and for detectors detection (COCO, VOC and YOLO
+sets, their bad cases, SSD's seeded v2 augmentation: ``from mobilenets.data.detection import
+load_detection_dataset``) and composite (the offline detection set: Fashion-MNIST objects on real photos).
 """
 
 from mobilenets.data.classification import (
