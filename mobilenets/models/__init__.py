@@ -18,14 +18,18 @@ from mobilenets.models.family import Family, base_name
 from mobilenets.models.layers import (
     ConvBNAct,
     DepthwiseSeparable,
+    FusedInvertedBottleneck,
     InvertedResidual,
+    MobileMQA,
     SqueezeExcite,
+    UniversalInvertedBottleneck,
     make_divisible,
     scale_channels,
 )
 from mobilenets.models.mobilenet_v1 import MobileNetV1, MobileNetV1Config
 from mobilenets.models.mobilenet_v2 import MobileNetV2, MobileNetV2Config
 from mobilenets.models.mobilenet_v3 import MobileNetV3, MobileNetV3Config
+from mobilenets.models.mobilenet_v4 import MobileNetV4, MobileNetV4Config
 from mobilenets.models.squeezenet import SqueezeNet
 from mobilenets.models.xception import Xception, XceptionConfig
 
@@ -38,16 +42,21 @@ __all__ = [
     "FAMILY_GRIDS",
     "Family",
     "FeatureInfo",
+    "FusedInvertedBottleneck",
     "ImageClassifier",
     "InvertedResidual",
+    "MobileMQA",
     "MobileNetV1",
     "MobileNetV1Config",
     "MobileNetV2",
     "MobileNetV2Config",
     "MobileNetV3",
     "MobileNetV3Config",
+    "MobileNetV4",
+    "MobileNetV4Config",
     "SqueezeNet",
     "SqueezeExcite",
+    "UniversalInvertedBottleneck",
     "Xception",
     "XceptionConfig",
     "base_name",
@@ -126,7 +135,7 @@ def create_model(
 
     Every family takes ``num_classes``, ``in_chans``, ``resolution`` and ``dropout``; the MobileNets also
     take ``width_mult``, ``padding``, ``bn_eps`` and ``stem_stride``, V1/V2 ``act`` and V3 ``layout``
-    (see MobileNetV1Config, MobileNetV2Config, MobileNetV3Config).
+    (see MobileNetV1Config, MobileNetV2Config, MobileNetV3Config, MobileNetV4Config).
 
     Args:
         features_only: return a :class:`Backbone` whose forward gives the list of feature maps (as timm's),

@@ -1,5 +1,6 @@
 """Building blocks shared by the model families: conv+BN+act, depthwise separable conv (V1), inverted residual
-with linear bottleneck (V2, V3), squeeze-and-excite and hard-swish (V3), width rounding."""
+with linear bottleneck (V2, V3), squeeze-and-excite and hard-swish (V3), the fused and universal inverted
+bottlenecks and mobile multi-query attention (V4), width rounding."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ from torch import nn
 
 from mobilenets.errors import MobileNetsError
 
+
+class GELU(nn.GELU):
+    """The exact (erf) GELU of MobileNetV4-Hybrid-Large; takes ``inplace`` as the other activations do (and
+    ignores it: GELU has no in-place form)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+
+
 # "hardswish" is x·relu6(x + 3)/6, MobileNetV3's cheap swish ("HS" in its Tables 1–2).
-ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "gelu": GELU}
 PADDINGS = ("symmetric", "tf_same")
 
 
@@ -200,4 +210,179 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
+        return out + x if self.use_residual else out
+
+
+class LayerScale(nn.Module):
+    """Multiply each channel by a learned scale that starts small (CaiT, Touvron et al. 2021): MobileNetV4's
+    hybrid models scale every UIB and attention branch by it, initialised to 1e-5, before the residual add."""
+
+    def __init__(self, channels: int, init_value: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+class FusedInvertedBottleneck(nn.Module):
+    """Fused inverted bottleneck (FusedIB; EfficientNet-EdgeTPU's "edge residual", EfficientNetV2's FusedMBConv):
+    a full k×k conv expands and filters at once, a 1×1 conv projects linearly. MobileNetV4's first block after
+    the stem: on the large early maps a dense conv runs faster on accelerators than a 1×1 + depthwise pair.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        expanded_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        act: str = "relu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+    ):
+        super().__init__()
+        layer = dict(padding=padding, bn_eps=bn_eps)
+        self.expand = ConvBNAct(in_channels, expanded_channels, kernel_size, stride, act=act, **layer)
+        self.project = ConvBNAct(expanded_channels, out_channels, 1, act=None, **layer)
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.expand(x))
+        return out + x if self.use_residual else out
+
+
+class UniversalInvertedBottleneck(nn.Module):
+    """Universal inverted bottleneck (UIB, MobileNetV4 §3.2, Fig. 4): an inverted bottleneck with two optional
+    depthwise convs, one before the expansion ("start") and one between expansion and projection ("middle").
+
+    The two switches give the paper's four instances:
+
+    ============  ===========  ============
+    variant       start dw     middle dw
+    ============  ===========  ============
+    ExtraDW       k×k          k×k          (new in V4: cheap extra depth and receptive field)
+    IB            —            k×k          (MobileNetV2's inverted residual)
+    ConvNeXt      k×k          —            (spatial mixing before the expansion)
+    FFN           —            —            (two 1×1 convs, a transformer's MLP)
+    ============  ===========  ============
+
+    The stride goes to the middle depthwise conv when there is one, else to the start one. The start depthwise
+    conv and the projection are linear (BN, no activation), as TF Model Garden's and timm's blocks. An optional
+    layer scale multiplies the branch before the residual add (stride 1 and equal widths).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        expanded_channels: int,
+        out_channels: int,
+        start_kernel: int = 0,
+        middle_kernel: int = 3,
+        stride: int = 1,
+        act: str = "relu",
+        layer_scale: float | None = None,
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+    ):
+        super().__init__()
+        if stride > 1 and not (start_kernel or middle_kernel):
+            raise MobileNetsError("a UIB with stride > 1 needs a start or middle depthwise conv to carry the stride")
+        layer = dict(padding=padding, bn_eps=bn_eps)
+        self.start_depthwise = (
+            ConvBNAct(
+                in_channels,
+                in_channels,
+                start_kernel,
+                1 if middle_kernel else stride,
+                groups=in_channels,
+                act=None,
+                **layer,
+            )
+            if start_kernel
+            else nn.Identity()
+        )
+        self.expand = ConvBNAct(in_channels, expanded_channels, 1, act=act, **layer)
+        self.middle_depthwise = (
+            ConvBNAct(
+                expanded_channels,
+                expanded_channels,
+                middle_kernel,
+                stride,
+                groups=expanded_channels,
+                act=act,
+                **layer,
+            )
+            if middle_kernel
+            else nn.Identity()
+        )
+        self.project = ConvBNAct(expanded_channels, out_channels, 1, act=None, **layer)
+        self.layer_scale = LayerScale(out_channels, layer_scale) if layer_scale is not None else nn.Identity()
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.middle_depthwise(self.expand(self.start_depthwise(x))))
+        out = self.layer_scale(out)
+        return out + x if self.use_residual else out
+
+
+class MobileMQA(nn.Module):
+    """Mobile multi-query attention (MobileNetV4 §3.3) as a residual block: BN → attention → layer scale → + x.
+
+    Multi-query attention (Shazeer 2019): ``num_heads`` query heads share one key head and one value head, so
+    the keys and values cost one head's projection and memory traffic. MobileNetV4 adds spatial reduction: with
+    ``kv_stride`` > 1 the keys and values are computed from the map downsampled by a strided k×k depthwise conv
+    (+ BN; one each for keys and values), so each of the H·W queries attends to only (H/s)·(W/s) positions.
+    Projections are 1×1 convs without bias. Attention is written as two matmuls and a softmax (not
+    ``F.scaled_dot_product_attention``) so that every runtime and int8 pass sees its parts.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        out_channels: int,
+        num_heads: int,
+        key_dim: int,
+        kv_stride: int = 1,
+        kernel_size: int = 3,
+        layer_scale: float | None = 1e-5,
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.num_heads, self.key_dim, self.kv_stride = num_heads, key_dim, kv_stride
+        self.scale = key_dim**-0.5
+        self.norm = nn.BatchNorm2d(channels, eps=bn_eps)
+        self.query = nn.Conv2d(channels, num_heads * key_dim, 1, bias=False)
+        self.key = self._key_value(channels, key_dim, kv_stride, kernel_size, padding, bn_eps)
+        self.value = self._key_value(channels, key_dim, kv_stride, kernel_size, padding, bn_eps)
+        self.output = nn.Conv2d(num_heads * key_dim, out_channels, 1, bias=False)
+        self.layer_scale = LayerScale(out_channels, layer_scale) if layer_scale is not None else nn.Identity()
+        self.use_residual = channels == out_channels
+
+    @staticmethod
+    def _key_value(
+        channels: int, key_dim: int, kv_stride: int, kernel_size: int, padding: str, bn_eps: float
+    ) -> nn.Sequential:
+        """The one shared key (or value) head: [strided depthwise conv + BN] → 1×1 projection to ``key_dim``."""
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if kv_stride > 1:
+            layers["downsample"] = ConvBNAct(
+                channels, channels, kernel_size, kv_stride, groups=channels, act=None, padding=padding, bn_eps=bn_eps
+            )
+        layers["proj"] = nn.Conv2d(channels, key_dim, 1, bias=False)
+        return nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        normed = self.norm(x)
+        # queries (b, heads, h·w, d); the single key and value head (b, 1, m, d), m = (h/s)·(w/s), broadcast over
+        # the heads by the matmuls.
+        q = self.query(normed).reshape(b, self.num_heads, self.key_dim, h * w).transpose(-1, -2)
+        k = self.key(normed).flatten(2).transpose(1, 2).unsqueeze(1)
+        v = self.value(normed).flatten(2).transpose(1, 2).unsqueeze(1)
+        attn = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1)
+        out = (attn @ v).transpose(-1, -2).reshape(b, self.num_heads * self.key_dim, h, w)
+        out = self.layer_scale(self.output(out))
         return out + x if self.use_residual else out
