@@ -2,17 +2,23 @@
 
 The profiler runs one forward pass with hooks on every convolution and linear layer and counts what
 actually executes, so it is exact for any architecture — ours, torchvision's, or a user's — and never
-a hand-kept table. Mult-Adds follow the paper: convolutions and fully connected layers only (BatchNorm
-folds into the conv at inference; ReLU and pooling are not multiply-adds).
+a hand-kept table. Mult-Adds follow the paper: convolutions and fully connected layers (BatchNorm
+folds into the conv at inference; ReLU, softmax and pooling are not multiply-adds), and the products of two
+activations that attention computes: every ``torch.matmul``/``@``/``bmm``, two-operand ``einsum`` and
+``F.scaled_dot_product_attention`` call (Q·Kᵀ and attention·V), whichever module makes it, and
+``nn.MultiheadAttention`` (its projections too, which it applies without calling its Linear modules).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from mobilenets.errors import MobileNetsError
 
@@ -60,6 +66,8 @@ def separable_cost_ratio(out_channels: int, kernel_size: int = 3) -> float:
 # The profiler.
 
 TABLE2_TYPES = ("Conv 1×1", "Conv DW 3×3", "Conv 3×3", "Fully Connected")
+MATMUL = "MatMul"  # the type of a product of two activations (attention's Q·Kᵀ and attention·V)
+ATTENTION = "MultiheadAttention"  # nn.MultiheadAttention, projections and matmuls together
 
 
 def layer_type(module: nn.Module) -> str:
@@ -93,7 +101,8 @@ class Profile:
     ``params`` counts every parameter of the model once, BatchNorm's and biases too (as torchvision and
     timm report). ``paper_params`` counts conv and FC weights only, as the MobileNets paper does (its
     Table 2 shares and e.g. 1.32M for 0.50 MobileNet-160 need it: BatchNorm folds into the weights).
-    ``layers`` lists each conv/linear call in execution order.
+    ``layers`` lists each conv/linear call, and each product of two activations (type "MatMul", no parameters), in
+    execution order.
     """
 
     input_size: tuple[int, int, int]
@@ -139,6 +148,73 @@ def _mult_adds(module: nn.Module, output: torch.Tensor) -> int:
     return output[0].numel() * (module.in_channels // module.groups) * kh * kw
 
 
+# The functions whose calls multiply two tensors: counted wherever they are called (a user's attention too).
+MATMUL_FUNCTIONS = (
+    torch.matmul,
+    torch.bmm,
+    torch.Tensor.matmul,
+    torch.Tensor.__matmul__,
+    torch.Tensor.__rmatmul__,
+    torch.Tensor.bmm,
+)
+
+
+def matmul_mult_adds(a: torch.Tensor, output: torch.Tensor) -> int:
+    """``a @ b``: each output element is a dot product over a's last dimension (broadcast batch dims included)."""
+    return output.numel() * a.shape[-1]
+
+
+def einsum_mult_adds(equation: str, operands: list[torch.Tensor], output: torch.Tensor) -> int:
+    """A two-operand einsum: each output element sums over the letters that appear in the inputs but not in the
+    output (implicit form: the letters that appear twice)."""
+    inputs, _, explicit = equation.replace(" ", "").partition("->")
+    letters = [c for c in inputs if c.isalpha()]
+    kept = set(explicit) if explicit else {c for c in letters if letters.count(c) == 1}
+    sizes: dict[str, int] = {}
+    for term, operand in zip(inputs.split(","), operands):
+        named = term.replace("...", "")
+        dims = operand.shape[len(operand.shape) - len(named) :] if "..." in term else operand.shape
+        sizes.update(zip(named, dims))
+    return output.numel() * math.prod(sizes[c] for c in set(letters) - kept)
+
+
+class _MatmulCounter(TorchFunctionMode):
+    """Records the matmuls, einsums and scaled-dot-product attentions of a forward pass, each under the name of the
+    innermost module running when it is called (``stack``, kept by the profiler's module hooks)."""
+
+    def __init__(self, record, stack: list[str]):
+        super().__init__()
+        self.record, self.stack = record, stack
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        where = f"{self.stack[-1]}." if self.stack and self.stack[-1] else ""
+        if func in MATMUL_FUNCTIONS:
+            self.record(f"{where}matmul", args[0], out, matmul_mult_adds(args[0], out))
+        elif func is torch.einsum:
+            operands = list(args[1][0] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:])
+            if len(operands) == 2:
+                self.record(f"{where}einsum", operands[0], out, einsum_mult_adds(args[0], operands, out))
+        elif func is F.scaled_dot_product_attention:
+            q, k = args[0], args[1] if len(args) > 1 else kwargs["key"]
+            # out: (..., L, Ev); Q·Kᵀ makes (..., L, S) over E, attention·V sums over S.
+            scores = out.numel() // out.shape[-1] * k.shape[-2]
+            self.record(f"{where}attention Q·Kᵀ", q, out, scores * q.shape[-1])
+            self.record(f"{where}attention·V", q, out, scores * out.shape[-1])
+        return out
+
+
+def multihead_attention_mult_adds(module: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor) -> int:
+    """nn.MultiheadAttention: Q/K/V projections, Q·Kᵀ and attention·V over all heads, output projection, for every
+    sequence of the batch. Its projections run as functions, not as Linear calls the hooks would see."""
+    seq_dim = -2 if module.batch_first or query.ndim == 2 else 0
+    target, source, e = query.shape[seq_dim], key.shape[seq_dim], module.embed_dim
+    sequences = query.numel() // (target * e)
+    projections = target * e * e + source * module.kdim * e + source * module.vdim * e + target * e * e
+    return sequences * (projections + 2 * target * source * e)
+
+
 def profile(model: nn.Module, input_size: int | tuple[int, int] | None = None, in_chans: int | None = None) -> Profile:
     """Count the Mult-Adds and parameters of ``model`` on one image of ``input_size`` (side or (H, W)).
 
@@ -154,6 +230,27 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] | None = None, i
 
     result = Profile(input_size=(in_chans, h, w), params=sum(p.numel() for p in model.parameters()))
     names = {m: n for n, m in model.named_modules()}
+    stack: list[str] = []  # the modules running now, outermost first: who made a matmul
+
+    def record_matmul(name: str, a: torch.Tensor, output: torch.Tensor, mult_adds: int) -> None:
+        result.layers.append(LayerCost(name, MATMUL, tuple(a.shape[1:]), tuple(output.shape[1:]), mult_adds, 0, 0))
+
+    def enter(module: nn.Module, inputs) -> None:
+        stack.append(names[module])
+
+    def leave(module: nn.Module, inputs, output) -> None:
+        stack.pop()
+
+    def attention_hook(module: nn.MultiheadAttention, inputs: tuple[torch.Tensor, ...], output) -> None:
+        query, key = inputs[0], inputs[1]
+        params = sum(p.numel() for p in module.parameters())
+        weights = sum(p.numel() for n, p in module.named_parameters() if "bias" not in n)
+        madds = multihead_attention_mult_adds(module, query, key)
+        result.layers.append(
+            LayerCost(
+                names[module], ATTENTION, tuple(query.shape[1:]), tuple(output[0].shape[1:]), madds, params, weights
+            )
+        )
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         params = sum(p.numel() for p in module.parameters(recurse=False))
@@ -170,10 +267,15 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] | None = None, i
         )
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles += [
+        m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, nn.MultiheadAttention)
+    ]
+    handles += [m.register_forward_pre_hook(enter) for m in model.modules()]
+    handles += [m.register_forward_hook(leave, always_call=True) for m in model.modules()]
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _MatmulCounter(record_matmul, stack):
             device = next(model.parameters()).device
             model(torch.zeros(1, in_chans, h, w, device=device))
     finally:

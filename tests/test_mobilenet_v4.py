@@ -3,10 +3,15 @@ timm's weights."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from numeric import torch_threads
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from mobilenets import MobileNetsError, create_model
+from mobilenets.models.layers import MobileMQA
 from mobilenets.models.mobilenet_v4 import SIZES, MobileNetV4
+from mobilenets.profile import MATMUL, profile
 
 timm = pytest.importorskip("timm")
 
@@ -80,3 +85,54 @@ def test_every_size_has_five_stride_two_stages():
 def test_bad_options_say_what_to_do(kwargs, message):
     with pytest.raises(MobileNetsError, match=message):
         MobileNetV4(**kwargs)
+
+
+def test_mqa_attention_counted_by_hand():
+    """One Mobile MQA block, 8 channels on a 4×4 map, 2 heads of key width 4, keys and values downsampled 2×."""
+    prof = profile(MobileMQA(8, 8, num_heads=2, key_dim=4, kv_stride=2), 4, in_chans=8)
+    queries, kv_positions = 4 * 4, 2 * 2
+    query = queries * 8 * (2 * 4)  # 1×1 conv 8 → heads·key_dim at every position
+    key = kv_positions * 8 * 9 + kv_positions * 8 * 4  # 3×3 stride-2 depthwise, then 1×1 conv 8 → 4
+    value = key
+    scores = 2 * queries * kv_positions * 4  # Q·Kᵀ: each head's 16 queries against the 4 shared keys
+    mixed = 2 * queries * kv_positions * 4  # attention·V
+    output = queries * (2 * 4) * 8
+    assert prof.mult_adds == query + key + value + scores + mixed + output == 3904
+    assert [layer.mult_adds for layer in prof.layers if layer.type == MATMUL] == [scores, mixed]
+
+
+class UserAttention(nn.Module):
+    """A user's attention written with the functions the profiler must see: SDPA, einsum and nn.MultiheadAttention."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 1)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)  # (1, 16, 8)
+        heads = tokens.reshape(1, 16, 2, 4).transpose(1, 2)  # (1, 2, 16, 4)
+        out = F.scaled_dot_product_attention(heads, heads[:, :, :8], heads[:, :, :8])  # 8 keys
+        scores = torch.einsum("bhld,bhsd->bhls", heads, heads)
+        return out.sum() + scores.sum() + self.mha(tokens, tokens, tokens)[0].sum()
+
+
+def test_user_attention_counted_exactly():
+    prof = profile(UserAttention(), 4, in_chans=3)
+    by_name = {layer.name: layer.mult_adds for layer in prof.layers}
+    assert by_name["embed"] == 16 * 3 * 8
+    assert by_name["attention Q·Kᵀ"] == by_name["attention·V"] == 2 * 16 * 8 * 4
+    assert by_name["einsum"] == 2 * 16 * 16 * 4
+    # nn.MultiheadAttention: 4 projections of 16 tokens 8 → 8, Q·Kᵀ and attention·V over 16 × 16 × 8.
+    assert by_name["mha"] == 4 * 16 * 8 * 8 + 2 * 16 * 16 * 8
+
+
+def test_profiler_agrees_with_torch_flop_counter_on_hybrids():
+    """torch's FlopCounterMode counts 2 FLOPs per multiply-add of every conv and matmul, attention's included."""
+    model = create_model("mobilenet_v4_hybrid_medium", width_mult=0.5, resolution=96).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, 96, 96))
+    prof = profile(model)
+    assert sum(layer.mult_adds for layer in prof.layers if layer.type == MATMUL) > 0
+    assert prof.mult_adds * 2 == counter.get_total_flops()
