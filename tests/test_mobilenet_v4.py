@@ -4,14 +4,18 @@ timm's weights."""
 import pytest
 import torch
 import torch.nn.functional as F
-from numeric import torch_threads
+from numeric import assert_close_scaled, torch_threads
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mobilenets import MobileNetsError, create_model
+from mobilenets import weights as W
+from mobilenets.cli import main
 from mobilenets.models.layers import MobileMQA
 from mobilenets.models.mobilenet_v4 import SIZES, MobileNetV4
+from mobilenets.predict import bundled_images, load_image, preprocess
 from mobilenets.profile import MATMUL, profile
+from mobilenets.weights.cards import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 timm = pytest.importorskip("timm")
 
@@ -136,3 +140,92 @@ def test_profiler_agrees_with_torch_flop_counter_on_hybrids():
     prof = profile(model)
     assert sum(layer.mult_adds for layer in prof.layers if layer.type == MATMUL) > 0
     assert prof.mult_adds * 2 == counter.get_total_flops()
+
+
+def randomized_timm(name: str, images: torch.Tensor) -> nn.Module:
+    """timm's model with seeded random weights, BN statistics measured on ``images`` and noise then scattered, and
+    layer scales of ~0.1 instead of timm's 1e-5 (at 1e-5 the attention and UIB branches would add nothing a test
+    could see). Statistics from other inputs (noise at another size) let the activations grow to the hundreds by
+    the last stage, where attention's softmax turns into an argmax that float rounding flips."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if "layer_scale" in key:
+                p.copy_(torch.rand(p.shape, generator=g) * 0.2 + 0.05)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2)
+                m.reset_running_stats()
+                m.momentum = None  # a plain average over the calibration batch
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
+        model.train()(torch.cat([images, torch.randn(images.shape, generator=g)]))
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                std = m.running_var.sqrt()
+                m.running_mean.add_(0.2 * std * torch.randn(std.shape, generator=g))
+                m.running_var.mul_(torch.rand(std.shape, generator=g) * 1.5 + 0.5)
+    return model.eval()
+
+
+# timm's eval preprocessing of its V4 ImageNet weights (the most common of its tags' cfgs).
+V4_PREPROCESSING = {
+    ours: Preprocessing(resolution, "resize_shorter", 0.95, "bicubic", IMAGENET_MEAN, IMAGENET_STD)
+    for ours, resolution in [
+        ("mobilenet_v4_conv_small", 224),
+        ("mobilenet_v4_hybrid_medium", 256),
+        ("mobilenet_v4_hybrid_large", 384),
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    "name,ours",
+    [
+        ("mobilenetv4_conv_small_050", "mobilenet_v4_conv_small"),
+        ("mobilenetv4_hybrid_medium", "mobilenet_v4_hybrid_medium"),
+        ("mobilenetv4_hybrid_large_075", "mobilenet_v4_hybrid_large"),
+    ],
+)
+def test_timm_weights_import_with_parity_on_real_photos(tmp_path, capsys, name, ours):
+    images = [load_image(p) for p in bundled_images()]  # skimage's chelsea and coffee
+    ref = randomized_timm(name, torch.stack([preprocess(image, V4_PREPROCESSING[ours]) for image in images]))
+    src = tmp_path / f"{name}.pth"  # named as timm's downloads are: the importer reads the model name from it
+    torch.save(ref.state_dict(), src)
+    out = tmp_path / "ours.safetensors"
+    # Registered names are α = 1 only: at other widths the family is read from the file.
+    model_option = ["--model", ours] if not name[-1].isdigit() else []
+    assert main(["import-weights", str(src), "-o", str(out), *model_option]) == 0
+    model, card = W.load_weights(out)
+    assert card.arch == ours and card.source["timm_model"] == name
+    assert card.model_kwargs["width_mult"] == (int(name[-3:]) / 100 if name[-1].isdigit() else 1.0)
+    assert card.preprocessing == V4_PREPROCESSING[ours]
+    x = torch.stack([preprocess(image, card.preprocessing) for image in images])
+    with torch.no_grad():
+        theirs, mine = ref(x), model(x)
+    assert_close_scaled(mine, theirs, 1e-5)
+    assert (theirs[0] - theirs[1]).abs().max() > 0.1  # two photos, two outputs: the network does work
+
+
+def test_a_v3_file_is_not_v4_weights(tmp_path, capsys):
+    v3 = tmp_path / "mobilenetv3_small_100.pth"
+    torch.save(timm.create_model("mobilenetv3_small_100", pretrained=False).state_dict(), v3)
+    bad = tmp_path / "bad.safetensors"
+    assert main(["import-weights", str(v3), "-o", str(bad), "--model", "mobilenet_v4_conv_small"]) == 2
+    assert "mobilenet_v3_small" in capsys.readouterr().err and not bad.exists()
+
+
+def test_every_supported_timm_v4_model_is_named_and_sized_from_its_tensors():
+    names = [n for n in W.TIMM_MODELS if n.startswith("mobilenetv4")]
+    assert set(names) <= set(timm.list_models("mobilenetv4*")) and len(names) == 9
+    for name in names:
+        with torch.device("meta"):  # shapes only: nothing allocated
+            ref = timm.create_model(name, pretrained=False)
+        tensors, card = W.timm_to_ours(ref.state_dict(), "weights.pth")  # no name in the path: read from the tensors
+        width = int(name[-3:]) / 100 if name[-1].isdigit() else 1.0
+        assert card.width_mult == width and card.arch == "mobilenet_v4_" + name.split("_", 1)[1].rsplit("_0", 1)[0]
+        assert card.source["timm_model_from"] == "assumed" and card.source["timm_model"] in names
+        assert len(tensors) == len([k for k in ref.state_dict() if not k.endswith("num_batches_tracked")])

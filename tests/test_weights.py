@@ -405,8 +405,9 @@ def test_timm_legacy_xception_imports_with_parity_on_real_photos(tmp_path, capsy
 def test_every_supported_timm_model_keeps_its_conventions():
     """Shapes, α, BN ε, padding and preprocessing of each supported timm name, against timm's own model and cfg."""
     timm = pytest.importorskip("timm")
-    assert set(W.TIMM_MODELS) <= set(timm.list_models("*mobilenetv[23]*"))
-    for name in W.TIMM_MODELS:
+    v23 = [name for name in W.TIMM_MODELS if not name.startswith("mobilenetv4")]  # V4: tests/test_mobilenet_v4.py
+    assert set(v23) <= set(timm.list_models("*mobilenetv[23]*"))
+    for name in v23:
         with torch.device("meta"):  # shapes only: nothing allocated
             ref = timm.create_model(name, pretrained=False)
         _, card = W.timm_to_ours(ref.state_dict(), name, {"file": f"{name}-0123abcd.pth"})

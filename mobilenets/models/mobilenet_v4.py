@@ -423,7 +423,7 @@ PAPER_ROWS = {
 RESOLUTIONS = {"conv_small": 224, "conv_medium": 256, "conv_large": 384, "hybrid_medium": 256, "hybrid_large": 384}
 # timm's models whose every tensor has a place in ours (timm/models/mobilenetv3.py, _gen_mobilenet_v4).
 IMPORTERS = {
-    "conv_small": ("mobilenetv4_conv_small", "mobilenetv4_conv_small_050"),
+    "conv_small": ("mobilenetv4_conv_small", "mobilenetv4_conv_small_050", "mobilenetv4_conv_small_035"),
     "conv_medium": ("mobilenetv4_conv_medium",),
     "conv_large": ("mobilenetv4_conv_large",),
     "hybrid_medium": ("mobilenetv4_hybrid_medium", "mobilenetv4_hybrid_medium_075"),

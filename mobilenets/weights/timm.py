@@ -1,6 +1,7 @@
 """timm MobileNet state dicts (``.pth``/``.bin`` read with ``weights_only=True``, or ``.safetensors``): V1
-(``mobilenetv1_*``), V2 (``mobilenetv2_*``) and V3 (``mobilenetv3_*``, ``tf_mobilenetv3_*``), and timm's
-``legacy_xception``, mapped to our names with every shape checked.
+(``mobilenetv1_*``), V2 (``mobilenetv2_*``), V3 (``mobilenetv3_*``, ``tf_mobilenetv3_*``) and V4
+(``mobilenetv4_conv_*``, ``mobilenetv4_hybrid_*``), and timm's ``legacy_xception``, mapped to our names with every
+shape checked.
 
 A timm state dict does not say which model it came from, and ``tf_mobilenetv3_large_100`` (Google's weights
 ported: TF "SAME" padding, BN ε = 1e-3, inputs in [-1, 1]) has the same tensors as ``mobilenetv3_large_100``
@@ -22,6 +23,8 @@ from mobilenets.models import FAMILIES
 from mobilenets.models.mobilenet_v1 import BLOCKS
 from mobilenets.models.mobilenet_v2 import BLOCKS as V2_BLOCKS
 from mobilenets.models.mobilenet_v3 import SIZES as V3_SIZES
+from mobilenets.models.mobilenet_v4 import RESOLUTIONS as V4_RESOLUTIONS
+from mobilenets.models.mobilenet_v4 import SIZES as V4_SIZES
 from mobilenets.weights.cards import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -39,7 +42,10 @@ TIMM_BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
 # (``Family.importers["timm"]``: the V2 and V3 models).
 TIMM_FAMILY = {name: family.name for family in FAMILIES.values() for name in family.importers.get("timm", ())}
 TIMM_MODELS = tuple(sorted(TIMM_FAMILY))
-TIMM_NAME = re.compile(r"(?<![a-z0-9])(tf_)?mobilenetv([123])_(?:(large|small)_)?(minimal_)?(\d{3})(d?)(?![0-9])")
+TIMM_NAME = re.compile(
+    r"(?<![a-z0-9])(?:(tf_)?mobilenetv([123])_(?:(large|small)_)?(minimal_)?(\d{3})(d?)"
+    r"|mobilenetv4_(?:conv|hybrid)_(?:small|medium|large)(?:_\d{3})?)(?![0-9a-z])"
+)
 # timm's pretrained cfgs (timm/models/mobilenetv3.py): all crop 0.875 of a bicubic resize with ImageNet's mean/std,
 # except the tf_ ports (bilinear, mean = std = 0.5) and mobilenetv3_large_075 (bilinear).
 BILINEAR = ("mobilenetv3_large_075",)
@@ -64,6 +70,42 @@ BLOCK_RENAMES = {
         "bn2": "project.bn",
     },
     "cn": {"conv": "conv", "bn1": "bn"},
+}
+# MobileNetV4's blocks (timm's module names → ours): its plain convs ("cn" above), the fused IB ("er", timm's
+# EdgeResidual), the UIB ("uir") and Mobile MQA ("mqa", timm's MobileAttention with MultiQueryAttention2d).
+V4_BLOCK_RENAMES = {
+    "cn": BLOCK_RENAMES["cn"],
+    "er": {"conv_exp": "expand.conv", "bn1": "expand.bn", "conv_pwl": "project.conv", "bn2": "project.bn"},
+    "uir": {
+        "dw_start.conv": "start_depthwise.conv",
+        "dw_start.bn": "start_depthwise.bn",
+        "pw_exp.conv": "expand.conv",
+        "pw_exp.bn": "expand.bn",
+        "dw_mid.conv": "middle_depthwise.conv",
+        "dw_mid.bn": "middle_depthwise.bn",
+        "pw_proj.conv": "project.conv",
+        "pw_proj.bn": "project.bn",
+        "layer_scale": "layer_scale",
+    },
+    "mqa": {
+        "norm": "norm",
+        "attn.query.proj": "query",
+        "attn.key.down_conv": "key.downsample.conv",
+        "attn.key.norm": "key.downsample.bn",
+        "attn.key.proj": "key.proj",
+        "attn.value.down_conv": "value.downsample.conv",
+        "attn.value.norm": "value.downsample.bn",
+        "attn.value.proj": "value.proj",
+        "attn.output.proj": "output",
+        "layer_scale": "layer_scale",
+    },
+}
+# Our V4 table rows → timm's block type.
+V4_KIND = {
+    "Conv": "cn",
+    "FusedIB": "er",
+    "MQA": "mqa",
+    **{kind: "uir" for kind in ("ExtraDW", "IB", "ConvNext", "FFN")},
 }
 
 
@@ -167,6 +209,8 @@ def timm_to_ours(
         return xception_to_ours(sd, where, source)
     if "conv_head.weight" not in sd:
         return _v1_to_ours(sd, where, source)
+    if "norm_head.weight" in sd:  # timm's V4 head: a 1×1 conv with BN on the pooled map (V3's has a bias, no BN)
+        return _v4_to_ours(sd, where, source, timm_model)
     version = "mobilenet_v2" if "bn2.weight" in sd else "mobilenet_v3"
     tensors, blocks = _v23_tensors(sd, where, version)
     if version == "mobilenet_v2":
@@ -222,18 +266,21 @@ def _timm_name(arch: str, width_mult: float, given: str | None, places: list[str
     """(timm model name, how it was found: "given", "file name" or "assumed"), checked against the tensors."""
     found = given.lower() if given else next((n for n in map(timm_name_in, places) if n), None)
     width = f"_{round(width_mult * 100):03d}"  # timm's names end in α × 100
+    if arch.startswith("mobilenet_v4") and width == "_100":
+        width = ""  # timm's V4 names at α = 1 have no width: mobilenetv4_conv_small
     if found is None:
         # The family's first name of this width (its declaration lists timm's own PyTorch training before the TF
         # ports), else its first name at this width.
         names = FAMILIES[arch].importers["timm"]
-        return next((n for n in names if n.endswith(width)), names[0][: -len(width)] + width), "assumed"
+        fits = [n for n in names if n.endswith(width) and (width or not re.search(r"_\d{3}$", n))]
+        return (fits[0] if fits else re.sub(r"_\d{3}$", "", names[0]) + width), "assumed"
     how = "given" if given else "file name"
     if found not in TIMM_FAMILY:
         raise MobileNetsError(
             f"{where}: timm's {found} ({how}) is not a model whose tensors all have a place here; "
             f"supported: {', '.join(TIMM_MODELS)}"
         )
-    if TIMM_FAMILY[found] != arch or not found.endswith(width):
+    if TIMM_FAMILY[found] != arch or not found.endswith(width) or (not width and re.search(r"_\d{3}$", found)):
         fix = "pass --timm-model with the model it came from" if how == "file name" else "check --timm-model"
         raise MobileNetsError(
             f"{where}: the {how} says timm's {found}, but the tensors are {arch} α={width_mult:g}; {fix}"
@@ -347,5 +394,95 @@ def _v1_to_ours(sd: Mapping[str, torch.Tensor], where: str, source: dict) -> tup
         preprocessing=Preprocessing(crop="resize_shorter", crop_pct=0.875, interpolation="bicubic"),
         class_names=class_names_for(num_classes, background=False),
         source=source or {"format": "timm_state_dict"},
+    )
+    return out, card
+
+
+def _v4_blocks(sd: Mapping[str, torch.Tensor]) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    blocks: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+    for key, value in sd.items():
+        m = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(.+)", key)
+        if m and not key.endswith("num_batches_tracked"):
+            blocks.setdefault((int(m.group(1)), int(m.group(2))), {})[m.group(3)] = value
+    return dict(sorted(blocks.items()))
+
+
+def _v4_kind(parts: Mapping[str, torch.Tensor]) -> str:
+    """timm's V4 block type from its tensor names."""
+    if any(k.startswith("attn.") for k in parts):
+        return "mqa"
+    if any(k.startswith("pw_exp.") for k in parts):
+        return "uir"
+    return "er" if "conv_exp.weight" in parts else "cn"
+
+
+def _v4_to_ours(
+    sd: Mapping[str, torch.Tensor], where: str, source: dict, timm_model: str | None
+) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Map a timm ``mobilenetv4_*`` state dict to our MobileNetV4's names; the size is the one whose table has the
+    file's sequence of block types (Conv-M and Hybrid-M differ in their MQA blocks, Conv-S starts with plain convs)."""
+    blocks = _v4_blocks(sd)
+    kinds = [_v4_kind(parts) for parts in blocks.values()]
+    sizes = [s for s, size in V4_SIZES.items() if [V4_KIND[row.kind] for row in size.blocks] == kinds]
+    if not sizes:
+        raise MobileNetsError(
+            f"{where} has {len(kinds)} blocks ({', '.join(dict.fromkeys(kinds))}) in an order no MobileNetV4 has: not "
+            f"one of timm's {', '.join(n for n in TIMM_MODELS if n.startswith('mobilenetv4'))}"
+        )
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in sd.items():
+        if key.endswith("num_batches_tracked") or key.startswith("blocks."):
+            continue
+        if key == "conv_stem.weight":
+            out["stem.conv.weight"] = value
+        elif key.startswith("bn1."):
+            out[f"stem.bn.{key[4:]}"] = value
+        elif key == "conv_head.weight":
+            out["head.conv.weight"] = value
+        elif key.startswith("norm_head."):
+            out[f"head.bn.{key[10:]}"] = value
+        elif key.startswith("classifier."):
+            out[key] = value
+        else:
+            unknown.append(key)
+    for index, ((s, b), parts) in enumerate(blocks.items()):
+        renames = V4_BLOCK_RENAMES[kinds[index]]
+        for key, value in parts.items():
+            module, _, fld = key.rpartition(".")
+            if module not in renames:
+                unknown.append(f"blocks.{s}.{b}.{key}")
+                continue
+            out[f"blocks.{index}.{renames[module]}.{fld}"] = value
+    if unknown:
+        raise MobileNetsError(f"{where}: timm tensors {', '.join(unknown[:3])} have no counterpart in our MobileNetV4")
+    if "classifier.weight" not in out:
+        raise MobileNetsError(f"{where} has no classifier.weight: an incomplete timm state dict")
+    arch = f"mobilenet_v4_{sizes[0]}"
+    last = V4_SIZES[sizes[0]].blocks[-1].out  # the 1×1 conv to 960
+    alphas = width_mult_candidates(out, f"blocks.{len(kinds) - 1}.conv.weight", last, where)
+    num_classes = int(out["classifier.weight"].shape[0])
+    resolution = V4_RESOLUTIONS[sizes[0]]
+    candidates = [dict(width_mult=a, resolution=resolution, num_classes=num_classes) for a in alphas]
+    kwargs = fit_model_kwargs(arch, candidates, out, where, f"{arch} α={alphas[0]:g}")
+    name, named_by = _timm_name(arch, kwargs["width_mult"], timm_model, [source.get("file", ""), where], where)
+    kwargs.update(padding="symmetric", bn_eps=1e-5)
+    source.update(timm_model=name, timm_model_from=named_by)
+    source.setdefault("origin", f"timm {name} (huggingface/pytorch-image-models, Apache-2.0)")
+    # timm's V4 cfgs: bicubic, crop 0.95 at the training size for most tags (ImageNet mean/std; a few small ones
+    # use 0.5/0.5 and 0.875: the tag, which a state dict does not carry, decides).
+    card = ModelCard(
+        arch=arch,
+        model_kwargs=kwargs,
+        preprocessing=Preprocessing(
+            resolution=resolution,
+            crop="resize_shorter",
+            crop_pct=0.95,
+            interpolation="bicubic",
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        ),
+        class_names=class_names_for(num_classes),
+        source=source,
     )
     return out, card
