@@ -376,7 +376,14 @@ V4_MULT_ADDS_NOTE = (
 # module docstring.
 PAPER_ROWS = {
     "conv_small": PaperRow(
-        "V4", "MNv4-Conv-S", "73.8", "200", "3.8", "mobilenet_v4_conv_small_1.0_224", V4_MULT_ADDS_NOTE
+        "V4",
+        "MNv4-Conv-S",
+        "73.8",
+        "200",
+        "3.8",
+        "mobilenet_v4_conv_small_1.0_224",
+        V4_MULT_ADDS_NOTE,
+        "conv/FC weights shown; all 3,774,024 parameters (timm's count, BN included) round to the paper's 3.8",
     ),
     "conv_medium": PaperRow(
         "V4",
