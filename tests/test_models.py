@@ -211,7 +211,7 @@ def test_pad_same_follows_tensorflow(size, stride, expected):
         ({"width_mult": float("nan")}, "width_mult must be a finite number > 0"),
         ({"resolution": 31}, "at least 32x32"),
         ({"resolution": 12, "stem_stride": 1}, "at least 16x16"),
-        ({"act": "gelu"}, "unknown activation"),
+        ({"act": "swish"}, "unknown activation"),
         ({"padding": "valid"}, "unknown padding"),
         ({"variant": "wide"}, "unknown variant"),
     ],
@@ -234,7 +234,7 @@ def test_invalid_options_raise_clear_errors(kwargs, message):
         ("mobilenet_v2", {"width_mult": 0.01}, r"rounds to nothing: use width_mult >= 0.0625"),
         ("mobilenet_v2", {"resolution": 16}, "at least 32x32"),
         ("mobilenet_v3_large", {"stem_stride": 3}, "stem_stride must be 1 or 2"),
-        ("mobilenet_v2", {"act": "gelu"}, "unknown activation"),
+        ("mobilenet_v2", {"act": "swish"}, "unknown activation"),
         ("mobilenet_v3_small", {"act": "relu"}, "mobilenet_v3_small does not take the option 'act'"),
     ],
 )

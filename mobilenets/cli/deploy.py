@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from mobilenets.cli.common import positive_float
 from mobilenets.errors import MobileNetsError
@@ -171,6 +172,8 @@ def _is_detector_export(args: argparse.Namespace) -> bool:
     if args.checkpoint:
         from mobilenets.weights.checkpoint import load_checkpoint
 
+        if not Path(args.checkpoint).is_file():  # the classifier path says what is missing, and how to fix it
+            return False
         meta = load_checkpoint(args.checkpoint).get("meta")
         return isinstance(meta, dict) and meta.get("task") == "detection"
     return bool(args.name) and is_detector(args.name)
@@ -392,7 +395,6 @@ def _bench_detector(args: argparse.Namespace):
 
 
 def _bench_grid(args: argparse.Namespace, bench, say) -> int:
-    from pathlib import Path
 
     from mobilenets.deploy.cpu import cpu_info
     from mobilenets.io import atomic_write_text
