@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from pathlib import Path
@@ -53,3 +54,35 @@ def _ckpt_step(path: Path) -> int | str:
         return load_checkpoint(path)["state"]["step"]
     except MobileNetsError:
         return "?"
+
+
+def save_run_checkpoint(run) -> None:
+    """A run's ``checkpoint.pt`` (written by the main process only): what ``--resume`` continues bit for bit from.
+    ``run`` is a classification or detection loop's run state (model, optimizer, scheduler, scaler, EMA, counters)."""
+    if not run.dist_info.is_main:
+        return
+    atomic_save(
+        dict(
+            meta=run.meta,
+            config=run.config,
+            model=run.model.state_dict(),
+            optimizer=run.optimizer.state_dict(),
+            scheduler=run.scheduler.state_dict(),
+            scaler=run.scaler.state_dict(),
+            ema=run.ema.module.state_dict() if run.ema is not None else None,
+            state=copy.deepcopy(run.state),
+            rng=_rng_state(),
+        ),
+        run.ckpt_path,
+    )
+
+
+def check_resumable(saved: dict, config: dict, ckpt_path: Path, resume_free) -> None:
+    """Refuse to resume a checkpoint started with other settings (``resume_free`` may differ), naming them."""
+    changed = sorted(k for k, v in saved.items() if k not in resume_free and config.get(k) != v)
+    if changed:
+        diffs = ", ".join(f"{k}: {saved[k]!r} → {config.get(k)!r}" for k in changed[:4])
+        raise MobileNetsError(
+            f"cannot resume {ckpt_path}: the run was started with different settings ({diffs}); "
+            "use the same flags or a new --out-dir"
+        )

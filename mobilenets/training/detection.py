@@ -19,7 +19,6 @@ momentum of 0.03 keeps the moving averages close to the current weights.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -44,7 +43,14 @@ from mobilenets.detection import create_detector, detector_defaults, torchvision
 from mobilenets.detection.coco_eval import DetectionEval, evaluate_detector
 from mobilenets.errors import MobileNetsError
 from mobilenets.io import atomic_write_text
-from mobilenets.training.checkpoint import _ckpt_step, _rng_state, _set_rng_state, atomic_save, load_checkpoint
+from mobilenets.training.checkpoint import (
+    _ckpt_step,
+    _set_rng_state,
+    atomic_save,
+    check_resumable,
+    load_checkpoint,
+    save_run_checkpoint,
+)
 from mobilenets.training.config import RESUME_FREE, TrainConfig
 from mobilenets.training.distributed import Dist, _autocast, all_reduce, resolve_device
 from mobilenets.training.logs import _tensorboard, plot_detection_curves, write_metrics_csv
@@ -307,13 +313,7 @@ def _resume(run: _Run) -> None:
     cfg = run.cfg
     if cfg.resume and run.ckpt_path.exists():
         ckpt = load_checkpoint(run.ckpt_path)
-        changed = sorted(k for k, v in ckpt["config"].items() if k not in RESUME_FREE and run.config.get(k) != v)
-        if changed:
-            diffs = ", ".join(f"{k}: {ckpt['config'][k]!r} → {run.config.get(k)!r}" for k in changed[:4])
-            raise MobileNetsError(
-                f"cannot resume {run.ckpt_path}: the run was started with different settings ({diffs}); "
-                "use the same flags or a new --out-dir"
-            )
+        check_resumable(ckpt["config"], run.config, run.ckpt_path, RESUME_FREE)
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -341,25 +341,6 @@ def _wrap_model(run: _Run) -> None:
     run.eval_model = run.ema.module if run.ema is not None else run.model
 
 
-def _save_checkpoint(run: _Run) -> None:
-    if not run.dist_info.is_main:
-        return
-    atomic_save(
-        dict(
-            meta=run.meta,
-            config=run.config,
-            model=run.model.state_dict(),
-            optimizer=run.optimizer.state_dict(),
-            scheduler=run.scheduler.state_dict(),
-            scaler=run.scaler.state_dict(),
-            ema=run.ema.module.state_dict() if run.ema is not None else None,
-            state=copy.deepcopy(run.state),
-            rng=_rng_state(),
-        ),
-        run.ckpt_path,
-    )
-
-
 # --- the loop -----------------------------------------------------------------------------------------
 
 
@@ -370,7 +351,7 @@ def _epoch_loop(run: _Run, on_step) -> tuple[DetectionEval | None, bool]:
             epoch = run.state["epoch"]
             interrupted = _train_epoch(run, stop, on_step)
             if interrupted:
-                _save_checkpoint(run)
+                save_run_checkpoint(run)
                 break
             result = _end_epoch(run, epoch)
             if result is not None:
@@ -445,7 +426,7 @@ def _train_epoch(run: _Run, stop: StopFlag, on_step) -> bool:
             interrupted = True
             break
         if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-            _save_checkpoint(run)
+            save_run_checkpoint(run)
         if state["step"] >= run.last_step:
             break
     bar.close()
@@ -536,7 +517,7 @@ def _end_epoch(run: _Run, epoch: int) -> DetectionEval | None:
                     f"test mAP {100 * result.map:.1f}  mAP@.5 {100 * result.map50:.1f}",
                     file=sys.stderr,
                 )
-    _save_checkpoint(run)
+    save_run_checkpoint(run)
     return result
 
 

@@ -36,10 +36,11 @@ from mobilenets.io import atomic_write_text
 from mobilenets.models import model_defaults
 from mobilenets.training.checkpoint import (
     _ckpt_step,
-    _rng_state,
     _set_rng_state,
     atomic_save,
+    check_resumable,
     load_checkpoint,
+    save_run_checkpoint,
 )
 from mobilenets.training.config import GPU_SYNC_EVERY, RESUME_FREE, TrainConfig, model_kwargs
 from mobilenets.training.detection import DetectionTrainResult, train_detector
@@ -334,7 +335,7 @@ def _resume(run: _Run) -> None:
     cfg, ckpt_path = run.cfg, run.ckpt_path
     if cfg.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        _check_resumable(ckpt["config"], run.config, ckpt_path)
+        check_resumable(ckpt["config"], run.config, ckpt_path, RESUME_FREE)
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -347,16 +348,6 @@ def _resume(run: _Run) -> None:
         _set_rng_state(ckpt["rng"])
     elif cfg.resume and run.dist_info.is_main:
         print(f"note: no checkpoint in {run.out_dir}; starting a new run", file=sys.stderr)
-
-
-def _check_resumable(saved: dict, config: dict, ckpt_path: Path) -> None:
-    changed = sorted(k for k, v in saved.items() if k not in RESUME_FREE and config.get(k) != v)
-    if changed:
-        diffs = ", ".join(f"{k}: {saved[k]!r} → {config.get(k)!r}" for k in changed[:4])
-        raise MobileNetsError(
-            f"cannot resume {ckpt_path}: the run was started with different settings ({diffs}); "
-            "use the same flags or a new --out-dir"
-        )
 
 
 def _wrap_model(run: _Run) -> None:
@@ -454,25 +445,6 @@ def _frozen_modules(run: _Run, model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if id(m) not in head]
 
 
-def _save_checkpoint(run: _Run) -> None:
-    if not run.dist_info.is_main:
-        return
-    atomic_save(
-        dict(
-            meta=run.meta,
-            config=run.config,
-            model=run.model.state_dict(),
-            optimizer=run.optimizer.state_dict(),
-            scheduler=run.scheduler.state_dict(),
-            scaler=run.scaler.state_dict(),
-            ema=run.ema.module.state_dict() if run.ema is not None else None,
-            state=copy.deepcopy(run.state),
-            rng=_rng_state(),
-        ),
-        run.ckpt_path,
-    )
-
-
 # --- the epoch loop ---------------------------------------------------------------------------------
 
 
@@ -486,7 +458,7 @@ def _epoch_loop(run: _Run, on_step) -> tuple[EvalResult | None, bool]:
             epoch = run.state["epoch"]
             interrupted = _train_epoch(run, stop, on_step)
             if interrupted:
-                _save_checkpoint(run)
+                save_run_checkpoint(run)
                 break
             result = _end_epoch(run, epoch)
             if result is not None:
@@ -547,7 +519,7 @@ def _train_epoch(run: _Run, stop: StopFlag, on_step) -> bool:
         if interrupted:
             break
         if checkpoint_due:
-            _save_checkpoint(run)
+            save_run_checkpoint(run)
         if state["step"] >= run.last_step:
             break
     if window:  # the epoch's last batches were unreadable: log the steps before them
@@ -721,7 +693,7 @@ def _end_epoch(run: _Run, epoch: int) -> EvalResult | None:
         print(f"warning: epoch {epoch + 1}: {run.bad.message()}", file=sys.stderr)
     state["skipped"] += run.bad.count
     run.bad = D.BadFiles()
-    _save_checkpoint(run)
+    save_run_checkpoint(run)
     return result
 
 
