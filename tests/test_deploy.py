@@ -219,3 +219,15 @@ def test_openvino_int8_kernels_compute_the_files_arithmetic(tmp_path, fashion_mo
             else:
                 assert scaled_diff(logits, reference) <= KERNEL_RTOL, (key, bits, family)
                 assert check.clear_images > 100 and check.clear_agreement >= 0.99, (key, family, check.summary())
+
+
+def test_runtime_threads_default_comes_from_the_environment(monkeypatch):
+    from mobilenets.deploy.cpu import THREADS_ENV, runtime_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert runtime_threads(None) is None and runtime_threads(3) == 3
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert runtime_threads(None) == 1 and runtime_threads(2) == 2  # --threads wins
+    monkeypatch.setenv(THREADS_ENV, "two")
+    with pytest.raises(MobileNetsError, match="MOBILENETS_THREADS='two' is not a thread count"):
+        runtime_threads(None)

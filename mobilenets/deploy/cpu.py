@@ -112,3 +112,20 @@ def require_feature(need: str, purpose: str) -> None:
             f"{purpose} needs {NEEDS[need][1]}, which this CPU lacks ({info.line()}): "
             "run it on a CPU that has it, or choose another precision"
         )
+
+
+THREADS_ENV = "MOBILENETS_THREADS"
+
+
+def runtime_threads(threads: int | None) -> int | None:
+    """The thread count a runtime runs with: ``threads`` when given (``--threads``), else ``MOBILENETS_THREADS`` when
+    set, else None (the runtime's own default: all cores for ONNX Runtime, OpenVINO and ExecuTorch). Set the variable
+    when several jobs share a machine: runtimes that each take every core spin against one another."""
+    if threads:
+        return threads
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise MobileNetsError(f"{THREADS_ENV}={value!r} is not a thread count; set a whole number ≥ 1 or unset it")
+    return int(value)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.cpu import runtime_threads
 from mobilenets.deps import quiet, require
 from mobilenets.errors import MobileNetsError
 from mobilenets.quant.passes import relu6_as_relu_clamp
@@ -115,6 +116,7 @@ def metadata(path: Path) -> dict | None:
 
 def method(path: Path, threads: int | None = None):
     runtime = require("executorch.runtime", "running ExecuTorch files")
+    threads = runtime_threads(threads)
     if threads:
         portable = require("executorch.extension.pybindings.portable_lib", "running ExecuTorch files")
         portable._unsafe_reset_threadpool(threads)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.cpu import runtime_threads
 from mobilenets.deps import quiet as _quiet
 from mobilenets.deps import quiet_native_info as _quiet_native_info
 from mobilenets.deps import require as _require
@@ -134,7 +135,7 @@ def _interpreter(path: Path, threads: int | None = None):
     try:
         # The default op resolver applies the XNNPACK delegate; num_threads=None means one thread.
         with _quiet_native_info():  # the delegate says "INFO: Created ..." as it is applied
-            interp = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+            interp = interpreter.Interpreter(model_path=str(path), num_threads=runtime_threads(threads))
             interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.cpu import runtime_threads
 from mobilenets.deps import quiet, require
 from mobilenets.errors import MobileNetsError
 from mobilenets.quant.ptq import correct_bias_for_int8_weights
@@ -217,6 +218,7 @@ def metadata(path: Path) -> dict | None:
 def session(path: Path, threads: int | None = None):
     ort = require("onnxruntime", "running ONNX files")
     options = ort.SessionOptions()
+    threads = runtime_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.cpu import runtime_threads
 from mobilenets.deps import quiet, require
 from mobilenets.errors import MobileNetsError
 
@@ -152,6 +153,7 @@ def compiled(path: Path, precision: str = "fp32", threads: int | None = None, ba
     if precision == "bf16":
         require_feature("bf16", "running an OpenVINO bf16 file")
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    threads = runtime_threads(threads)
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(model, "CPU", config)
