@@ -9,7 +9,7 @@ from numeric import torch_threads
 
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.images import real_images
-from mobilenets.deploy.verify import int8_safety
+from mobilenets.deploy.verify import compare_outputs, int8_safety
 from mobilenets.errors import MobileNetsError
 from mobilenets.quant.fold import fold_bn
 from mobilenets.quant.qat import from_trained
@@ -87,7 +87,10 @@ def _assert_file_is_the_trained_graph(model, meta, out, fmt) -> None:
     to_fake_quant = float((file_logits - fake_quant_logits).abs().max())
     to_float = float((file_logits - float_logits).abs().max())
     assert to_fake_quant < 0.4 * to_float, (to_fake_quant, to_float)
-    assert float((file_logits.argmax(1) == fake_quant_logits.argmax(1)).float().mean()) >= 0.9
+    # Decisions judged where the fake-quantized model is clear (export's rule): a 12-step fine-tune leaves many
+    # near-ties, which integer kernels swap differently per CPU (on an AVX2-only EPYC XNNPACK's swapped 6 of 48).
+    agreement = compare_outputs(fake_quant_logits, file_logits, fmt, "int8")
+    assert agreement.clear_images >= 16 and agreement.clear_agreement >= 0.9, agreement
 
 
 @pytest.fixture(scope="module")
