@@ -497,10 +497,11 @@ def test_bad_v2_v3_state_dicts_are_named(tmp_path, capsys):
     said = r"the file name says timm's tf_mobilenetv3_large_100, but the tensors are mobilenet_v3_small α=1"
     with pytest.raises(MobileNetsError, match=said):
         W.timm_to_ours(timm_small, "x", {"file": "tf_mobilenetv3_large_100-427764d5.pth"})
-    with pytest.raises(MobileNetsError, match=r"timm's mobilenetv3_small_050 \(given\) is not a model"):
+    said = r"the given says timm's mobilenetv3_small_050, but the tensors are mobilenet_v3_small α=1"
+    with pytest.raises(MobileNetsError, match=said):
         W.timm_to_ours(timm_small, "x", timm_model="mobilenetv3_small_050")
-    with pytest.raises(MobileNetsError, match=r"timm keeps a V3's stem 16 channels wide for α < 0.75"):
-        W.timm_to_ours(timm_050, "s050.pth")
+    with pytest.raises(MobileNetsError, match=r"the given says timm's mobilenetv3_small_075, but .* α=0.5"):
+        W.timm_to_ours(timm_050, "s050.pth", timm_model="mobilenetv3_small_075")  # 16-wide stem: test_mobilenet_v3
     _, card = W.timm_to_ours(timm_small, "x", timm_model="tf_mobilenetv3_small_100")
     assert card.model_kwargs["padding"] == "tf_same" and card.source["timm_model_from"] == "given"
     hub = "hub/models--timm--tf_mobilenetv3_small_100.in1k/snapshots/0123abcd/model.safetensors"  # the HF cache

@@ -69,6 +69,10 @@ class MobileNetV3Config:
             width) times the block's *rounded* input width, and the head stays 1280 (1024) wide for α ≤ 1.
             "torchvision": the table's exp size itself is scaled by α and rounded, and so is the head; the layout
             of torchvision's and timm's ``width_mult``/``mobilenetv3_*_075`` checkpoints. Both agree at α = 1.
+        fixed_stem: keep the stem (and the first bneck's input) 16 channels wide whatever α: Keras's
+            MobileNetV3 never scales its stem, and timm keeps it for α < 0.75 (``mobilenetv3_small_050``, the only
+            checkpoint where it matters: at α 0.75 and 1 a scaled 16 rounds to 16 anyway). False: the stem is
+            scaled and rounded like every other layer, as TF-slim and torchvision do.
         padding: "symmetric" (PyTorch) or "tf_same" (TensorFlow "SAME", for TF checkpoints).
         bn_eps: BatchNorm epsilon; 1e-3 as TF-slim and torchvision's V3.
         dropout: before the classifier; 0.2 (keep-probability 0.8) as the paper.
@@ -82,6 +86,7 @@ class MobileNetV3Config:
     in_chans: int = 3
     minimal: bool = False
     layout: str = "tf"
+    fixed_stem: bool = False
     padding: str = "symmetric"
     bn_eps: float = 1e-3
     dropout: float = 0.2
@@ -106,7 +111,7 @@ class MobileNetV3Config:
     def bnecks(self) -> list[tuple[int, int, int, int, int | None, str, int]]:
         """(in, expanded, out, kernel, squeeze channels or None, activation, stride) of every bneck, after α."""
         rows, stem, _, _ = SIZES[self.size]
-        in_nominal, channels = stem, scale_channels(stem, self.width_mult)
+        in_nominal, channels = stem, stem if self.fixed_stem else scale_channels(stem, self.width_mult)
         out = []
         for kernel, exp, c, se, nl, s in rows:
             out_channels = scale_channels(c, self.width_mult)
@@ -282,9 +287,10 @@ PAPER_ROWS = {
 }
 
 # The timm and torchvision models whose every tensor has a place in ours, timm's own PyTorch training before the
-# tf_ ports of Google's weights (a file whose name says neither is taken for the first of its width). Not here:
-# timm's depth-scaled mobilenetv3_large_150d, mobilenetv3_rw, and mobilenetv3_small_050, whose stem stays 16
-# channels wide for α < 0.75 where ours scales it; timm's minimal models are all TF ports.
+# tf_ ports of Google's weights (a file whose name says neither is taken for the first of its width).
+# mobilenetv3_small_050 keeps its stem 16 channels wide (MobileNetV3Config.fixed_stem; the importer reads it from
+# the stem's tensor). Not here: timm's depth-scaled mobilenetv3_large_150d and mobilenetv3_rw; timm's minimal
+# models are all TF ports.
 IMPORTERS = {
     "large": {
         "timm": (
@@ -297,6 +303,7 @@ IMPORTERS = {
     },
     "small": {
         "timm": (
+            "mobilenetv3_small_050",
             "mobilenetv3_small_075",
             "mobilenetv3_small_100",
             "tf_mobilenetv3_small_075",

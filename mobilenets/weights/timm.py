@@ -225,16 +225,14 @@ def timm_to_ours(
         arch, paper_last = f"mobilenet_v3_{size}" + ("_minimal" if minimal else ""), V3_SIZES[size][0][-1][2]
     alphas = width_mult_candidates(tensors, f"blocks.{blocks - 1}.project.conv.weight", paper_last, where)
     num_classes = int(tensors["classifier.weight"].shape[0])
-    # timm scales V3's expansions as TF-slim does, our default layout; "torchvision" is tried second.
-    layouts = [{}] if arch == "mobilenet_v2" else [{}, {"layout": "torchvision"}]
+    # timm scales V3's expansions as TF-slim does, our default layout; "torchvision" is tried second. Last, a stem
+    # kept 16 channels wide, as timm's for α < 0.75 (mobilenetv3_small_050; at α ≥ 0.75 the first fits).
+    layouts = [{}] if arch == "mobilenet_v2" else [{}, {"layout": "torchvision"}, {"fixed_stem": True}]
     act = {"act": "relu6"} if arch == "mobilenet_v2" else {}
     candidates = [
         dict(width_mult=a, resolution=224, num_classes=num_classes, **act, **lay) for a in alphas for lay in layouts
     ]
-    hint = ""
-    if arch.startswith("mobilenet_v3") and alphas[0] < 0.75:
-        hint = " (timm keeps a V3's stem 16 channels wide for α < 0.75, as in mobilenetv3_small_050; ours scales it)"
-    kwargs = fit_model_kwargs(arch, candidates, tensors, where, f"{arch} α={alphas[0]:g}", hint)
+    kwargs = fit_model_kwargs(arch, candidates, tensors, where, f"{arch} α={alphas[0]:g}")
     name, named_by = _timm_name(arch, kwargs["width_mult"], timm_model, [source.get("file", ""), where], where)
     tf_port = name.startswith("tf_")  # Google's weights ported: TF "SAME" padding and TF's BN ε
     kwargs.update(padding="tf_same" if tf_port else "symmetric", bn_eps=1e-3 if tf_port else 1e-5)
