@@ -11,7 +11,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,deploy,litert,web]'
+	$(BIN)/python -m pip install -q -e '.[dev,deploy,litert,web,android]'
 	$(BIN)/python -m pip install -q --no-deps nudity==0.2.3
 	touch $@
 

@@ -27,6 +27,9 @@ PACKAGES = {
     "litert_torch": ("litert-torch", "litert"),
     "ai_edge_litert": ("ai-edge-litert", "litert"),
     "playwright": ("playwright", "web"),
+    "pnnx": ("pnnx", "android"),
+    "ncnn": ("ncnn", "android"),
+    "MNN": ("mnn", "android"),
 }
 
 

@@ -46,6 +46,8 @@ def test_bench_model_every_runtime():
         ("openvino", "fp32", 4),
         ("web", "fp32", 1),
         ("web", "fp32", 4),
+        ("ncnn", "fp32", 1),
+        ("mnn", "fp32", 1),
         ("onnxruntime", "int8", 2),
         ("openvino", "int8", 2),
     }

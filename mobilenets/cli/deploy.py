@@ -50,7 +50,8 @@ def _build_model(args: argparse.Namespace):
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="fold BN, export to ONNX / ExecuTorch-XNNPACK / OpenVINO / LiteRT (fp32, bf16, int8) and verify",
+        help="fold BN, export to ONNX / ExecuTorch-XNNPACK / OpenVINO / LiteRT / ncnn / MNN (fp32, fp16, bf16, int8) "
+        "and verify",
         epilog="examples:\n"
         "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format onnx -o mobilenet.onnx\n"
         "  mobilenets export --checkpoint runs/demo/model.pt --format onnx --precision int8 -o demo_int8.onnx\n"
@@ -58,6 +59,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "  mobilenets export mobilenet_v1_0.5_160 --format executorch --precision int8 -o m.pte\n"
         "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format tflite --precision int8 -o m.tflite\n"
         "  mobilenets export --checkpoint runs/demo/model.pt --format web -o demo_web   # a web page\n"
+        "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format ncnn -o m.param   # + m.bin, m.param.json\n"
+        "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format mnn --precision fp16 -o m_fp16.mnn\n"
         "  mobilenets export mobilenet_v1 --width-mult 0.25 --resolution 28 --in-chans 1 --num-classes 10 \\\n"
         "      --stem-stride 1 --checkpoint fmnist.pt --format onnx --precision int8 -o fmnist_int8.onnx\n"
         "  mobilenets export --checkpoint runs/det/model.pt --format onnx --precision int8 -o det_int8.onnx\n\n"
@@ -77,8 +80,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "name", nargs="?", help="registered model name (see `mobilenets list`); optional with a training --checkpoint"
     )
     _add_model_args(p)
-    p.add_argument("--format", default="onnx", help="onnx | executorch | openvino | tflite | web (default onnx)")
-    p.add_argument("--precision", default="fp32", help="fp32 | bf16 (OpenVINO) | int8 (default fp32)")
+    p.add_argument(
+        "--format", default="onnx", help="onnx | executorch | openvino | tflite | web | ncnn | mnn (default onnx)"
+    )
+    p.add_argument(
+        "--precision", default="fp32", help="fp32 | fp16 (ncnn, MNN) | bf16 (OpenVINO) | int8 (default fp32)"
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -97,7 +104,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calibration",
         help="int8 activation ranges: onnx minmax|percentile, openvino nncf|minmax|histogram, "
-        "executorch/tflite minmax|mse (default: the first)",
+        "executorch/tflite minmax|mse, mnn kl|ema (default: the first)",
     )
     p.add_argument(
         "--equalize",
@@ -313,9 +320,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--runtime",
         nargs="+",
         default=["eager", "onnxruntime"],
-        help="eager onnxruntime executorch openvino litert web (onnxruntime-web in headless Chromium)",
+        help="eager onnxruntime executorch openvino litert web (onnxruntime-web in headless Chromium) ncnn mnn",
     )
-    p.add_argument("--precision", nargs="+", default=["fp32"], help="fp32 bf16 int8 (each runtime runs what it can)")
+    p.add_argument(
+        "--precision", nargs="+", default=["fp32"], help="fp32 fp16 bf16 int8 (each runtime runs what it can)"
+    )
     p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's default)")
     p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")

@@ -1,7 +1,8 @@
-"""Ship a model to a device runtime: fold BatchNorm, write ONNX / ExecuTorch-XNNPACK / OpenVINO / LiteRT
-files (fp32, bf16, int8), verify them with their own runtime, and measure their latency.
+"""Ship a model to a device runtime: fold BatchNorm, write ONNX / ExecuTorch-XNNPACK / OpenVINO / LiteRT / ncnn /
+MNN files (fp32, fp16, bf16, int8), verify them with their own runtime, and measure their latency.
 
-One module per runtime (``onnx``, ``executorch``, ``openvino``, ``litert``, ``web``), each with the same functions:
+One module per runtime (``onnx``, ``executorch``, ``openvino``, ``litert``, ``web``, ``ncnn``, ``mnn``), each with the
+same functions:
 ``write`` (fp32 file), ``quantize`` (int8 file, calibrated on real images), ``load`` (a runner), ``run``,
 ``set_metadata``/``metadata`` (what the file was built for) and ``int8_ranges`` (the integer weight ranges
 read back from an int8 file). A new runtime is one new module and one line in ``RUNTIME_MODULES``.
@@ -21,6 +22,8 @@ RUNTIME_MODULES = {
     "openvino": "mobilenets.deploy.openvino",
     "tflite": "mobilenets.deploy.litert",
     "web": "mobilenets.deploy.web",
+    "ncnn": "mobilenets.deploy.ncnn",
+    "mnn": "mobilenets.deploy.mnn",
 }
 FORMATS = tuple(RUNTIME_MODULES)
 

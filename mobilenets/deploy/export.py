@@ -31,11 +31,12 @@ from mobilenets.quant.fold import fold_bn, static_padding
 from mobilenets.quant.ptq import equalize_cross_layer
 from mobilenets.quant.qat import converts_to
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SUFFIXES = {f: runtime_module(f).SUFFIX for f in FORMATS}
 RUNTIME_OF = {f: runtime_module(f).RUNTIME for f in FORMATS}
 # Which precisions each format can hold. bf16 is an OpenVINO execution mode (the IR keeps fp32 weights and
-# the CPU plugin computes in bf16 where the CPU has AVX512_BF16/AMX); the other runtimes have no bf16.
+# the CPU plugin computes in bf16 where the CPU has AVX512_BF16/AMX); the other runtimes have no bf16. fp16 is a file
+# with fp16 weights (ncnn, MNN: half the bytes), run with fp16 arithmetic where the CPU has it.
 FORMAT_PRECISIONS = {f: runtime_module(f).PRECISIONS for f in FORMATS}
 # Formats whose int8 kernels multiply u8 activations by s8 weights on x86: 8-bit weights saturate there
 # without VNNI, so their int8 weights default to 7 bits. The others use signed int8 activations.
@@ -78,7 +79,7 @@ def check_target(format: str, precision: str, weight_bits: int = DEFAULT_WEIGHT_
     if precision not in FORMAT_PRECISIONS[format]:
         raise MobileNetsError(
             f"{format} does not offer {precision}; it offers {', '.join(FORMAT_PRECISIONS[format])} "
-            "(bf16 is an OpenVINO CPU mode)"
+            "(bf16 is an OpenVINO CPU mode, fp16 an ncnn and MNN file)"
         )
     if weight_bits not in (7, 8):
         raise MobileNetsError(
@@ -106,6 +107,8 @@ def built_for(format: str, precision: str, weight_bits: int, model: nn.Module, r
     }
     if precision == "bf16":
         info["runs_on"] = "x86 CPUs with AVX512_BF16 or AMX (OpenVINO computes in bf16 there)"
+    elif precision == "fp16":
+        info["runs_on"] = "every CPU: fp16 arithmetic where the CPU has it (Arm v8.2+), fp16 weights widened elsewhere"
     elif precision == "int8" and format in WEIGHT_BITS_FORMATS:
         info["int8"] = {"weights": f"int{weight_bits} per-channel symmetric", "activations": "uint8"}
         info["runs_on"] = (
@@ -115,7 +118,11 @@ def built_for(format: str, precision: str, weight_bits: int, model: nn.Module, r
         )
     elif precision == "int8":
         info["int8"] = {"weights": "int8 per-channel symmetric", "activations": "int8"}
-        info["runs_on"] = "every CPU: signed int8 activations are accumulated in 32 bits by XNNPACK"
+        info["runs_on"] = getattr(
+            runtime_module(format),
+            "INT8_RUNS_ON",
+            "every CPU: signed int8 activations are accumulated in 32 bits by XNNPACK",
+        )
     else:
         info["runs_on"] = "every CPU"
     return info
@@ -146,6 +153,8 @@ def write_model_file(
             module.quantize(model, path, calib_images, res, weight_bits=weight_bits, **options)
         else:
             module.quantize(model, path, calib_images, res, **options)
+    elif precision == "fp16":
+        module.write_fp16(model, path, res)
     else:
         module.write(model, path, res)
 
@@ -297,11 +306,38 @@ def export(
                     raise MobileNetsError(
                         f"{format} {precision} export failed verification, nothing written: {verification.summary()}"
                     )
+                if hasattr(module, "load_with_defaults"):  # ncnn, MNN: what a loader that skips the card gets
+                    checks.append(_check_defaults(staged, module, reference, verify_images, precision, verification))
                 if hasattr(module, "verify_page"):  # web: real image files through the page's own preprocessing
                     say(f"classifying real image files in the page ({module.RUNTIME})")
                     checks.append(module.verify_page(staged, model, precision, min_agreement))
         size = _size(staged, format)
     return ExportResult(path, format, precision, size, verification, skipped, info, checks)
+
+
+def _check_defaults(path: Path, module, reference: torch.Tensor, images: torch.Tensor, precision: str, verified):
+    """Run ``path`` under its runtime's default options too (ncnn's and MNN's defaults may reduce precision), write
+    both figures into its card, and say how the defaults compare: a user who skips the card gets the second."""
+    defaults = module.load_with_defaults(path, precision)(images.numpy())
+    plain = compare_outputs(reference, defaults, f"{module.RUNTIME} defaults", precision, verified.min_agreement)
+    figures = {
+        "images": verified.num_images,
+        "with_card_options": {"max_abs_diff": verified.max_abs_diff, "top1_agreement": verified.top1_agreement},
+        "with_runtime_defaults": {"max_abs_diff": plain.max_abs_diff, "top1_agreement": plain.top1_agreement},
+        "runtime_defaults": module.default_options(),
+    }
+    module.set_metadata(path, {**module.metadata(path), "verification": figures})
+    verdict = "passes" if plain.passed else "FAILS"
+    card_options = _options_line(module.metadata(path)["runtime_options"])
+    return (
+        f"under {module.RUNTIME}'s default options ({_options_line(module.default_options())}): max |Δ| "
+        f"{plain.max_abs_diff:.3g}, top-1 agreement {100 * plain.top1_agreement:.1f}%, {verdict} the {precision} "
+        f"check; the card's options ({card_options}) give the figures above"
+    )
+
+
+def _options_line(options: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "none"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Latency of any model on PyTorch eager, ONNX Runtime, ExecuTorch-XNNPACK, OpenVINO, LiteRT and the browser.
+"""Latency of any model on PyTorch eager, ONNX Runtime, ExecuTorch-XNNPACK, OpenVINO, LiteRT, the browser, ncnn and
+MNN.
 
 Latency is the median (and 90th percentile) of many timed runs after warm-up, batch 1 or N, with a fixed
 number of CPU threads. Timings are noisy on shared machines: compare numbers measured in one run.
@@ -34,11 +35,13 @@ FORMAT_OF = {
     "openvino": "openvino",
     "litert": "tflite",
     "web": "web",  # onnxruntime-web in headless Chromium
+    "ncnn": "ncnn",
+    "mnn": "mnn",
 }
 RUNTIMES = ("eager", *(r for r, f in FORMAT_OF.items() if f in ex.FORMATS))
 RUNTIME_PRECISIONS = {"eager": ("fp32", "bf16"), **{r: ex.FORMAT_PRECISIONS[FORMAT_OF[r]] for r in RUNTIMES[1:]}}
 # Runtimes whose programs have a static batch of 1 (the mobile case).
-BATCH_ONE = ("executorch", "litert")
+BATCH_ONE = ("executorch", "litert", "ncnn", "mnn")
 
 
 @dataclass

@@ -1,0 +1,372 @@
+"""ncnn files (.param + .bin) written by pnnx from the traced model, and run by ncnn's own Python module.
+
+Two of ncnn's defaults change the answers without a word, so neither is left to chance here:
+
+- pnnx stores the weights in fp16 unless told not to (``fp16=0``): an fp32 file here holds fp32 weights, and an fp16
+  file is asked for by name (half the bytes, and what it costs is measured on the same images).
+- ncnn's runtime options default to fp16 storage, packing and arithmetic wherever the CPU has them. The options a file
+  was verified with are stated in its card (``<file>.param.json``) and :func:`load` applies them; verification also
+  runs the file under ncnn's defaults, and the card reports both figures.
+
+int8 is ncnn's own int8 format, written here (the wheels ship no ncnn2int8): see the int8 section below.
+
+And one trap of the binding: ``ncnn.Mat(array)`` wraps the numpy buffer without copying it, so the array must live
+until ``extract`` returns. A temporary (``ncnn.Mat(x.copy())``) may be freed before the network reads it: the first
+inference after loading was then off by 18.8 with another top-1, and later ones varied from run to run (issue 37).
+:func:`load` keeps every input buffer referenced until its output is copied out.
+
+Needs ``pip install 'mobilenets[android]'`` (pnnx converts, ncnn runs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilenets.deploy.cpu import runtime_threads
+from mobilenets.deps import quiet, require
+from mobilenets.errors import MobileNetsError
+
+FORMAT = "ncnn"
+SUFFIX = ".param"
+RUNTIME = "ncnn"
+PRECISIONS = ("fp32", "fp16", "int8")
+# int8 activation ranges: the largest |x| each quantized layer's input reaches on the calibration images.
+CALIBRATIONS = ("minmax",)
+INT8_RUNS_ON = "every CPU: ncnn widens int8 to 16 bits and sums products in 32 bits (weights within [-127, 127])"
+# pnnx names the blobs of a one-input, one-output network in0 and out0.
+INPUT, OUTPUT = "in0", "out0"
+# The reduced-precision switches of ncnn's Option (all on by default where the CPU has them).
+_REDUCED = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed")
+# The options each precision is verified and run with. fp32: every reduced-precision switch off. fp16: the file's fp16
+# weights, and fp16 storage and arithmetic where the CPU has them (ncnn's own choice on phones).
+OPTIONS = {
+    "fp32": {name: False for name in _REDUCED},
+    "fp16": {
+        "use_fp16_storage": True,
+        "use_fp16_packed": True,
+        "use_fp16_arithmetic": True,
+        "use_bf16_storage": False,
+        "use_bf16_packed": False,
+    },
+    # int8 layers compute in int8 (32-bit sums); the float layers between them stay fp32.
+    "int8": {**{name: False for name in _REDUCED}, "use_int8_inference": True},
+}
+_LAYER_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\d+)")
+
+
+def write(model: nn.Module, path: Path, resolution: int | None = None) -> None:
+    """ncnn .param + .bin with fp32 weights (pnnx ``fp16=0``), batch 1."""
+    _convert(model, Path(path), resolution or model.resolution, fp16=False)
+
+
+def write_fp16(model: nn.Module, path: Path, resolution: int | None = None) -> None:
+    """ncnn .param + .bin with fp16 weights (pnnx's default): half the bytes."""
+    _convert(model, Path(path), resolution or model.resolution, fp16=True)
+
+
+def _convert(model: nn.Module, path: Path, resolution: int, fp16: bool) -> None:
+    """Trace ``model`` and convert it with the pnnx executable; its by-products stay in a temporary folder."""
+    pnnx = require("pnnx", "ncnn export")
+    path = path.absolute()  # pnnx runs in the scratch folder
+    shape = [1, model.in_chans, resolution, resolution]
+    with tempfile.TemporaryDirectory(prefix="mobilenets-pnnx-") as tmp:
+        scratch = Path(tmp)
+        with quiet(), torch.no_grad():
+            traced = torch.jit.trace(model.eval(), torch.randn(*shape), check_trace=False)
+        traced.save(str(scratch / "model.pt"))
+        command = [
+            pnnx.EXEC_PATH,
+            str(scratch / "model.pt"),
+            f"inputshape=[{','.join(map(str, shape))}]f32",
+            "device=cpu",
+            f"fp16={int(fp16)}",
+            f"ncnnparam={path}",
+            f"ncnnbin={bin_path(path)}",
+            *(f"{key}={scratch / name}" for key, name in _BY_PRODUCTS.items()),
+        ]
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+    if done.returncode or not path.is_file() or not bin_path(path).is_file():
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise MobileNetsError(f"pnnx failed to convert the model: {lines[-1] if lines else done.returncode}")
+    foreign = unconverted_ops(path)
+    if foreign:
+        raise MobileNetsError(f"ncnn has no layer for {', '.join(foreign)} (pnnx left them in the graph)")
+
+
+# pnnx's other outputs (its own graph, Python scripts, an ONNX file): written to the scratch folder and dropped.
+_BY_PRODUCTS = {
+    "pnnxparam": "model.pnnx.param",
+    "pnnxbin": "model.pnnx.bin",
+    "pnnxpy": "model_pnnx.py",
+    "pnnxonnx": "model.pnnx.onnx",
+    "ncnnpy": "model_ncnn.py",
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# int8: ncnn's own quantized layers, written from the fp32 file
+#
+# The ncnn wheel ships neither ncnn2table nor ncnn2int8; what they write is ncnn's documented int8 model format, which
+# this writes directly: each Convolution / ConvolutionDepthWise / InnerProduct gets int8_scale_term (param 8) and, in
+# the .bin, its weights as int8 (tag 0x000D4B38, padded to 4 bytes), its fp32 bias, the per-output-channel weight scales
+# (127 / max|w|) and the scale of its input (127 / max|x| over the calibration images, measured by ncnn itself on the
+# fp32 file). ncnn quantizes each such layer's input, multiplies in int8 with 32-bit sums, and dequantizes its output
+# (bias and fused activation in fp32): every other layer (pooling, hard-swish, adds, the squeeze-excite multiply) stays
+# in float, as ncnn2int8's files do.
+
+_QUANTIZED = {"Convolution": 2, "ConvolutionDepthWise": 1, "InnerProduct": 2}  # layer → its int8_scale_term
+# Param ids of bias_term and weight_data_size per layer (num_output is 0, int8_scale_term 8 in all three).
+_SIZE_KEYS = {"Convolution": (5, 6), "ConvolutionDepthWise": (5, 6), "InnerProduct": (1, 2)}
+# Layers that read nothing from the .bin (the ones pnnx writes for our classifiers); any other stops the rewrite.
+_WEIGHTLESS = {
+    "Input", "ReLU", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Swish", "Pooling", "BinaryOp", "Flatten",
+    "Reshape", "Split", "Concat", "Eltwise", "Dropout", "Softmax", "Padding", "Crop", "Permute", "UnaryOp", "GELU",
+}  # fmt: skip
+_FP32_TAG, _INT8_TAG = 0, 0x000D4B38
+
+
+def _parse_line(line: str) -> tuple[str, str, list[str], list[str], dict[int, str]]:
+    fields = line.split()
+    kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
+    blobs = fields[4 : 4 + n_in + n_out]
+    params = dict(item.split("=", 1) for item in fields[4 + n_in + n_out :])
+    return kind, name, blobs[:n_in], blobs[n_in:], {int(k): v for k, v in params.items()}
+
+
+def _weighted_layers(path: Path) -> list[tuple[int, str, str, str, dict[int, str]]]:
+    """(line number, type, name, input blob, params) of the layers with weights in the .bin, in .bin order."""
+    out = []
+    for number, line in enumerate(Path(path).read_text().splitlines()[2:], start=2):
+        if not line.strip():
+            continue
+        kind, name, inputs, _, params = _parse_line(line)
+        if kind in _QUANTIZED:
+            out.append((number, kind, name, inputs[0], params))
+        elif kind not in _WEIGHTLESS:
+            raise MobileNetsError(f"ncnn int8: the {kind} layer {name} is not one this writer walks the weights of")
+    return out
+
+
+def _sizes(kind: str, params: dict[int, str]) -> tuple[int, int, int]:
+    """(num_output, bias_term, weight_data_size) of a Convolution / ConvolutionDepthWise / InnerProduct layer."""
+    bias_key, size_key = _SIZE_KEYS[kind]
+    return int(params.get(0, 0)), int(params.get(bias_key, 0)), int(params.get(size_key, 0))
+
+
+def _input_ranges(path: Path, blobs: list[str], calib_images: torch.Tensor) -> dict[str, float]:
+    """max |x| of each blob over ``calib_images``, computed by ncnn (fp32 options) on the fp32 file."""
+    ncnn = require("ncnn", "int8 ncnn export")
+    network = net(path, {**OPTIONS["fp32"], "lightmode": False}, 1)  # keep every blob: several are read per image
+    ranges = dict.fromkeys(blobs, 0.0)
+    for image in np.ascontiguousarray(calib_images.numpy(), dtype=np.float32):
+        mat = ncnn.Mat(image)
+        with network.create_extractor() as extractor:
+            extractor.input(INPUT, mat)
+            for blob in blobs:
+                status, out = extractor.extract(blob)
+                if status != 0:
+                    raise MobileNetsError(f"ncnn could not compute blob {blob} while calibrating")
+                ranges[blob] = max(ranges[blob], float(np.abs(np.array(out)).max()))
+        del mat
+    return ranges
+
+
+def quantize(
+    model: nn.Module, path: Path, calib_images: torch.Tensor, resolution: int, calibration: str = CALIBRATIONS[0]
+) -> None:
+    """int8 ncnn file: pnnx's fp32 file (after bias correction for int8 weights), its convolutions and fully
+    connected layers rewritten as ncnn's int8 layers (per-channel symmetric weights, per-tensor input scales from
+    ``calib_images``)."""
+    from mobilenets.quant.ptq import correct_bias_for_int8_weights
+
+    if calibration not in CALIBRATIONS:
+        raise MobileNetsError(f"ncnn int8 calibrates by {', '.join(CALIBRATIONS)}, not {calibration!r}")
+    path = Path(path)
+    write(correct_bias_for_int8_weights(model, calib_images, qmax=127), path, resolution)
+    layers_ = _weighted_layers(path)
+    ranges = _input_ranges(path, sorted({blob for *_, blob, _ in layers_}), calib_images)
+    lines = path.read_text().splitlines()
+    data = bin_path(path).read_bytes()
+    out, at = [], 0
+    for number, kind, name, blob, params in layers_:
+        outputs, bias_term, size = _sizes(kind, params)
+        tag = int.from_bytes(data[at : at + 4], "little")
+        if tag != _FP32_TAG:
+            raise MobileNetsError(f"ncnn int8: {name}'s weights are not fp32 in the .bin (tag {tag:#x})")
+        weights = np.frombuffer(data, np.float32, size, at + 4)
+        at += 4 + 4 * size
+        bias = data[at : at + 4 * outputs * bias_term]
+        at += len(bias)
+        channels = int(params.get(7, 1)) if kind == "ConvolutionDepthWise" else outputs
+        per_channel = weights.reshape(channels, -1).astype(np.float64)
+        scales = 127 / np.maximum(np.abs(per_channel).max(axis=1), 1e-12)
+        q = np.clip(np.rint(per_channel * scales[:, None]), -127, 127).astype(np.int8).tobytes()
+        input_scale = 127 / max(ranges[blob], 1e-12)
+        out += [_INT8_TAG.to_bytes(4, "little"), q, b"\0" * (-len(q) % 4), bias]
+        out += [scales.astype(np.float32).tobytes(), np.float32(input_scale).tobytes()]
+        params[8] = str(_QUANTIZED[kind])
+        fields = lines[number].split()
+        head = fields[: 4 + int(fields[2]) + int(fields[3])]
+        lines[number] = " ".join([*head, *(f"{k}={v}" for k, v in params.items())])
+    if at != len(data):
+        raise MobileNetsError(f"ncnn int8: {len(data) - at} bytes of the .bin belong to no layer this writer knows")
+    bin_path(path).write_bytes(b"".join(out))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def int8_weights(path: Path) -> list[dict]:
+    """Every int8 weight of an int8 ncnn file, read from its .bin: {"name", "values" (channels × taps, int8),
+    "scales" (127 / max|w| per channel), "input_scale", "depthwise", "activation"}."""
+    data = bin_path(path).read_bytes()
+    out, at = [], 0
+    for _, kind, name, _, params in _weighted_layers(path):
+        outputs, bias_term, size = _sizes(kind, params)
+        channels = int(params.get(7, 1)) if kind == "ConvolutionDepthWise" else outputs
+        tag = int.from_bytes(data[at : at + 4], "little")
+        if tag != _INT8_TAG:  # an fp32/fp16 layer: not int8, skip its data
+            itemsize = 2 if tag == 0x01306B47 else 4
+            at += 4 + itemsize * size + (-(itemsize * size) % 4) + 4 * outputs * bias_term
+            continue
+        values = np.frombuffer(data, np.int8, size, at + 4).reshape(channels, -1)
+        at += 4 + size + (-size % 4) + 4 * outputs * bias_term
+        scales = np.frombuffer(data, np.float32, channels, at)
+        input_scale = float(np.frombuffer(data, np.float32, 1, at + 4 * channels)[0])
+        at += 4 * channels + 4
+        entry = {"name": name, "values": values, "scales": scales, "input_scale": input_scale}
+        out.append({**entry, "depthwise": kind == "ConvolutionDepthWise", "activation": "int8"})
+    return out
+
+
+def int8_ranges(path: Path) -> list[dict]:
+    """For every int8 weight of an int8 ncnn file: its integer min/max, whether a depthwise conv uses it, and the
+    activations' type (ncnn quantizes each int8 layer's input to signed int8)."""
+    ranges = []
+    for w in int8_weights(path):
+        values = w.pop("values")
+        w.pop("scales"), w.pop("input_scale")
+        ranges.append({"name": w.pop("name"), "min": int(values.min()), "max": int(values.max()), "zero_point": 0, **w})
+    return ranges
+
+
+def float_layers(path: Path) -> list[str]:
+    """The layer types of a file that compute in float (in an int8 file, all but its int8 layers)."""
+    return sorted({kind for kind, _ in layers(path) if kind not in _QUANTIZED and kind != "Input"})
+
+
+def layers(path: Path) -> list[tuple[str, str]]:
+    """(type, name) of every layer of a .param file, in file order."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or lines[0].strip() != "7767517":
+        raise MobileNetsError(f"{path} is not an ncnn .param file (no 7767517 magic); pass the .param of an export")
+    return [(m.group(1), m.group(2)) for line in lines[2:] if (m := _LAYER_LINE.match(line))]
+
+
+def unconverted_ops(path: Path) -> list[str]:
+    """Ops pnnx could not map to ncnn layers (left as pnnx.*, F.*, torch.* or Tensor.* entries)."""
+    foreign = {kind for kind, _ in layers(path) if kind.startswith(("pnnx.", "F.", "torch.", "Tensor.", "nn."))}
+    return sorted(foreign)
+
+
+def bin_path(path: Path) -> Path:
+    return Path(path).with_suffix(".bin")
+
+
+def sidecar(path: Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def companions(path: Path) -> list[Path]:
+    """Files that travel with a .param: its weights and its card."""
+    return [bin_path(path), sidecar(path)]
+
+
+def set_metadata(path: Path, info: dict) -> None:
+    """The card beside the .param (ncnn's text format has no free-form field), with the runtime options to load the
+    file with: the ones it is verified under."""
+    card = {**info, "runtime_options": OPTIONS.get(info.get("precision"), OPTIONS["fp32"])}
+    if info.get("precision") == "int8":
+        card["float_layers"] = float_layers(path)
+    sidecar(path).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def metadata(path: Path) -> dict | None:
+    card = sidecar(path)
+    return json.loads(card.read_text()) if card.is_file() else None
+
+
+def options_for(path: Path, precision: str) -> dict:
+    """The runtime options ``path`` is run with: its card's, else those of ``precision``."""
+    info = metadata(path) or {}
+    return info.get("runtime_options") or OPTIONS.get(precision, OPTIONS["fp32"])
+
+
+def net(path: Path, options: dict | None, threads: int | None = None):
+    """An ncnn.Net with ``options`` set (None: ncnn's defaults) and ``path`` loaded."""
+    ncnn = require("ncnn", "running ncnn files")
+    network = ncnn.Net()
+    for name, value in (options or {}).items():
+        setattr(network.opt, name, value)
+    threads = runtime_threads(threads)
+    if threads:
+        network.opt.num_threads = threads
+    if network.load_param(str(path)) != 0 or network.load_model(str(bin_path(path))) != 0:
+        raise MobileNetsError(f"ncnn could not load {path} and {bin_path(path).name}; re-export them")
+    return network
+
+
+def load(
+    path: Path,
+    precision: str = "fp32",
+    threads: int | None = None,
+    batch_size: int | None = None,
+    options: dict | None | str = "card",
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a float32 NCHW batch to logits, running ``path`` with ncnn image by image.
+
+    ``options``: "card" (the options the file was verified with), a dict of ncnn Option fields, or None for ncnn's
+    defaults (what a user who skips the card gets).
+    """
+    ncnn = require("ncnn", "running ncnn files")
+    network = net(path, options_for(path, precision) if options == "card" else options, threads)
+
+    def run_batch(x: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(x, dtype=np.float32)  # referenced until the last extract returns
+        logits = []
+        for image in images:
+            # ncnn.Mat wraps `image`'s buffer without a copy: `image` and `mat` stay alive through extract.
+            mat = ncnn.Mat(image)
+            with network.create_extractor() as extractor:
+                extractor.input(INPUT, mat)
+                status, out = extractor.extract(OUTPUT)
+                if status != 0:
+                    raise MobileNetsError(f"ncnn failed to run {Path(path).name} (extract returned {status})")
+                logits.append(np.array(out, dtype=np.float32).reshape(-1).copy())
+            del mat
+        return np.stack(logits)
+
+    return run_batch
+
+
+def load_with_defaults(path: Path, precision: str = "fp32", threads: int | None = None):
+    """:func:`load` under ncnn's default options, which the card's options replace."""
+    return load(path, precision, threads, options=None)
+
+
+def default_options() -> dict:
+    """ncnn's defaults of the switches the card sets, on this machine's build."""
+    ncnn = require("ncnn", "running ncnn files")
+    opt = ncnn.Net().opt
+    return {name: bool(getattr(opt, name)) for name in _REDUCED}
+
+
+def run(path: Path, images: torch.Tensor, precision: str = "fp32", threads: int | None = None) -> np.ndarray:
+    return load(path, precision, threads)(images.numpy())
