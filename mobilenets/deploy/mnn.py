@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -174,27 +175,53 @@ def dump(path: Path) -> dict:
         _tool("mnnconvert", "-f", "MNN", "--modelFile", str(path), "--JsonFile", str(out))
         if not out.is_file():
             raise MobileNetsError(f"{path} is not a readable MNN file; pass a .mnn of an export")
-        return json.loads(out.read_text())
+        # A channel whose weights are all 0 gets the scale 0/0: the dump writes bare nan (and inf), which JSON lacks.
+        text = re.sub(r"(?<![\w\"])(-?)inf(?![\w\"])", r"\1Infinity", out.read_text())
+        return json.loads(re.sub(r"(?<![\w\"])-?nan(?![\w\"])", "NaN", text))
+
+
+def _unpack(buf: np.ndarray, count: int, bits: int) -> np.ndarray:
+    """``count`` unsigned integers of ``bits`` bits packed most significant first (MNN's FillBuffer)."""
+    packed = np.unpackbits(buf)[: count * bits]
+    if packed.size != count * bits:
+        raise MobileNetsError("an int8 weight buffer of the .mnn file is truncated; re-export it")
+    return packed.reshape(count, bits) @ (1 << np.arange(bits - 1, -1, -1))
 
 
 def _int8_values(quan: dict) -> np.ndarray:
-    """The integer weights of a quantized conv: MNN's IDST buffer is the shape (a count, then each extent as uint16
-    or int32), the number of distinct values n (0 for 256), those values as int8, then each weight's index into them
-    packed in ceil(log2 n) bits, most significant first."""
+    """The integer weights (channels × taps) of a quantized conv, decoded from MNN's IDST buffer
+    (tools/converter's IDSTEncoder.hpp). Type 4: the int8 weights themselves. Types 1 and 2 start with the shape (a
+    count, then each extent as uint16, or int32 with shapeInt32). Type 1 then has the number of distinct values n
+    (0 for 256), those values as int8, and each weight's index into them in ceil(log2 n) bits. Type 2 (sparse) has
+    the number of stored entries (uint32), the bits of a step, each entry's step from the previous one, then the
+    value table as type 1 and each entry's index into it; weights between entries are 0."""
     buf = np.asarray(quan["buffer"], dtype=np.int64).astype(np.uint8)
+    kind = int(quan.get("type", 1))
+    if kind == 4:
+        channels = int(quan.get("aMax") or len(quan.get("alpha", [])) or 1)
+        return buf.astype(np.int8).astype(np.int64).reshape(channels, -1)
+    if kind not in (1, 2):
+        raise MobileNetsError(f"the .mnn file stores int8 weights in IDST type {kind}, which this reader does not know")
     ndim, at = int(buf[0]), 1
     width = 4 if quan.get("shapeInt32") else 2
     extents = [int.from_bytes(bytes(buf[at + i * width : at + (i + 1) * width]), "little") for i in range(ndim)]
     at += ndim * width
-    n = int(buf[at]) or 256
-    table = buf[at + 1 : at + 1 + n].astype(np.int8)
-    bits = max(1, int(np.ceil(np.log2(n))))
     count = int(np.prod(extents))
-    packed = np.unpackbits(buf[at + 1 + n :])[: count * bits]
-    if packed.size != count * bits:
-        raise MobileNetsError("an int8 weight buffer of the .mnn file is truncated; re-export it")
-    index = packed.reshape(count, bits) @ (1 << np.arange(bits - 1, -1, -1))
-    return table[index].astype(np.int64).reshape(extents)
+    if kind == 2:
+        stored = int.from_bytes(bytes(buf[at : at + 4]), "little")
+        step_bits = int(buf[at + 4])
+        at += 5
+        steps = _unpack(buf[at:], stored, step_bits)
+        at += (stored * step_bits + 7) // 8
+    n = int(buf[at]) or 256
+    table = buf[at + 1 : at + 1 + n].astype(np.int8).astype(np.int64)
+    bits = max(1, int(np.ceil(np.log2(n))))
+    index = _unpack(buf[at + 1 + n :], stored if kind == 2 else count, bits)
+    if kind == 1:
+        return table[index].reshape(extents)
+    values = np.zeros(count, dtype=np.int64)
+    values[np.cumsum(steps)] = table[index]
+    return values.reshape(extents)
 
 
 def int8_weights(path: Path) -> list[dict]:
