@@ -101,6 +101,7 @@ PAPER_ROWS = _by_table([row for family in FAMILIES.values() for row in family.pa
 # Table 3, the V1 paper's Inception V3 of Table 10).
 ROWS = [row for row in PAPER_ROWS if row.table in ("4", "5", "6", "7", "8", "9")]
 V2_V3_ROWS = [row for row in PAPER_ROWS if row.table.startswith(("V2 ", "V3 "))]
+V4_ROWS = [row for row in PAPER_ROWS if row.table == "V4"]  # the V4 paper's ImageNet results
 OTHER_ROWS = [row for row in PAPER_ROWS if row.table in ("X 3", "10")]
 
 
@@ -136,6 +137,14 @@ def matches_printed(ours: float, printed: str) -> bool:
     scale = 10**digits
     paper = round(float(printed) * scale)
     return paper in (round(ours * scale), math.floor(ours * scale + 1e-9))
+
+
+def table_source(table: str) -> str:
+    """Where a row's table is printed: "7" → "V1 paper Table 7", "V3 3" → "V3 paper Table 3", "V4" → "V4 paper"."""
+    generation, _, number = table.rpartition(" ")
+    if not generation and number.startswith("V"):
+        return f"{number} paper"
+    return f"{generation or 'V1'} paper Table {number}"
 
 
 def _build(spec: str) -> nn.Module:

@@ -1,6 +1,12 @@
-"""MobileNetV4 (issue 29): the paper's tables against timm's definition, UIB and Mobile MQA, attention costs, and
-timm's weights."""
+"""MobileNetV4 (issue 29): the paper's tables against timm's definition, UIB and Mobile MQA, attention costs,
+timm's weights through import-weights, --weights and --init, the grid, select and the paper preset, and exports."""
 
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -229,3 +235,216 @@ def test_every_supported_timm_v4_model_is_named_and_sized_from_its_tensors():
         assert card.width_mult == width and card.arch == "mobilenet_v4_" + name.split("_", 1)[1].rsplit("_0", 1)[0]
         assert card.source["timm_model_from"] == "assumed" and card.source["timm_model"] in names
         assert len(tensors) == len([k for k in ref.state_dict() if not k.endswith("num_batches_tracked")])
+
+
+# --- V4 through the CLI: --init, --weights, bad input -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timm_conv_small_050(tmp_path_factory):
+    """timm's mobilenetv4_conv_small_050 with seeded random weights and calibrated BN, saved as timm names it."""
+    images = [load_image(p) for p in bundled_images()]
+    pre = V4_PREPROCESSING["mobilenet_v4_conv_small"]
+    with torch_threads(1):
+        ref = randomized_timm("mobilenetv4_conv_small_050", torch.stack([preprocess(im, pre) for im in images]))
+    path = tmp_path_factory.mktemp("timm") / "mobilenetv4_conv_small_050.pth"
+    torch.save(ref.state_dict(), path)
+    return ref, path
+
+
+def test_timm_v4_file_with_predict_weights_and_train_init(timm_conv_small_050, tmp_path, capsys):
+    from mobilenets.training.config import TrainConfig
+    from mobilenets.training.init import start_model
+
+    ref, src = timm_conv_small_050
+    cat = bundled_images()[0]
+    # predict --weights reads timm's file itself (its model, α and preprocessing from the file).
+    assert main(["predict", str(cat), "--weights", str(src), "--topk", "1", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["results"][0]["top"][0]["index"]
+    with torch.no_grad():
+        assert top == int(ref(preprocess(load_image(cat), V4_PREPROCESSING["mobilenet_v4_conv_small"])[None]).argmax())
+    # --init: every backbone tensor lands (the stem's RGB filters summed for gray data), a new 10-class classifier.
+    model, meta = start_model(TrainConfig(init=str(src), model="mobilenet_v4_conv_small", resolution=32), 10, 1)
+    assert meta["model_kwargs"]["width_mult"] == 0.5 and meta["mean"] == [pytest.approx(sum(IMAGENET_MEAN) / 3)]
+    body = [k for k in model.state_dict() if not k.startswith("classifier.") and "num_batches" not in k]
+    assert f"loaded {len(body)}/{len(body)} backbone tensors" in meta["notes"][0]
+    # The first ExtraDW UIB, tensor for tensor: timm's blocks.2.0 (stage 2, block 0), our blocks.4.
+    theirs = [v for k, v in ref.state_dict().items() if k.startswith("blocks.2.0.") and "num_batches" not in k]
+    ours = [v for k, v in model.state_dict().items() if k.startswith("blocks.4.") and "num_batches" not in k]
+    assert len(ours) == len(theirs) == 20 and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    # And through `train`: one short run on 16-px digits from timm's file.
+    with torch_threads(1):
+        argv = ["train", "--model", "mobilenet_v4_conv_small", "--init", str(src), "--dataset", "digits"]
+        argv += ["--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "64", "--batch-size", "32"]
+        argv += ["--out-dir", str(tmp_path / "run"), "--threads", "1", "--no-progress", "--no-tensorboard"]
+        assert main([*argv, "--no-plots", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"]["init"] == str(src) and result["steps"] == 2 and Path(result["model_path"]).is_file()
+
+
+def test_v4_bad_input_is_one_line(timm_conv_small_050, tmp_path, capsys):
+    # An unknown V4 size: the registry's suggestion.
+    assert main(["profile", "mobilenet_v4_conv_tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model 'mobilenet_v4_conv_tiny'; did you mean mobilenet_v4_conv_" in err
+    # A hybrid's attention given an input too small for its KV stride.
+    hybrid = create_model("mobilenet_v4_hybrid_medium", width_mult=0.25, resolution=64).eval()
+    message = (
+        r"MobileNetV4 hybrid_medium got a 24x24 input, below its minimum of 32x32: its attention at stride 16 would "
+        r"downsample keys and values 2x from a 2x2 map; use inputs of at least 32x32 pixels"
+    )
+    with pytest.raises(MobileNetsError, match=message):
+        hybrid(torch.zeros(1, 3, 24, 24))
+    with pytest.raises(MobileNetsError, match="MobileNetV4 conv_small got a 8x40 input, below its minimum of 16x16"):
+        create_model("mobilenet_v4_conv_small", stem_stride=1, resolution=16)(torch.zeros(1, 3, 8, 40))
+    # A V3 file given as V4 weights to train --init: one line, no run folder.
+    v3 = tmp_path / "mobilenetv3_small_100.pth"
+    torch.save(timm.create_model("mobilenetv3_small_100", pretrained=False).state_dict(), v3)
+    argv = ["train", "--model", "mobilenet_v4_conv_small", "--init", str(v3), "--dataset", "digits"]
+    assert main([*argv, "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds mobilenet_v3_small weights but the run trains mobilenet_v4_conv_small" in err
+    assert not (tmp_path / "run").exists()
+
+
+# --- bench --grid, select, paper-tables, --preset paper ------------------------------------------------
+
+V4_NAMES = [
+    "mobilenet_v4_conv_small_1.0_224",
+    "mobilenet_v4_conv_medium_1.0_256",
+    "mobilenet_v4_conv_large_1.0_384",
+    "mobilenet_v4_hybrid_medium_1.0_256",
+    "mobilenet_v4_hybrid_large_1.0_384",
+]
+
+
+def test_v4_joins_the_grid_select_and_paper_lines(capsys):
+    from mobilenets.deploy import bench
+
+    assert bench.grid_names(families=["mobilenet_v4"]) == V4_NAMES  # the alias: the five sizes
+    assert set(V4_NAMES) <= set(bench.grid_names())  # on the default grid, each at its paper resolution
+    known = bench.known_top1()
+    assert known["mobilenet_v4_conv_small_1.0_224"] == (73.8, "V4 paper")
+    assert known["mobilenet_v4_hybrid_large_1.0_384"] == (83.4, "V4 paper")
+    # select across generations: Conv-S (3.77M parameters, 73.8%) ranks before V3-Small 1.0 (2.5M, 67.4%).
+    argv = ["select", "--max-params", "4M", "--family", "mobilenet_v4_conv_small", "mobilenet_v3_small", "--json"]
+    assert main(argv) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    assert [c["model"] for c in chosen[:2]] == ["mobilenet_v4_conv_small_1.0_224", "mobilenet_v3_small_1.0_224"]
+    assert chosen[0]["num_params"] == 3_774_024
+    # profile prints the paper's figures beside ours.
+    assert main(["profile", "mobilenet_v4_conv_small_1.0_224"]) == 0
+    out = capsys.readouterr().out
+    assert "paper (V4 paper, MNv4-Conv-S): 200 M Mult-Adds, 3.8 M parameters, ImageNet top-1 73.8%" in out
+
+
+def test_paper_preset_is_each_v4_sizes_model_garden_recipe():
+    from mobilenets.training import TrainConfig, build_optimizer
+
+    def paper(model: str, batch_size: int) -> TrainConfig:
+        return TrainConfig(model=model, preset="paper", batch_size=batch_size).resolved()
+
+    small = paper("mobilenet_v4_conv_small", 4096)  # imagenet_mobilenetv4_conv_small_tpu.yaml, at its batch
+    assert (small.optimizer, small.lr, small.momentum, small.weight_decay) == ("adamw", pytest.approx(0.002), 0.6, 0.01)
+    assert (small.schedule, small.warmup_epochs, small.ema_decay, small.dropout) == ("cosine", 5.0, 0.9999, 0.3)
+    assert (small.label_smoothing, small.crop_scale_min, small.depthwise_weight_decay) == (0.1, 0.08, 0.01)
+    hybrid = paper("mobilenet_v4_hybrid_medium_1.0_256", 16384)
+    assert (hybrid.lr, hybrid.weight_decay, hybrid.warmup_epochs) == (pytest.approx(0.016), 0.1, 20.0)
+    assert (hybrid.momentum, hybrid.ema_decay, hybrid.dropout) == (0.9, 0.0, 0.2)
+    assert paper("mobilenet_v4_conv_large", 128).lr == pytest.approx(0.004 / 128)  # linear in the batch size
+    assert paper("mobilenet_v4_hybrid_large", 16384).lr == pytest.approx(0.01)
+    # What a run builds from it: AdamW with β1 0.6, decay on conv weights and depthwise filters, none on BN.
+    model = create_model("mobilenet_v4_conv_small", width_mult=0.25, num_classes=10, resolution=32)
+    opt = build_optimizer(model, small)
+    assert isinstance(opt, torch.optim.AdamW) and {g["betas"] for g in opt.param_groups} == {(0.6, 0.999)}
+    assert sorted({g["weight_decay"] for g in opt.param_groups}) == [0.0, 0.01]
+
+
+# --- exports: Conv-S and Hybrid-M at small width and input, fp32 and int8 -----------------------------
+
+
+def attention_kernels(path: Path, format: str) -> Counter:
+    """What the runtime itself runs attention with on this CPU: its kernels for the matmuls of two activations
+    (Q·Kᵀ, attention·V) and for the softmaxes, int8 or float. ONNX Runtime: the graph after its optimizations (QDQ
+    pairs fused into QLinearMatMul / QLinearSoftmax, or float MatMul, FusedMatMul, Softmax); OpenVINO: the compiled
+    model's layers and their runtime precision ("attention subgraph": its CPU plugin's fused MatMul-Softmax-MatMul
+    kernel; the classifier is a FullyConnected, not counted)."""
+    kernels: Counter = Counter()
+    if format == "onnx":
+        import onnx
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(path.with_name("optimized.onnx"))
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = {"QLinearMatMul": "matmul int8", "MatMulInteger": "matmul int8", "MatMul": "matmul float"}
+        names.update(FusedMatMul="matmul float", QLinearSoftmax="softmax int8", Softmax="softmax float")
+        kernels.update(
+            names[n.op_type] for n in onnx.load(options.optimized_model_filepath).graph.node if n.op_type in names
+        )
+        return kernels
+    import openvino as ov
+
+    for op in ov.Core().compile_model(str(path), "CPU").get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer, precision = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
+        if layer in ("MatMul", "Softmax", "Subgraph"):
+            name = "attention subgraph" if layer == "Subgraph" else layer.lower()
+            kernels[f"{name} {'int8' if precision in ('i8', 'u8') else 'float'}"] += 1
+    return kernels
+
+
+def exportable_v4(size: str) -> nn.Module:
+    """Our V4 at α 0.25 and 64 px, BN statistics measured on real photos and, in the hybrid, layer scales of 0.5
+    (at timm's 1e-5 the attention would add nothing the comparison could see)."""
+    from mobilenets.deploy import export as ex
+    from mobilenets.deploy.images import calibrate_bn
+
+    torch.manual_seed(0)
+    model = create_model(f"mobilenet_v4_{size}", width_mult=0.25, resolution=64, num_classes=10)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layer_scale.gamma"):
+                p.fill_(0.5)
+    return calibrate_bn(model, ex.real_images(16, 3, 64, split="train", seed=7))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["conv_small", "hybrid_medium"])
+def test_v4_exports_fp32_verified_and_int8_with_attention_in_int8(tmp_path, size):
+    """fp32 files verified against PyTorch (ONNX for both sizes, OpenVINO for the hybrid's attention); ONNX int8
+    files written, range-checked and run, with the hybrid's attention on int8 kernels. Untrained weights cannot judge
+    int8 agreement (the export says so): int8 of trained V4s on both runtimes is measured in reports/v4-export."""
+    from mobilenets.deploy import export as ex
+    from mobilenets.deploy import runtime_module
+    from mobilenets.deploy.verify import int8_safety
+
+    pytest.importorskip("onnxruntime")
+    model = exportable_v4(size)
+    fresh = ex.real_images(16, 3, 64, split="test", seed=123)  # crops the verification did not see
+    with torch.no_grad():
+        ref = model(fresh)
+    attention = 16 if size == "hybrid_medium" else 0  # 8 MQA blocks: Q·Kᵀ and attention·V each, one softmax each
+    formats = ["onnx", "openvino"] if size == "hybrid_medium" and importlib.util.find_spec("openvino") else ["onnx"]
+    for format in formats:
+        result = ex.export(
+            model, tmp_path / f"fp32{ex.SUFFIXES[format]}", format, verify_images=ex.real_images(64, 3, 64, "test")
+        )
+        assert result.verification.passed and result.verification.top1_agreement == 1.0
+        assert_close_scaled(ex.run_model_file(result.path, format, fresh), ref, 1e-3)
+        # Float attention: ONNX Runtime's (Fused)MatMul and Softmax; OpenVINO's CPU plugin fuses each MQA's
+        # MatMul-Softmax-MatMul into one subgraph.
+        want = {"matmul float": attention, "softmax float": attention // 2}
+        if format == "openvino":
+            want = {"attention subgraph float": attention // 2}
+        assert attention_kernels(result.path, format) == Counter({k: v for k, v in want.items() if v})
+    calib = ex.real_images(8, 3, 64, split="train", seed=3)  # the graph and its ranges, not a judged file
+    result = ex.export(model, tmp_path / "int8.onnx", "onnx", "int8", calib_images=calib, verify=False)
+    assert int8_safety(runtime_module("onnx").int8_ranges(result.path)).everywhere
+    out = ex.run_model_file(result.path, "onnx", fresh, "int8")
+    assert out.shape == (16, 10) and np.isfinite(out).all()
+    # ONNX Runtime runs both attention matmuls and the softmax on int8 kernels (QLinearMatMul, QLinearSoftmax).
+    want = {"matmul int8": attention, "softmax int8": attention // 2}
+    assert attention_kernels(result.path, "onnx") == Counter({k: v for k, v in want.items() if v})

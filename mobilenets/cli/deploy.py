@@ -277,7 +277,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="latency (median, p90) on eager / ONNX Runtime / ExecuTorch / OpenVINO / LiteRT; --grid for the "
-        "V1/V2/V3 α×ρ grids beside SqueezeNet and Xception, and the SSD/SSDLite detectors",
+        "V1/V2/V3 α×ρ grids and V4 beside SqueezeNet and Xception, and the SSD/SSDLite detectors",
         epilog="examples:\n"
         "  mobilenets bench mobilenet_v1_1.0_224 --runtime onnxruntime openvino --precision fp32 int8 --threads 2\n"
         "  mobilenets bench mobilenet_v1_0.5_160 --runtime eager --batch-size 1 8\n"
@@ -292,7 +292,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "      --runtime eager --runs 5\n"
         "--grid without --widths/--resolutions measures each family's widths at its largest resolution and its\n"
         "resolutions at α=1 (the shape of V1 Tables 6-7) plus every variant a paper prints a top-1 for,\n"
-        "and SqueezeNet 1.0 (plain, simple and complex bypass), SqueezeNet 1.1 and Xception: 30 models.\n"
+        "V4's five sizes at their paper resolutions, and SqueezeNet 1.0 (plain, simple and complex bypass),\n"
+        "SqueezeNet 1.1 and Xception: 35 models.\n"
         "A runtime/precision whose export fails for a model is reported in the table, not fatal.\n"
         "Detectors join with --family detectors (or a detector's name): each at α 1, 0.75, 0.5 at its own size\n"
         "and at 256 and 192 px at α 1 (any α and size with --widths/--resolutions), in a table of their own with\n"
@@ -302,11 +303,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", nargs="?", help="registered model or detector name (not with --grid)")
     _add_model_args(p, weights=False)
-    p.add_argument("--grid", action="store_true", help="the MobileNetV1/V2/V3 grid and the seed networks (see below)")
+    p.add_argument("--grid", action="store_true", help="the MobileNetV1-V4 grid and the seed networks (see below)")
     p.add_argument(
         "--family",
         nargs="+",
-        help=f"--grid: only these families (default: {' '.join(GRID_FAMILIES)}; mobilenet_v3 = the four V3 ones; "
+        help=f"--grid: only these families (default: {' '.join(GRID_FAMILIES)}; mobilenet_v3 = the four V3 ones, "
+        "mobilenet_v4 = the five V4 sizes; "
         "detectors = every SSD/SSDLite detector, or name one)",
     )
     p.add_argument("--widths", type=float, nargs="+", help="--grid: every registered α×ρ with these widths")

@@ -143,12 +143,11 @@ def paper_lines(name: str, prof) -> list[str]:
     """The paper's figures for a registered name (its first row in the papers' tables), beside ours."""
     from mobilenets import paper
 
-    row = next((r for r in paper.ROWS + paper.V2_V3_ROWS if r.build == name), None)
+    row = next((r for r in paper.ROWS + paper.V2_V3_ROWS + paper.V4_ROWS if r.build == name), None)
     if row is None:
         return []
-    generation, _, table = row.table.rpartition(" ")
     return [
-        f"paper ({generation or 'V1'} paper, Table {table}, {row.label}): {row.mult_adds} M Mult-Adds, "
+        f"paper ({paper.table_source(row.table)}, {row.label}): {row.mult_adds} M Mult-Adds, "
         f"{row.params} M parameters, ImageNet top-1 {row.top1}%"
     ]
 
@@ -159,7 +158,7 @@ def paper_lines(name: str, prof) -> list[str]:
 def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "paper-tables",
-        help="every resource figure of paper Tables 1-9 (and the V2/V3 papers' tables) beside our profiled count; "
+        help="every resource figure of paper Tables 1-9 (and the V2-V4 papers' tables) beside our profiled count; "
         "the detection tables (V1 Table 13, V2 Tables 5-6, V3 Table 6, torchvision's SSDLite) after them",
         epilog="examples:\n  mobilenets paper-tables\n  mobilenets paper-tables --json > tables.json   "
         "# the detection rows under 'detection'",
@@ -182,11 +181,11 @@ def cmd_paper_tables(args: argparse.Namespace) -> int:
     print("Table 1 — MobileNet body architecture, read back from mobilenet_v1_1.0_224\n")
     print(paper.table1_text())
     print(
-        "\nTables 2–9, V2 paper Table 4, V3 paper Table 3 — the papers' figures beside ours "
+        "\nTables 2–9, V2 paper Table 4, V3 paper Table 3, the V4 paper's results — the papers' figures beside ours "
         "(Mult-Adds and parameters in millions)\n"
     )
     print(paper.format_comparisons(comparisons))
-    mobilenet = [c for c in comparisons if c.table in "234567" or "MobileNet" in c.label]
+    mobilenet = [c for c in comparisons if c.table in "234567" or "MobileNet" in c.label or c.table == "V4"]
     bad = [c for c in mobilenet if not c.matches and not c.note]
     print(
         f"\n{sum(c.matches for c in mobilenet)}/{len(mobilenet)} MobileNet figures match the paper to its "

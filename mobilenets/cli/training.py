@@ -29,7 +29,7 @@ fine-tuning and distillation:
       # then a small one learns from its logits too (loss = 0.5·CE + 0.5·T²·KL, T = --distill-temperature 4)
 
 presets (--preset), lr per 256 images (scaled linearly to --batch-size):
-  paper    the model family's paper recipe; all TF-style RMSprop (decay 0.9, momentum 0.9), exponential
+  paper    the model family's paper recipe; V1-V3 TF-style RMSprop (decay 0.9, momentum 0.9), exponential
            decay applied per step, no label smoothing, no weight decay on depthwise filters and BN:
            V1 (also SqueezeNet, DenseNet): lr 0.36 (0.045 per 32), eps 1.0, x0.94 every 2 epochs, wd 4e-5,
              crops >= 35% of the area
@@ -37,6 +37,11 @@ presets (--preset), lr per 256 images (scaled linearly to --batch-size):
            V3: lr 0.00625 (0.1 per 4096), eps 1e-3, x0.97 every 2.4 epochs (the reference code's; the
              paper's "0.01 every 3 epochs" read literally stops training), wd 1e-5, dropout 0.2,
              EMA 0.9999 (ramped: short runs average their last ~1/9), Inception crops >= 8%
+           V4 (TF Model Garden's configs): AdamW, cosine after a 1,560-step warmup (5 epochs at batch 4096,
+             20 at 16384), label smoothing 0.1, Inception crops >= 8%, decay on depthwise filters too:
+             Conv-S lr 0.000125 (0.002 per 4096), beta1 0.6, wd 0.01, dropout 0.3, EMA 0.9999;
+             Conv-M lr 0.00025 (0.004 per 4096), wd 0.1; Hybrid-M lr 0.00025 (0.016 per 16384), wd 0.1;
+             Conv-L lr 6.25e-05 (0.004 per 16384), wd 0.2; Hybrid-L lr 0.00015625 (0.01 per 16384), wd 0.2
   sgd      Nesterov SGD, lr 0.4, cosine with warmup, label smoothing 0.1
   adamw    AdamW, lr 4e-3, cosine with warmup, label smoothing, EMA 0.999
   finetune for pretrained weights: Nesterov SGD at 1/4 of sgd's rate, 0.1-epoch warmup, cosine, light weight

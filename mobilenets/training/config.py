@@ -52,7 +52,8 @@ class TrainConfig:
             or "jpeg" (:mod:`mobilenets.data.jpeg`: batched nvJPEG decoding on the GPU, threads on the CPU;
             the same pixels within one level).
     Schedule and optimizer (None: from ``preset``, one of "paper" (the model family's paper recipe: V2's,
-    V3's, V1's for V1 and the other families — see PAPER_PRESETS), "sgd", "adamw", "finetune" — see PRESETS):
+    V3's, each V4 size's, V1's for V1 and the other families — see PAPER_PRESETS), "sgd", "adamw",
+    "finetune" — see PRESETS):
         epochs, max_steps (stop early after this many optimizer steps), batch_size (global, all ranks),
         accum_steps (micro-batches per step: batch_size / (processes × accum_steps) images per forward),
         optimizer ("rmsprop" TF-style, "sgd", "adamw"), lr (None: the preset's per-256 rate scaled by

@@ -2,10 +2,10 @@
 
 Latency is the median (and 90th percentile) of many timed runs after warm-up, batch 1 or N, with a fixed
 number of CPU threads. ``bench_grid`` measures the α×ρ grids of MobileNetV1, V2 and V3 (``DEFAULT_GRID``: the
-V1 paper's 16 models of Figures 4–5, and for V2 and each V3 family the shape of V1 Tables 6–7) beside the
-seed papers' networks that have one variant each (``SINGLE_FAMILIES``: SqueezeNet with and without its bypasses,
-Xception), ``select``
-picks the variants that fit a budget, across families, and ``pareto_front`` marks the ones no other beats.
+V1 paper's 16 models of Figures 4–5, and for V2 and each V3 family the shape of V1 Tables 6–7), V4's five sizes
+at their paper resolutions, beside the seed papers' networks that have one variant each (``SINGLE_FAMILIES``:
+SqueezeNet with and without its bypasses, Xception), ``select`` picks the variants that fit a budget, across
+families, and ``pareto_front`` marks the ones no other beats.
 The SSD/SSDLite detectors join the grid and ``select`` on request (family "detectors"), timed from image to final
 boxes and ranked by the papers' COCO mAP in a table of their own.
 Timings are noisy on shared machines: compare numbers measured in one run.

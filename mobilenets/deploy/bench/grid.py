@@ -1,5 +1,6 @@
-"""The α×ρ grids of MobileNetV1, V2 and V3 (the V1 paper's Figures 4–5) beside the seed papers' single networks:
-cost, the papers' top-1 and measured latency per runtime, the Pareto front, and the grid's JSON file. Detectors
+"""The α×ρ grids of MobileNetV1, V2 and V3 (the V1 paper's Figures 4–5) and V4's five sizes (each at α 1 and its
+paper's resolution) beside the seed papers' single networks: cost, the papers' top-1 and measured latency per
+runtime, the Pareto front, and the grid's JSON file. Detectors
 (``--family detectors``) join it at any α and input size with the papers' COCO mAP (``detectors.py``), in a table of
 their own: mAP and top-1 are not one scale.
 """
@@ -24,15 +25,15 @@ from mobilenets.models import FAMILIES, FAMILY_GRIDS, base_name, model_defaults
 from mobilenets.models import family_of as registered_family
 
 # From the families' declarations (mobilenets/models, ``Family.bench_grid`` / ``bench_models``):
-# the families `bench --grid` measures with an α×ρ grid (V1, V2, V3; what it measures unless told otherwise: these
-# widths at the first resolution and these resolutions at width 1.0, the shape of V1 paper Tables 6–7, plus every
-# variant a paper prints a top-1 for), and the seed papers' networks without one, family → its models, each at its
-# own resolution (SqueezeNet 224 px, Xception 299 px), counted as α = 1.
+# the families `bench --grid` measures with an α×ρ grid (V1, V2, V3, and each V4 size at α 1; what it measures
+# unless told otherwise: these widths at the first resolution and these resolutions at width 1.0, the shape of V1
+# paper Tables 6–7, plus every variant a paper prints a top-1 for), and the seed papers' networks without one,
+# family → its models, each at its own resolution (SqueezeNet 224 px, Xception 299 px), counted as α = 1.
 DEFAULT_GRID = {f.name: f.bench_grid for f in FAMILIES.values() if f.bench_grid is not None}
 SINGLE_FAMILIES = {f.name: f.bench_models for f in FAMILIES.values() if f.bench_models}
 GRID_FAMILIES = (*DEFAULT_GRID, *SINGLE_FAMILIES)
-# Shorthand accepted by --family: every V3 family. ("detectors", every detector, is detectors.ALIAS.)
-FAMILY_ALIASES = {"mobilenet_v3": tuple(f for f in GRID_FAMILIES if f.startswith("mobilenet_v3_"))}
+# Shorthand accepted by --family: every V3 family, every V4 size. ("detectors", every detector, is detectors.ALIAS.)
+FAMILY_ALIASES = {v: tuple(f for f in GRID_FAMILIES if f.startswith(v + "_")) for v in ("mobilenet_v3", "mobilenet_v4")}
 
 
 def _detectors():
@@ -81,18 +82,17 @@ class GridRow:
 def known_top1() -> dict[str, tuple[float, str]]:
     """ImageNet top-1 the papers print for grid models: name → (top-1 %, source).
 
-    V1 paper Tables 6, 7 and 9; V2 paper Table 4; V3 paper Table 3 (the first table a model appears in);
-    SqueezeNet paper Table 6 (its bypass variants); Xception paper Table 1.
+    V1 paper Tables 6, 7 and 9; V2 paper Table 4; V3 paper Table 3 (the first table a model appears in); the V4
+    paper's ImageNet results; SqueezeNet paper Table 6 (its bypass variants); Xception paper Table 1.
     """
     from mobilenets import paper
 
     on_a_grid = set(registered_grid_names(GRID_FAMILIES))
     known = {}
     sources = {"SQ 6": "SqueezeNet paper Table 6", "X 3": "Xception paper Table 1"}  # X 3 is its params' table
-    for row in paper.ROWS + paper.V2_V3_ROWS + paper.squeezenet_table6_rows() + paper.OTHER_ROWS:
+    for row in paper.ROWS + paper.V2_V3_ROWS + paper.V4_ROWS + paper.squeezenet_table6_rows() + paper.OTHER_ROWS:
         if row.build in on_a_grid:
-            generation, _, table = row.table.rpartition(" ")  # "7" (V1 paper) or "V3 3"
-            source = sources.get(row.table, f"{generation or 'V1'} paper Table {table}")
+            source = sources.get(row.table, paper.table_source(row.table))  # "7" (V1 paper) or "V3 3"
             known.setdefault(row.build, (float(row.top1), source))
     # The pretrained 1.0/224 weights are Google's; their top-1 is the paper's 70.6 ± TF-slim's retraining
     # (70.9): no ImageNet here to measure it, so the grid shows the paper's figure.
