@@ -363,39 +363,6 @@ def test_paper_preset_is_each_v4_sizes_model_garden_recipe():
 # --- exports: Conv-S and Hybrid-M at small width and input, fp32 and int8 -----------------------------
 
 
-def attention_kernels(path: Path, format: str) -> Counter:
-    """What the runtime itself runs attention with on this CPU: its kernels for the matmuls of two activations
-    (Q·Kᵀ, attention·V) and for the softmaxes, int8 or float. ONNX Runtime: the graph after its optimizations (QDQ
-    pairs fused into QLinearMatMul / QLinearSoftmax, or float MatMul, FusedMatMul, Softmax); OpenVINO: the compiled
-    model's layers and their runtime precision ("attention subgraph": its CPU plugin's fused MatMul-Softmax-MatMul
-    kernel; the classifier is a FullyConnected, not counted)."""
-    kernels: Counter = Counter()
-    if format == "onnx":
-        import onnx
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(path.with_name("optimized.onnx"))
-        options.log_severity_level = 3
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = {"QLinearMatMul": "matmul int8", "MatMulInteger": "matmul int8", "MatMul": "matmul float"}
-        names.update(FusedMatMul="matmul float", QLinearSoftmax="softmax int8", Softmax="softmax float")
-        kernels.update(
-            names[n.op_type] for n in onnx.load(options.optimized_model_filepath).graph.node if n.op_type in names
-        )
-        return kernels
-    import openvino as ov
-
-    for op in ov.Core().compile_model(str(path), "CPU").get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        layer, precision = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
-        if layer in ("MatMul", "Softmax", "Subgraph"):
-            name = "attention subgraph" if layer == "Subgraph" else layer.lower()
-            kernels[f"{name} {'int8' if precision in ('i8', 'u8') else 'float'}"] += 1
-    return kernels
-
-
 def exportable_v4(size: str) -> nn.Module:
     """Our V4 at α 0.25 and 64 px, BN statistics measured on real photos and, in the hybrid, layer scales of 0.5
     (at timm's 1e-5 the attention would add nothing the comparison could see)."""
@@ -419,6 +386,7 @@ def test_v4_exports_fp32_verified_and_int8_with_attention_in_int8(tmp_path, size
     int8 agreement (the export says so): int8 of trained V4s on both runtimes is measured in reports/v4-export."""
     from mobilenets.deploy import export as ex
     from mobilenets.deploy import runtime_module
+    from mobilenets.deploy.kernels import attention_kernels
     from mobilenets.deploy.verify import int8_safety
 
     pytest.importorskip("onnxruntime")
