@@ -146,8 +146,9 @@ def paper_lines(name: str, prof) -> list[str]:
     row = next((r for r in paper.ROWS + paper.V2_V3_ROWS + paper.V4_ROWS if r.build == name), None)
     if row is None:
         return []
+    source = paper.table_source(row.table).replace(" Table", ", Table")  # "V3 paper, Table 3", "V4 paper"
     return [
-        f"paper ({paper.table_source(row.table)}, {row.label}): {row.mult_adds} M Mult-Adds, "
+        f"paper ({source}, {row.label}): {row.mult_adds} M Mult-Adds, "
         f"{row.params} M parameters, ImageNet top-1 {row.top1}%"
     ]
 
