@@ -321,11 +321,11 @@ def check_expected(card: ModelCard, where: str, model_name: str | None, num_clas
 
 
 def fit_model_kwargs(
-    arch: str, candidates: list[dict], tensors: Mapping[str, torch.Tensor], where: str, what: str, hint: str = ""
+    arch: str, candidates: list[dict], tensors: Mapping[str, torch.Tensor], where: str, what: str
 ) -> dict:
     """The first of ``candidates`` (``create_model(arch, **kwargs)`` options) whose model ``tensors`` fit exactly.
 
-    Raises a MobileNetsError naming what does not fit the first candidate (plus ``hint``) when none does.
+    Raises a MobileNetsError naming what does not fit the first candidate when none does.
     """
     first = ""
     for kwargs in candidates:
@@ -336,7 +336,7 @@ def fit_model_kwargs(
         if not problems:
             return kwargs
         first = first or problems
-    raise MobileNetsError(f"{where} does not fit {what}: {first}{hint}")
+    raise MobileNetsError(f"{where} does not fit {what}: {first}")
 
 
 # α values people use, tried first where several α give a layer the same rounded width.
