@@ -104,7 +104,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calibration",
         help="int8 activation ranges: onnx minmax|percentile, openvino nncf|minmax|histogram, "
-        "executorch/tflite minmax|mse, mnn kl|ema (default: the first)",
+        "executorch/tflite minmax|mse, mnn ema|kl (default: the first)",
     )
     p.add_argument(
         "--equalize",
