@@ -64,8 +64,12 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest-xdist workers by default (TEST_WORKERS=1 for one process): most tests are single-threaded Python
+# (tracing, conversion, verification), so two processes use both cores of a 2-core machine; tests/conftest.py gives
+# each worker's torch and runtimes its share of the cores.
+TEST_WORKERS ?= 2
 test: $(BIN)/.installed data web lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

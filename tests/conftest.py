@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import pytest
@@ -14,6 +15,19 @@ from mobilenets.data import FASHION_MNIST_STATS
 from mobilenets.deploy.images import fashion_mnist, normalize
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n 2``) the workers share the cores: each one's torch and every
+    runtime it starts (MOBILENETS_THREADS) and any CLI it spawns (OMP_NUM_THREADS) get its share, since runtimes
+    that each take every core spin against one another and run several times slower."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        share = str(max(1, cores // int(workers)))
+        os.environ.setdefault("MOBILENETS_THREADS", share)
+        os.environ.setdefault("OMP_NUM_THREADS", share)
+        torch.set_num_threads(int(os.environ["MOBILENETS_THREADS"]))
 
 
 def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):

@@ -10,6 +10,7 @@ torchvision reports them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -250,8 +251,10 @@ def build_paper_model(row: PaperCost, tf_anchors: bool | None = None) -> Detecto
     return build_ssdlite(backbone, **kwargs)
 
 
+@functools.cache
 def paper_row_costs(row: PaperCost, tf_anchors: bool | None = None) -> tuple[float, float]:
-    """Our (billions of Mult-Adds, millions of parameters) for a paper row, for the part it counts."""
+    """Our (billions of Mult-Adds, millions of parameters) for a paper row, for the part it counts (cached: each
+    count traces a full-size detector, and ``paper-tables`` and ``bench`` ask for the same rows again)."""
     # On the meta device: shapes only, no weights, so the full-size models cost milliseconds to count.
     with torch.device("meta"):
         model = build_paper_model(row, tf_anchors)
