@@ -69,7 +69,7 @@ lint: $(BIN)/.installed
 # each worker's torch and runtimes its share of the cores.
 TEST_WORKERS ?= 2
 test: $(BIN)/.installed data web lint
-	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from numeric import torch_threads
 from torch import nn
 
@@ -30,9 +32,12 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["MOBILENETS_THREADS"]))
 
 
-def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
+def _train_on_fashion_mnist(name: str, width_mult: float, steps: int, cache_dir: Path):
     """``name`` at 28 px, stem stride 1, trained ``steps`` AdamW steps of 64 Fashion-MNIST images on one thread
-    (2 shared cores): (model, 2,000 test images, their labels, 256 held-out calibration images)."""
+    (2 shared cores): (model, 2,000 test images, their labels, 256 held-out calibration images).
+
+    Trained once per test run: the weights go to ``cache_dir`` (shared by the pytest-xdist workers) under a file
+    lock, and a worker that finds them there loads them instead of training the same seeded steps again."""
     with torch_threads(1):
         try:
             train_x, train_y = fashion_mnist("train")
@@ -41,6 +46,21 @@ def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
             pytest.skip(str(e))
         torch.manual_seed(0)
         model = create_model(name, width_mult=width_mult, resolution=28, num_classes=10, in_chans=1, stem_stride=1)
+        test_images = normalize(test_x[:2000], 28, FASHION_MNIST_STATS)
+        calib = normalize(train_x[50000:50256], 28, FASHION_MNIST_STATS)  # held out from training steps
+        cached = cache_dir / f"fashion_{name}_{width_mult}_{steps}.pt"
+        with FileLock(str(cached) + ".lock"):
+            if cached.is_file():
+                model.load_state_dict(torch.load(cached, weights_only=True))
+                return model.eval(), test_images, test_y[:2000], calib
+            model = _fit(model, train_x, train_y, steps)
+            torch.save(model.state_dict(), str(cached) + ".tmp")
+            os.replace(str(cached) + ".tmp", cached)
+        return model, test_images, test_y[:2000], calib
+
+
+def _fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, steps: int) -> nn.Module:
+    with torch_threads(1):
         model = model.to(memory_format=torch.channels_last)
         batch = 64
         opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
@@ -57,10 +77,8 @@ def _train_on_fashion_mnist(name: str, width_mult: float, steps: int):
             opt.step()
             sched.step()
         model = model.to(memory_format=torch.contiguous_format).eval()
-        test_images = normalize(test_x[:2000], 28, FASHION_MNIST_STATS)
-        calib = normalize(train_x[50000:50256], 28, FASHION_MNIST_STATS)  # held out from training steps
-        print(f"{name} trained in {time.time() - start:.1f}s")
-        return model, test_images, test_y[:2000], calib
+        print(f"{type(model).__name__} trained in {time.time() - start:.1f}s")
+        return model
 
 
 @pytest.fixture
@@ -71,16 +89,23 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def _fashion_trained():
-    """α=0.25 MobileNetV1 trained ~20 s on Fashion-MNIST, once per session."""
-    return _train_on_fashion_mnist("mobilenet_v1", 0.25, 300)
+def _shared_dir(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this run sees (the workers' own temp folders sit in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
-def _fashion_trained_v3():
+def _fashion_trained(_shared_dir):
+    """α=0.25 MobileNetV1 trained ~20 s on Fashion-MNIST, once per test run."""
+    return _train_on_fashion_mnist("mobilenet_v1", 0.25, 300, _shared_dir)
+
+
+@pytest.fixture(scope="session")
+def _fashion_trained_v3(_shared_dir):
     """α=0.75 MobileNetV3-Small (hard-swish, squeeze-excite with a hard-sigmoid gate, residual adds) trained
-    ~30 s on Fashion-MNIST, once per session: the int8 tests of the ops V1 lacks."""
-    return _train_on_fashion_mnist("mobilenet_v3_small", 0.75, 200)
+    ~30 s on Fashion-MNIST, once per test run: the int8 tests of the ops V1 lacks."""
+    return _train_on_fashion_mnist("mobilenet_v3_small", 0.75, 200, _shared_dir)
 
 
 @pytest.fixture(scope="module")
