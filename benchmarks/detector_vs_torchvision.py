@@ -21,8 +21,8 @@ slows all of them alike.
 
 Goal: our fastest correct file ≤ 0.5× torchvision eager.
 
-    .venv/bin/python benchmarks/detector_vs_torchvision.py --out reports/detection-deploy   # ~10-15 min
-    .venv/bin/python benchmarks/detector_vs_torchvision.py --formats onnx --precisions fp32 --rounds 3  # quick
+    .venv/bin/python benchmarks/detector_vs_torchvision.py --out reports/detection-deploy --verify-test-images 20
+    .venv/bin/python benchmarks/detector_vs_torchvision.py --formats onnx --rounds 3  # a quick look
 """
 
 from __future__ import annotations
@@ -133,7 +133,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("reports/detection-deploy"))
     p.add_argument("--formats", default=",".join(files.DETECTION_FORMATS))
-    p.add_argument("--precisions", default="fp32,int8")
+    # int8 is opt-in: on these random weights every int8 file is refused (about half the confident detections kept:
+    # a random head's scores hinge on tiny differences), and one run with the four refused int8 exports before the
+    # timing crashed in native code (not diagnosed); int8 latency of trained detectors belongs with their mAP drop.
+    p.add_argument("--precisions", default="fp32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--block", type=int, default=10, help="timed calls per runner per round")
