@@ -35,7 +35,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from deploy_latency import interleaved  # benchmarks/ is on sys.path when this script runs
 
@@ -110,23 +109,6 @@ def torchvision_onnx(model, image: torch.Tensor, path: Path, dynamo: bool):
         return run, ""
     except Exception as e:  # noqa: BLE001 - the peer's failure is a result to report
         return None, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-
-
-def our_runner(path: Path, fmt: str, threads: int, info: dict):
-    run = files.RUNNERS[fmt](path, threads)
-    resolution = info["input"][2:]
-    nms = info["nms"]
-
-    def detect(x: np.ndarray) -> dict:
-        image = torch.from_numpy(x)
-        outputs = [torch.from_numpy(np.asarray(o)) for o in run(files.resize_for(resolution, image).numpy())]
-        if nms["where"] == "file":
-            det = dict(zip(files.FINAL_OUTPUTS, outputs))
-        else:
-            det = files.nms_candidates(*outputs, nms["score_thresh"], nms["iou_thresh"], nms["detections_per_img"])
-        return files.to_original(det, resolution, image.shape[-2:])
-
-    return detect
 
 
 def main() -> None:
@@ -213,7 +195,8 @@ def main() -> None:
             row.verified = f"{v.summary().split(': ', 1)[1]} (95% interval {100 * lo:.1f}–{100 * hi:.1f}%)"
             row.correct, row.file_mb = True, result.size_bytes / 1e6
             print(f"{label} {precision}: {row.verified} ({time.time() - start:.0f} s)")
-            runners[f"{label} {precision}"] = our_runner(path, fmt, args.threads, result.built_for)
+            detect = files.file_detector(path, fmt, threads=args.threads, info=result.built_for)
+            runners[f"{label} {precision}"] = lambda x, detect=detect: detect(torch.from_numpy(x))
             rows.append(row)
 
     print(f"timing {len(runners)} runners: {args.rounds} rounds × {args.block} calls, {args.threads} threads")

@@ -60,9 +60,14 @@ def detector(data):
     return model.eval()
 
 
-def _export(detector, data, path, precision="fp32", **kw):
+@pytest.fixture(scope="module")
+def calib(detector, data):
+    """The training images at the detector's input: int8 calibration."""
+    return torch.cat([det.resize_for(detector.resolution, x) for x in det.dataset_images(data[0])])
+
+
+def _export(detector, data, path, precision="fp32", calib=None, **kw):
     train, test, photos = data
-    calib = torch.cat([det.resize_for(detector.resolution, x) for x in det.dataset_images(train)])
     return det.export_detector(
         detector,
         path,
@@ -133,10 +138,10 @@ def test_onnx_fp32_gives_pytorchs_detections(detector, data, tmp_path):
     torch.testing.assert_close(out["boxes"], ref["boxes"], atol=1e-3 * max(photo.shape), rtol=0)
 
 
-def test_onnx_int8_keeps_confident_detections(detector, data, tmp_path):
+def test_onnx_int8_keeps_confident_detections(detector, data, calib, tmp_path):
     fp32, int8 = tmp_path / "det.onnx", tmp_path / "det_int8.onnx"
     _export(detector, data, fp32, verify=False)
-    result = _export(detector, data, int8, "int8")
+    result = _export(detector, data, int8, "int8", calib)
     v = result.verification
     assert v.passed and v.reference >= 20 and v.match_rate >= 0.95, v.summary()
     assert v.map_drop is not None and v.map_drop <= 0.01
@@ -230,11 +235,10 @@ def test_executorch_fp32_with_nms_in_the_runner(detector, data, tmp_path):
 
 
 @pytest.mark.slow  # ~15 s: the ONNX int8 file is made again, then converted
-def test_openvino_int8_is_the_onnx_qdq_graph(detector, data, tmp_path):
+def test_openvino_int8_is_the_onnx_qdq_graph(detector, data, calib, tmp_path):
     """OpenVINO int8 runs ONNX Runtime's QDQ graph (u8 convs, the prediction convs f32) and keeps the confident
     detections (measured: 50 of 50)."""
     train, test, photos = data
-    calib = torch.cat([det.resize_for(detector.resolution, x) for x in det.dataset_images(train)])
     path = tmp_path / "det_int8.xml"
     result = det.export_detector(
         detector,
@@ -269,7 +273,7 @@ def test_litert_fp32_with_nms_in_the_runner(detector, data, tmp_path):
 
 @pytest.mark.slow  # ~45-60 s each: PT2E calibration, then ExecuTorch's lowering or litert-torch's conversion
 @pytest.mark.parametrize("fmt", ["executorch", "tflite"])
-def test_pt2e_int8_quantizes_only_the_backbone_and_the_heads_depthwise_convs(detector, data, tmp_path, fmt):
+def test_pt2e_int8_quantizes_only_the_backbone_and_the_heads_depthwise_convs(detector, data, calib, tmp_path, fmt):
     """ExecuTorch and LiteRT int8 (PT2E: int8 weights and activations) in the same scopes as the ONNX file: the
     file holds int8 weights for the backbone and the heads' depthwise convs, the 12 prediction convs stay float,
     and it keeps the float model's confident detections by the int8 rule (measured on both: 68 of 72, 94.4%,
@@ -278,7 +282,6 @@ def test_pt2e_int8_quantizes_only_the_backbone_and_the_heads_depthwise_convs(det
     from mobilenets.deploy.verify import int8_safety
 
     train, test, photos = data
-    calib = torch.cat([det.resize_for(detector.resolution, x) for x in det.dataset_images(train)])
     path = tmp_path / f"det_int8{'.pte' if fmt == 'executorch' else '.tflite'}"
     result = det.export_detector(
         detector,

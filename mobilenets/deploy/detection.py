@@ -268,21 +268,30 @@ def detect_with_file(
     The runner resizes each image to the file's input, runs the file with its own runtime, applies NMS when the
     file leaves it to the runner (its metadata's ``"nms"``), and scales the boxes back to the original image.
     """
+    detect = file_detector(path, format, threads=threads, info=info)
+    return [detect(image) for image in images]
+
+
+def file_detector(
+    path: str | Path, format: str, *, threads: int | None = 1, info: dict | None = None
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """A function from one image (3, h, w) in [0, 1] to its detections in its own pixels, with the file opened once:
+    what :func:`detect_with_file` applies to each image, and what ``bench`` times."""
     if format not in RUNNERS:
         raise MobileNetsError(f"detector files run on {', '.join(RUNNERS)}; got format {format!r}")
     info = info or file_info(path, format)
-    resolution = info["input"][2:]
+    resolution, nms = info["input"][2:], info["nms"]
     run = RUNNERS[format](Path(path), threads)
-    results = []
-    for image in images:
+
+    def detect(image: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = [torch.from_numpy(np.asarray(o)) for o in run(resize_for(resolution, image).numpy())]
-        if info["nms"]["where"] == "file":
+        if nms["where"] == "file":
             det = dict(zip(FINAL_OUTPUTS, outputs))
         else:
-            nms = info["nms"]
             det = nms_candidates(*outputs, nms["score_thresh"], nms["iou_thresh"], nms["detections_per_img"])
-        results.append(to_original(det, resolution, image.shape[-2:]))
-    return results
+        return to_original(det, resolution, image.shape[-2:])
+
+    return detect
 
 
 @torch.inference_mode()
@@ -571,6 +580,8 @@ def _pt2e_int8(
     from mobilenets.quant.passes import relu6_as_relu_clamp
     from mobilenets.quant.ptq import pt2e_quantize
 
+    if calib_images is None:
+        raise MobileNetsError("int8 export needs calibration images (calib_images=, CLI --calib N)")
     # BN folded first, as for the classifiers: the quantizers' conv patterns do not match conv → aten.batch_norm.
     module = relu6_as_relu_clamp(fold_bn(module))
     names = int8_module_names(module)
@@ -620,8 +631,6 @@ def write_executorch(
     example = torch.rand(1, 3, *model.resolution)
     kept = {}
     if precision == "int8":
-        if calib_images is None:
-            raise MobileNetsError("int8 export needs calibration images (calib_images=, CLI --calib N)")
         xnn = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "int8 ExecuTorch export")
         config = with_calibration(xnn.get_symmetric_quantization_config(is_per_channel=True), "minmax", "ExecuTorch")
         module, float_convs = _pt2e_int8(module, xnn.XNNPACKQuantizer(), config, calib_images, example)
@@ -651,8 +660,6 @@ def write_tflite(
     example = torch.rand(1, h, w, 3)
     kept, quant_config = {}, None
     if precision == "int8":
-        if calib_images is None:
-            raise MobileNetsError("int8 export needs calibration images (calib_images=, CLI --calib N)")
         pt2e_quantizer = require("litert_torch.quantize.pt2e_quantizer", "int8 LiteRT export")
         pt2e_utils = require("torchao.quantization.pt2e", "int8 LiteRT export")
         quant = require("litert_torch.quantize.quant_config", "int8 LiteRT export")
@@ -662,7 +669,7 @@ def write_tflite(
         quantizer = pt2e_quantizer.PT2EQuantizer()
         nhwc = _ChannelsLastInput(graph(model, nms_in_file=False))
         # Weights stay float → quantize → dequantize (fold_quantize=False): litert-torch lowers that pattern.
-        calib = calib_images.permute(0, 2, 3, 1)
+        calib = None if calib_images is None else calib_images.permute(0, 2, 3, 1)
         module, float_convs = _pt2e_int8(nhwc, quantizer, config, calib, example, fold_quantize=False)
         module = pt2e_utils.move_exported_model_to_eval(module)
         module.training = False

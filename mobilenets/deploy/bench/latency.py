@@ -227,16 +227,10 @@ def _detector_file_runner(
     if precision == "int8" and calib_images is None:
         calib_images = torch.cat([files.resize_for(model.resolution, photo) for photo in files.photo_images()])
     files.WRITERS[fmt](model.eval(), path, precision, calib_images)
-    run = files.RUNNERS[fmt](path, threads)
+    info = files.detector_info(model, fmt, precision, None, weight_bits=7)  # the card export stores with the file
+    detect = files.file_detector(path, fmt, threads=threads, info=info)
     image = torch.rand(3, height, width)
-    nms = None if files.NMS_IN_FILE[fmt] else (model.score_thresh, model.nms_thresh, model.detections_per_img)
-
-    def run_file():
-        outputs = [torch.from_numpy(np.asarray(o)) for o in run(files.resize_for(model.resolution, image).numpy())]
-        det = dict(zip(files.FINAL_OUTPUTS, outputs)) if nms is None else files.nms_candidates(*outputs, *nms)
-        return files.to_original(det, model.resolution, image.shape[-2:])
-
-    return run_file
+    return lambda: detect(image)
 
 
 @dataclass
