@@ -172,8 +172,8 @@ def test_wrong_file_is_refused_and_nothing_written(detector, data, tmp_path, mon
 
 
 def test_bad_inputs_are_refused(detector, data, tmp_path):
-    with pytest.raises(MobileNetsError, match="'web' is not done yet"):
-        det.export_detector(detector, tmp_path / "web", "web")
+    with pytest.raises(MobileNetsError, match="'coreml' is not done yet"):
+        det.export_detector(detector, tmp_path / "d.mlpackage", "coreml")
     with pytest.raises(MobileNetsError, match="offers fp32, int8, not bf16"):
         det.export_detector(detector, tmp_path / "d.xml", "openvino", "bf16")
     with pytest.raises(MobileNetsError, match="end in .onnx"):

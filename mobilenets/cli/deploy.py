@@ -63,7 +63,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "  mobilenets export mobilenet_v1_1.0_224 --pretrained --format mnn --precision fp16 -o m_fp16.mnn\n"
         "  mobilenets export mobilenet_v1 --width-mult 0.25 --resolution 28 --in-chans 1 --num-classes 10 \\\n"
         "      --stem-stride 1 --checkpoint fmnist.pt --format onnx --precision int8 -o fmnist_int8.onnx\n"
-        "  mobilenets export --checkpoint runs/det/model.pt --format onnx --precision int8 -o det_int8.onnx\n\n"
+        "  mobilenets export --checkpoint runs/det/model.pt --format onnx --precision int8 -o det_int8.onnx\n"
+        "  mobilenets export --checkpoint runs/det/model.pt --format web -o det_web   # draws boxes on a photo\n\n"
         "A detector's file (ONNX, OpenVINO fp32) gives final boxes, labels and scores, NMS included; it is checked\n"
         "on detections (composite test images + photos: fp32 the same detections, int8 its confident ones kept\n"
         "and COCO mAP within 1 point) and takes a [0, 1] image resized to its input (see deploy/detection.py).\n"
@@ -227,7 +228,7 @@ def _export_detector(args: argparse.Namespace) -> int:
     suffix = "" if args.precision == "fp32" else f"_{args.precision}"
     from mobilenets.deploy.export import SUFFIXES
 
-    output = args.output or f"{name}{suffix}{SUFFIXES.get(args.format) or ''}"
+    output = args.output or f"{name}{suffix}{SUFFIXES.get(args.format) or '_web'}"
     result = det.export_detector(
         model,
         output,
@@ -245,12 +246,16 @@ def _export_detector(args: argparse.Namespace) -> int:
         return 0
     if result.verification is not None:
         print(result.verification.summary())
+    for line in result.checks:  # web: the page on image files
+        print(line)
     info = result.built_for
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision} detector)")
     print(f"NMS: in the {info['nms']['where']} ({info['nms']['op']})")
     if "int8" in info:
         print(f"float in the int8 file: {info['int8']['float']}")
     print(f"runs on: {info['runs_on']}")
+    if args.format == "web":
+        print(f"serve it: cd {result.path} && python -m http.server, then drop a photo on the page")
     return 0
 
 

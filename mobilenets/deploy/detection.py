@@ -234,11 +234,18 @@ def _tflite_runner(path: Path, threads: int | None) -> Runner:
     return run
 
 
+def _web_runner(path: Path, threads: int | None) -> Runner:
+    from mobilenets.deploy.web import detect as web_detect
+
+    return web_detect.runner(path, threads)  # the folder's model.onnx, run by its page in headless Chromium
+
+
 RUNNERS = {
     "onnx": _onnx_runner,
     "openvino": _openvino_runner,
     "executorch": _executorch_runner,
     "tflite": _tflite_runner,
+    "web": _web_runner,
 }
 
 
@@ -445,7 +452,7 @@ def nan_to_none(value: float) -> float | None:
 # Writing files
 
 # Which runtimes run NMS in the file (they have the op) and which leave it to the runner.
-NMS_IN_FILE = {"onnx": True, "openvino": True, "executorch": False, "tflite": False}
+NMS_IN_FILE = {"onnx": True, "openvino": True, "executorch": False, "tflite": False, "web": True}
 DETECTION_FORMATS = tuple(NMS_IN_FILE)
 DETECTION_PRECISIONS = {f: ("fp32", "int8") for f in NMS_IN_FILE}
 # int8 quantizes the backbone, the extra layers and the head's depthwise convs. The head's two 1×1 prediction convs
@@ -696,7 +703,27 @@ class _ChannelsLastInput(nn.Module):
         return self.inner(image.permute(0, 3, 1, 2))
 
 
-WRITERS = {"onnx": write_onnx, "openvino": write_openvino, "executorch": write_executorch, "tflite": write_tflite}
+def write_web(
+    model: nn.Module,
+    path: Path,
+    precision: str = "fp32",
+    calib_images: torch.Tensor | None = None,
+    weight_bits: int = 7,
+) -> dict:
+    """A folder with :func:`write_onnx`'s file (NMS inside, fp32 or int8) and a page that draws its detections on a
+    dropped photo, offline: :mod:`mobilenets.deploy.web.detect`."""
+    from mobilenets.deploy.web import detect as web_detect
+
+    return web_detect.write(model, path, precision, calib_images, weight_bits)
+
+
+WRITERS = {
+    "onnx": write_onnx,
+    "openvino": write_openvino,
+    "executorch": write_executorch,
+    "tflite": write_tflite,
+    "web": write_web,
+}
 
 
 def detector_info(model: nn.Module, format: str, precision: str, classes: Sequence[str] | None, weight_bits: int):
@@ -727,7 +754,7 @@ def detector_info(model: nn.Module, format: str, precision: str, classes: Sequen
         "nms": {
             "where": "file" if nms_in_file else "runner",
             "op": "ONNX NonMaxSuppression"
-            if format == "onnx"
+            if format in ("onnx", "web")
             else ("OpenVINO NMS (from ONNX NonMaxSuppression)" if nms_in_file else "torchvision.ops.batched_nms"),
             "score_thresh": float(model.score_thresh),
             "iou_thresh": float(model.nms_thresh),
@@ -751,7 +778,7 @@ def detector_info(model: nn.Module, format: str, precision: str, classes: Sequen
             "weights": f"int{weight_bits} per-channel symmetric",
             "activations": "uint8",
             "calibration": "minmax (ONNX Runtime)"
-            if format == "onnx"
+            if format in ("onnx", "web")
             else "minmax (ONNX Runtime's QDQ graph, read by OpenVINO)",
         }
         info["runs_on"] = (
@@ -878,7 +905,7 @@ def export_detector(
         verify_images = photo_images()
     module = runtime_module(format)
     info = detector_info(model, format, precision, classes, weight_bits)
-    verification = None
+    verification, checks = None, []
     with atomic_staging(path, getattr(module, "companions", None)) as staged:
         say(f"writing a {format} {precision} detector ({module.RUNTIME}, NMS in the {info['nms']['where']})")
         try:
@@ -905,4 +932,7 @@ def export_detector(
                 raise MobileNetsError(
                     f"{format} {precision} export failed verification, nothing written: {verification.summary()}"
                 )
-    return ExportResult(path, format, precision, _size(path, format), verification, built_for=info)
+            if hasattr(module, "verify_detector_page"):  # web: the photos as files through the page's own pipeline
+                say(f"detecting on {len(verify_images)} image files in the page ({module.RUNTIME})")
+                checks.append(module.verify_detector_page(staged, verify_images, precision))
+    return ExportResult(path, format, precision, _size(path, format), verification, built_for=info, checks=checks)

@@ -19,7 +19,8 @@ by Playwright): :func:`load` gives logits of preprocessed batches (what ``export
 
 One file per part: app (the folder: writer, quantizer, model.json; the page's assets are in
 ``mobilenets/deploy/web_app/``), server (the static server), browser (Chromium, :class:`Page`, the runner) and
-verify (image files through the page against PyTorch's pipeline). This package is the web runtime module of
+verify (image files through the page against PyTorch's pipeline); detect (a detector's page: writer, runner and
+its check against native ONNX Runtime). This package is the web runtime module of
 :mod:`mobilenets.deploy`: it has the functions every runtime module has.
 """
 
@@ -54,6 +55,7 @@ from mobilenets.deploy.web.app import (
     write_config,
 )
 from mobilenets.deploy.web.browser import Page, chromium_path, load, run
+from mobilenets.deploy.web.detect import DetectorPage, PageDetectionCheck, check_detector_page, verify_detector_page
 from mobilenets.deploy.web.server import serve
 from mobilenets.deploy.web.verify import (
     INPUT_TOLERANCE,
@@ -81,9 +83,12 @@ __all__ = [
     "REPO",
     "RUNTIME",
     "SUFFIX",
+    "DetectorPage",
     "Page",
     "PageCheck",
+    "PageDetectionCheck",
     "card_for",
+    "check_detector_page",
     "check_page",
     "chromium_path",
     "companions",
@@ -101,6 +106,7 @@ __all__ = [
     "set_card",
     "set_metadata",
     "verification_files",
+    "verify_detector_page",
     "verify_page",
     "write",
     "write_config",

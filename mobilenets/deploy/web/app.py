@@ -81,12 +81,18 @@ def default_config(model: nn.Module, resolution: int | None = None) -> dict:
     }
 
 
-def _write_app(folder: Path, model: nn.Module, resolution: int) -> None:
+def copy_app(folder: Path, files: dict[str, str]) -> None:
+    """onnxruntime-web's WebAssembly and the page's assets (``files``: name in web_app/ → name in the folder)
+    into ``folder``: what every page needs beside its model.onnx and model.json."""
     runtime = ort_web_dir()  # first: a missing runtime fails before any work
     for name in ORT_FILES:
         shutil.copyfile(runtime / name, folder / name)
-    for name in APP_FILES:
-        shutil.copyfile(APP / name, folder / name)
+    for source, name in files.items():
+        shutil.copyfile(APP / source, folder / name)
+
+
+def _write_app(folder: Path, model: nn.Module, resolution: int) -> None:
+    copy_app(folder, {name: name for name in APP_FILES})
     config = default_config(model, resolution)
     config["onnxruntime_web"] = ort_web_version()
     write_config(folder, config)
@@ -129,6 +135,8 @@ def set_metadata(path: Path, info: dict) -> None:
     onnx.set_metadata(path / MODEL_FILE, info)
     config = read_config(path)
     config["precision"] = info.get("precision", config["precision"])
+    if info.get("task") == "detection" and info.get("classes"):  # a detector's names, label k is classes[k - 1]
+        config["classes"] = list(info["classes"])
     config["built_for"] = info
     write_config(path, config)
 

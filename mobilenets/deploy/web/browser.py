@@ -84,7 +84,8 @@ def _close_open_pages() -> None:
 
 
 class Page:
-    """A web export served from its folder and open in headless Chromium, its classifier loaded.
+    """A web export served from its folder and open in headless Chromium, its model loaded (a classifier's page;
+    :class:`mobilenets.deploy.web.detect.DetectorPage` adds a detector's calls).
 
     Args:
         threads: WebAssembly threads (the page is served cross-origin isolated, so more than one works).
@@ -118,7 +119,7 @@ class Page:
             except Exception as e:  # noqa: BLE001 - report what the page said, not Playwright's stack
                 said = "; ".join(self.errors) or str(e).strip().splitlines()[0]
                 raise MobileNetsError(f"the page in {self.folder} did not load its model: {said}") from None
-            self.threads = int(self.page.evaluate("window.mobilenets.classifier.threads"))
+            self.threads = int(self.page.evaluate("window.mobilenets.threads"))
         except BaseException:
             self.close()
             raise

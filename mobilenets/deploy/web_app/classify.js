@@ -15,6 +15,12 @@ const HERE = new URL("./", import.meta.url);
 
 /** Load model.json and the ONNX model next to this module. threads > 1 needs a cross-origin isolated page. */
 export async function loadClassifier({ threads = 1, base = HERE } = {}) {
+  const { config, session, threads: used } = await loadModel({ threads, base });
+  return new Classifier(config, session, used);
+}
+
+/** model.json and an onnxruntime-web session of its model (the detector's page loads its model this way too). */
+export async function loadModel({ threads = 1, base = HERE } = {}) {
   const config = await (await fetch(new URL("model.json", base))).json();
   ort.env.wasm.wasmPaths = new URL(".", base).href; // the runtime's .wasm/.mjs next to this file: no CDN
   ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? threads : 1;
@@ -23,7 +29,7 @@ export async function loadClassifier({ threads = 1, base = HERE } = {}) {
     executionProviders: ["wasm"],
     graphOptimizationLevel: "all",
   });
-  return new Classifier(config, session, ort.env.wasm.numThreads);
+  return { config, session, threads: ort.env.wasm.numThreads };
 }
 
 export class Classifier {
@@ -144,7 +150,7 @@ function roundHalfEven(v) {
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-function toFloat(image) {
+export function toFloat(image) {
   const out = new Float32Array(image.data.length);
   for (let i = 0; i < out.length; i++) out[i] = f32(image.data[i] / 255);
   return { width: image.width, height: image.height, data: out };
