@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mobilenets.cli import deploy, models, reproduce, training, weights
+from mobilenets.cli import deploy, fit, models, reproduce, training, weights
 from mobilenets.errors import MobileNetsError
 
 EPILOG = """examples:
@@ -22,10 +22,11 @@ EPILOG = """examples:
   mobilenets eval runs/train/model.pt
   mobilenets predict photo.jpg --topk 3
   mobilenets reproduce --preset quick
+  mobilenets fit fashion-mnist --runtime onnx --precision int8 --max-latency-ms 3 --time-budget 15m -o runs/fit
 """
 
 # The order of `mobilenets --help`.
-GROUPS = [models, training, weights, reproduce, deploy]
+GROUPS = [models, training, weights, reproduce, deploy, fit]
 
 
 def build_parser() -> argparse.ArgumentParser:
