@@ -148,26 +148,8 @@ class QATModel(nn.Module):
         return self.float_model.named_parameters(prefix, recurse, remove_duplicate)
 
     def float_state(self) -> dict:
-        """The trained weights as a state_dict of the original model: each folded conv's weight, and its BN an
-        identity (mean 0, variance 1 − ε, scale 1) whose shift is the folded bias. ``fold_bn`` gives them back."""
-        folded = self.float_model.state_dict()
-        state = {k: v.detach().clone() for k, v in self.template.state_dict().items()}
-        state.update({k: v.detach().clone() for k, v in folded.items() if k in state})
-        names = {id(m): name for name, m in self.template.named_modules()}
-        for parent, conv_name, bn_name in conv_bn_pairs(self.template):
-            prefix = names[id(parent)] + "." if names[id(parent)] else ""
-            conv, bn = f"{prefix}{conv_name}.", f"{prefix}{bn_name}."
-            bias = folded[conv + "bias"]
-            if conv + "bias" in state:
-                state[conv + "bias"] = torch.zeros_like(bias)
-            bn_module = parent._modules[bn_name]
-            state[bn + "running_mean"] = torch.zeros_like(bias)
-            state[bn + "running_var"] = torch.full_like(bias, 1.0 - bn_module.eps)
-            state[bn + "weight"] = torch.ones_like(bias)
-            state[bn + "bias"] = bias.detach().clone()
-            if bn + "num_batches_tracked" in state:
-                state[bn + "num_batches_tracked"] = torch.zeros_like(state[bn + "num_batches_tracked"])
-        return state
+        """The trained weights as a state_dict of the original model (see :func:`folded_state`)."""
+        return folded_state(self.template, self.float_model)
 
     def qat_state(self) -> dict:
         """What ``model.pt`` keeps beyond the float weights: the target and the fake-quantize buffers."""
@@ -184,6 +166,30 @@ class QATModel(nn.Module):
             )
         self.graph.load_state_dict({**self.float_model.state_dict(), **qat["state"]})
         return self
+
+
+def folded_state(template: nn.Module, float_model: nn.Module) -> dict:
+    """``float_model``'s weights (``template`` with BN folded, trained) as a state_dict of ``template``: each folded
+    conv's weight, and its BN an identity (mean 0, variance 1 − ε, scale 1) whose shift is the folded bias.
+    ``fold_bn`` gives them back."""
+    folded = float_model.state_dict()
+    state = {k: v.detach().clone() for k, v in template.state_dict().items()}
+    state.update({k: v.detach().clone() for k, v in folded.items() if k in state})
+    names = {id(m): name for name, m in template.named_modules()}
+    for parent, conv_name, bn_name in conv_bn_pairs(template):
+        prefix = names[id(parent)] + "." if names[id(parent)] else ""
+        conv, bn = f"{prefix}{conv_name}.", f"{prefix}{bn_name}."
+        bias = folded[conv + "bias"]
+        if conv + "bias" in state:
+            state[conv + "bias"] = torch.zeros_like(bias)
+        bn_module = parent._modules[bn_name]
+        state[bn + "running_mean"] = torch.zeros_like(bias)
+        state[bn + "running_var"] = torch.full_like(bias, 1.0 - bn_module.eps)
+        state[bn + "weight"] = torch.ones_like(bias)
+        state[bn + "bias"] = bias.detach().clone()
+        if bn + "num_batches_tracked" in state:
+            state[bn + "num_batches_tracked"] = torch.zeros_like(state[bn + "num_batches_tracked"])
+    return state
 
 
 def _has_mode(node) -> bool:

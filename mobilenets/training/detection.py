@@ -15,6 +15,9 @@ and ``result.json``. What differs is the step and the evaluation:
 
 Precise BN is not applied to detectors (their forward pass in training mode needs targets): SSDLite's BatchNorm
 momentum of 0.03 keeps the moving averages close to the current weights.
+
+``--qat TARGET --init RUN/model.pt`` fine-tunes a trained detector through fake int8 quantization of the parts its
+int8 files quantize (:mod:`mobilenets.quant.qat_detection`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from mobilenets.training.signals import StopFlag, step_seed
 from mobilenets.weights.checkpoint import load_model
 
 # TrainConfig fields that mean nothing for a detector (classification's augmentation and transfer options).
-CLASSIFIER_ONLY = ("stem_stride", "dropout", "teacher", "qat", "freeze", "freeze_epochs", "data_pipeline")
+CLASSIFIER_ONLY = ("stem_stride", "dropout", "teacher", "freeze", "freeze_epochs", "data_pipeline")
 
 
 @dataclass
@@ -230,7 +233,17 @@ def _build_model(run: _Run) -> None:
         run.meta["init"] = dict(source=source, notes=notes)
         if run.dist_info.is_main:
             print("\n".join(notes), file=sys.stderr)
-    run.model = model.to(run.device)
+    model = model.to(run.device)
+    if cfg.qat:  # fake int8 in the scopes the int8 files quantize; the float parameters are the graphs'
+        from mobilenets.quant.qat_detection import prepare_detector
+
+        model = prepare_detector(model, cfg.qat)
+        run.meta["qat"] = dict(
+            target=cfg.qat,
+            export="int8 files quantize these weights with the runtime's PTQ (the grids training used); "
+            "activation ranges are calibrated on real images",
+        )
+    run.model = model
     run.config = asdict(cfg)
 
 
@@ -528,7 +541,9 @@ def _finish(run: _Run, last_eval: DetectionEval | None, interrupted: bool, wall_
         last_eval = _evaluate(run)
     model = run.eval_model.eval()
     if run.dist_info.is_main:
-        atomic_save(dict(meta=run.meta, config=run.config, model=model.state_dict(), ema=None), run.model_path)
+        # A QAT run's model.pt holds the trained weights in the detector's own layout (BN folded into identities).
+        weights = run.model.float_state() if cfg.qat else model.state_dict()
+        atomic_save(dict(meta=run.meta, config=run.config, model=weights, ema=None), run.model_path)
         write_metrics_csv(out_dir / "steps.csv", [dict(step=i + 1, loss=v) for i, v in enumerate(state["step_losses"])])
         if cfg.plots and state["history"]:
             plot_detection_curves(state["history"], out_dir / "curves.png", title=f"{cfg.model} on {cfg.dataset}")
