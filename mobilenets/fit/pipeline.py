@@ -88,6 +88,7 @@ class FitConfig:
                 raise MobileNetsError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
         if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
             raise MobileNetsError(f"--time-budget must be positive, got {self.time_budget_s}")
+        C.candidate_space(self.families, self.widths, self.resolutions)  # an unknown family is an error up front
         if self.weights_dir and not Path(self.weights_dir).is_dir():
             raise MobileNetsError(f"--weights-dir {self.weights_dir} is not a folder")
 
@@ -385,7 +386,7 @@ def _train_size(cfg: FitConfig) -> int:
 
 
 # Of the time left after the search, what the quantization needs at least (PTQ attempts, a QAT fine-tune, the report).
-QUANT_RESERVE_SHARE, QUANT_RESERVE_MIN_S = 0.2, 20.0
+QUANT_RESERVE_SHARE, QUANT_RESERVE_MIN_S = 0.25, 5.0
 
 
 def _final_training(cfg: FitConfig, out: Path, c: C.Candidate, records, clock: Clock, say) -> dict:

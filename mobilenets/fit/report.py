@@ -52,8 +52,13 @@ def markdown(result, cfg) -> str:
     if result.winner:
         lines += [
             f"**Winner: {result.winner}** → `{Path(result.file).name}` ({result.file_size_bytes / 1e6:.2f} MB), "
-            f"verified; its float model {_pct(result.float_test_acc)} top-1 on the test split; on "
-            f"{cfg.heldout} held-out images the file {_pct(result.file_heldout_acc)}, the float model "
+            "verified; "
+            + (
+                f"its float model {_pct(result.float_test_acc)} top-1 on the test split; "
+                if result.float_test_acc
+                else ""
+            )
+            + f"on {cfg.heldout} held-out images the file {_pct(result.file_heldout_acc)}, the float model "
             f"{_pct(result.float_heldout_acc)}; {_ms(result.file_latency_ms)} ms measured again on the file.",
             "",
             f"Why: {result.winner_reason}.",
