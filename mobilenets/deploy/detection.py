@@ -37,6 +37,7 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
+from mobilenets.deploy import mnn, ncnn
 from mobilenets.deps import quiet, require
 from mobilenets.errors import MobileNetsError
 
@@ -183,6 +184,13 @@ def nms_candidates(
     return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
 
 
+def topk_candidates(boxes: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every anchor's boxes (A, 4) and softmax scores (A, C) → each foreground class's ``k`` best: boxes (C-1, k, 4),
+    scores (C-1, k), as :class:`CandidateDetector` takes them in the file where the runtime has top-k."""
+    scores, index = scores[:, 1:].t().topk(min(k, len(boxes)), dim=1)
+    return boxes[index], scores
+
+
 def to_original(det: dict[str, torch.Tensor], resolution: Sequence[int], size: Sequence[int]) -> dict:
     """Boxes from input pixels to the original image's (``size`` = (h, w)), torchvision's ``resize_boxes``."""
     ratio_h = torch.tensor(size[0], dtype=torch.float32) / torch.tensor(resolution[0], dtype=torch.float32)
@@ -246,6 +254,8 @@ RUNNERS = {
     "executorch": _executorch_runner,
     "tflite": _tflite_runner,
     "web": _web_runner,
+    "ncnn": ncnn.detector_runner,
+    "mnn": mnn.detector_runner,
 }
 
 
@@ -292,6 +302,8 @@ def file_detector(
 
     def detect(image: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = [torch.from_numpy(np.asarray(o)) for o in run(resize_for(resolution, image).numpy())]
+        if nms.get("topk") == "runner":  # every anchor's box and scores: each class's top-k taken here
+            outputs = topk_candidates(*outputs, nms["topk_candidates"])
         if nms["where"] == "file":
             det = dict(zip(FINAL_OUTPUTS, outputs))
         else:
@@ -319,6 +331,19 @@ FP32_IOU, FP32_SCORE_TOL, SCORE_FLOOR = 0.99, 1e-3, 0.3
 # fp32 files must reproduce this share of the model's detections above the floor (a box on an NMS boundary, IoU
 # within rounding of nms_thresh against a better one, may be kept by one and not the other).
 FP32_MIN_MATCH = 0.99
+# fp16 (ncnn, MNN: fp16 weights, fp16 arithmetic where the CPU has it): the same detections as fp32's rule, with
+# tolerances for 11 significant bits. A coordinate near the far edge of a 320 px input is held to 0.25 px, so a box
+# of 32 px a side with every edge off by half that step keeps IoU ≥ 0.98. Scores: rounding the logits' sums moves a
+# softmax score by at most a quarter of the logit's error; measured on the test detector (tests/
+# test_detection_android.py), whose class logits spread wider than a trained one's: max |Δscore| 0.005 (ncnn) and
+# 0.026 (MNN), so 0.05 leaves twice the worst. The share is the classifiers' fp16 agreement (97%): at reduced
+# precision a box on an NMS or top-k boundary falls either way more often than in fp32.
+FP16_IOU, FP16_SCORE_TOL, FP16_MIN_MATCH = 0.98, 0.05, 0.97
+# (IoU, score tolerance, share) of the "same detections" rule for each float precision.
+SAME_DETECTIONS = {
+    "fp32": (FP32_IOU, FP32_SCORE_TOL, FP32_MIN_MATCH),
+    "fp16": (FP16_IOU, FP16_SCORE_TOL, FP16_MIN_MATCH),
+}
 # int8: the float model's confident detections (score ≥ 0.5) must be kept (same label, IoU ≥ 0.9, the file's
 # score ≥ the floor) for ≥ 95% of them, and COCO mAP on labelled images may drop by at most 1 point.
 INT8_IOU, INT8_CONFIDENT, INT8_MIN_KEPT, INT8_MAX_MAP_DROP = 0.9, 0.5, 0.95, 0.01
@@ -354,8 +379,9 @@ class DetectionMatch:
     def passed(self) -> bool:
         if self.reference == 0:
             return False  # nothing to compare: the check says nothing about the file
-        if self.precision == "fp32":
-            return self.match_rate >= FP32_MIN_MATCH and self.extra <= (1 - FP32_MIN_MATCH) * self.reference
+        if self.precision in SAME_DETECTIONS:
+            share = SAME_DETECTIONS[self.precision][2]
+            return self.match_rate >= share and self.extra <= (1 - share) * self.reference
         drop = self.map_drop
         return self.interval[1] >= INT8_MIN_KEPT and (drop is None or drop <= INT8_MAX_MAP_DROP)
 
@@ -371,15 +397,16 @@ class DetectionMatch:
     def summary(self) -> str:
         head = f"{self.runtime} {self.precision} vs PyTorch on {self.num_images} real images: "
         if self.reference == 0:
-            floor = SCORE_FLOOR if self.precision == "fp32" else INT8_CONFIDENT
+            floor = SCORE_FLOOR if self.precision in SAME_DETECTIONS else INT8_CONFIDENT
             return head + (
                 f"the PyTorch detector finds nothing scoring ≥ {floor} on them, so there is nothing to compare: "
                 "verify a trained detector (--checkpoint)"
             )
-        if self.precision == "fp32":
+        if self.precision in SAME_DETECTIONS:
+            iou, tol, share = SAME_DETECTIONS[self.precision]
             line = (
                 f"{self.matched}/{self.reference} detections ≥ {SCORE_FLOOR} equal ({100 * self.match_rate:.1f}%, "
-                f"need ≥ {100 * FP32_MIN_MATCH:.0f}%: same label, IoU ≥ {FP32_IOU}, score ± {FP32_SCORE_TOL:g}), "
+                f"need ≥ {100 * share:.0f}%: same label, IoU ≥ {iou}, score ± {tol:g}), "
                 f"{self.extra} extra; pairs' min IoU {self.min_iou:.4f}, max |Δscore| {self.max_score_diff:.2g}"
             )
         else:
@@ -419,10 +446,11 @@ def _greedy_pairs(ref: dict, out: dict, min_iou: float = 0.5) -> list[tuple[int,
 def match_detections(reference: list[dict], outputs: list[dict], runtime: str, precision: str) -> DetectionMatch:
     """Compare per image, greedily by score (see the thresholds above); mAP is added by the caller."""
     result = DetectionMatch(runtime, precision, len(reference))
+    same = SAME_DETECTIONS.get(precision)  # fp32, fp16: the same detections; int8: the confident ones kept
     for ref, out in zip(reference, outputs):
-        floor = SCORE_FLOOR if precision == "fp32" else INT8_CONFIDENT
+        floor = SCORE_FLOOR if same else INT8_CONFIDENT
         # The file's side reaches a tolerance below the floor, so a detection on the floor is not lost to rounding.
-        lower = SCORE_FLOOR - FP32_SCORE_TOL if precision == "fp32" else 0.0
+        lower = SCORE_FLOOR - same[1] if same else 0.0
         ref = {k: v[ref["scores"] >= floor] for k, v in ref.items()}
         cand = {k: v[out["scores"] >= lower] for k, v in out.items()}
         pairs = _greedy_pairs(ref, cand)
@@ -430,16 +458,14 @@ def match_detections(reference: list[dict], outputs: list[dict], runtime: str, p
         for i, j, iou in pairs:
             diff = abs(float(ref["scores"][i]) - float(cand["scores"][j]))
             result.min_iou, result.max_score_diff = min(result.min_iou, iou), max(result.max_score_diff, diff)
-            if precision == "fp32":
-                result.matched += iou >= FP32_IOU and diff <= FP32_SCORE_TOL
+            if same:
+                result.matched += iou >= same[0] and diff <= same[1]
             else:
                 result.matched += iou >= INT8_IOU and float(cand["scores"][j]) >= SCORE_FLOOR
-        if precision == "fp32":
+        if same:
             paired = {j for _, j, _ in pairs}
             result.extra += sum(
-                1
-                for j, s in enumerate(cand["scores"].tolist())
-                if s >= SCORE_FLOOR + FP32_SCORE_TOL and j not in paired
+                1 for j, s in enumerate(cand["scores"].tolist()) if s >= SCORE_FLOOR + same[1] and j not in paired
             )
     return result
 
@@ -452,9 +478,23 @@ def nan_to_none(value: float) -> float | None:
 # Writing files
 
 # Which runtimes run NMS in the file (they have the op) and which leave it to the runner.
-NMS_IN_FILE = {"onnx": True, "openvino": True, "executorch": False, "tflite": False, "web": True}
+NMS_IN_FILE = {
+    "onnx": True,
+    "openvino": True,
+    "executorch": False,
+    "tflite": False,
+    "web": True,
+    "ncnn": False,  # no TopK or NMS layer: the file decodes, the runner takes each class's top-k and runs NMS
+    "mnn": True,  # ONNX NonMaxSuppression, run as MNN's NonMaxSuppressionV2 with torchvision's rules
+}
 DETECTION_FORMATS = tuple(NMS_IN_FILE)
 DETECTION_PRECISIONS = {f: ("fp32", "int8") for f in NMS_IN_FILE}
+DETECTION_PRECISIONS.update(ncnn=("fp32", "fp16", "int8"), mnn=("fp32", "fp16"))
+# Precisions a format's file holds for classifiers but not for detectors, and why.
+DETECTION_REFUSED = {
+    ("mnn", "int8"): "mnnquant gives int8 ranges to the box decoding's tensors too, so MNN runs the clip and "
+    "softmax in int8 (boxes escape the image, to -161 px) and the test detector kept 0 of its 72 confident detections",
+}
 # int8 quantizes the backbone, the extra layers and the head's depthwise convs. The head's two 1×1 prediction convs
 # (box offsets and class logits), the box decoding, softmax, top-k and NMS stay float: a uint8 box offset moves a
 # box by a step of the whole offset range, and uint8 logits merge the close scores that NMS and top-k order.
@@ -723,6 +763,8 @@ WRITERS = {
     "executorch": write_executorch,
     "tflite": write_tflite,
     "web": write_web,
+    "ncnn": ncnn.write_detector,
+    "mnn": mnn.write_detector,
 }
 
 
@@ -788,6 +830,25 @@ def detector_info(model: nn.Module, format: str, precision: str, classes: Sequen
         )
     if format == "tflite":
         info["input_layout"] = "NHWC (the runner transposes the NCHW image)"
+    if format == "ncnn":
+        info["outputs"] = "boxes (A, 4) in input pixels, decoded and clipped, scores (A, C) softmax, for every anchor"
+        info["nms"].update(op="per-class torch.topk, then torchvision.ops.batched_nms", topk="runner")
+    if format == "mnn":
+        info["nms"]["op"] = "MNN NonMaxSuppressionV2 (from ONNX NonMaxSuppression)"
+    if precision == "fp16":
+        info["fp16"] = (
+            "conv weights fp16 (pnnx fp16=1); biases, anchors and mean/std fp32; fp16 storage and arithmetic where "
+            "the CPU has them, else fp32"
+            if format == "ncnn"
+            else "conv weights fp16 (mnnconvert --fp16); MNN's low precision computes in fp16 where the CPU has it"
+        )
+    if precision == "int8" and format == "ncnn":
+        info["int8"] = {
+            "weights": "int8 per-channel symmetric",
+            "activations": "int8",
+            "calibration": "minmax (each int8 layer's max |input|, measured by ncnn on the fp32 file)",
+        }
+        info["runs_on"] = ncnn.INT8_RUNS_ON
     return info
 
 
@@ -886,6 +947,9 @@ def export_detector(
         raise MobileNetsError(
             f"detectors export to {', '.join(DETECTION_FORMATS)} so far; {format!r} is not done yet (issue 28)"
         )
+    if (format, precision) in DETECTION_REFUSED:
+        reason = DETECTION_REFUSED[format, precision]
+        raise MobileNetsError(f"a detector's {format} file is not offered in {precision}: {reason}")
     if precision not in DETECTION_PRECISIONS[format]:
         raise MobileNetsError(
             f"a detector's {format} file offers {', '.join(DETECTION_PRECISIONS[format])}, not {precision}"

@@ -348,3 +348,65 @@ def default_options() -> dict:
 
 def run(path: Path, images: torch.Tensor, precision: str = "fp32", threads: int | None = None) -> np.ndarray:
     return load(path, precision, threads)(images.numpy())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Detectors: box decoding and NMS in the file
+#
+# MNN's converter maps the ONNX writer's whole detector graph (detection.FinalDetector), NonMaxSuppression included:
+# MNN runs it as its NonMaxSuppressionV2 with torchvision's rules (score > threshold kept, IoU > threshold suppressed,
+# ties included: tests/test_detection_android.py), so the file gives the final boxes, labels and scores.
+
+DETECTOR_INPUT, DETECTOR_OUTPUTS = "image", ("boxes", "labels", "scores")  # detection.INPUT, FINAL_OUTPUTS
+
+
+def write_detector(
+    model: nn.Module,
+    path: Path,
+    precision: str = "fp32",
+    calib_images: torch.Tensor | None = None,  # noqa: ARG001 - the detectors' writer signature; no int8 here
+    _weight_bits: int = 7,
+) -> dict:
+    """.mnn of a detector with NMS in the file, from the ONNX writer's graph, with fp32 or fp16 weights (``--fp16``).
+
+    No int8 (:data:`mobilenets.deploy.detection.DETECTION_REFUSED`): the box decoding, softmax, top-k and the head's
+    1×1 prediction convs must stay float (:data:`mobilenets.deploy.detection.INT8_SCOPES`), and mnnquant does not
+    leave them so. It gives every tensor of the graph an int8 range (``extraTensorDescribe.quantInfo``), and MNN then
+    runs the decoding's max/min and the softmax in int8: with every conv skipped (KL calibration) the boxes escape
+    their clip (to -161 px) and the test detector keeps none of its 72 confident detections. Its EMA calibration
+    quantizes the prediction convs whatever ``skip_quant_op_names`` says, and its KL file of the graph with NMS
+    crashes MNN.
+    """
+    from mobilenets.deploy import detection  # torchvision's detection code: loaded only for detectors
+
+    if precision not in ("fp32", "fp16"):
+        raise MobileNetsError(f"MNN detector files are fp32 or fp16, not {precision}")
+    module = detection.graph(model.eval(), nms_in_file=True)
+    with tempfile.TemporaryDirectory(prefix="mobilenets-mnn-") as tmp:
+        source = Path(tmp) / "detector.onnx"
+        detection._trace_onnx(module, source, model.resolution)
+        fp16 = ["--fp16"] if precision == "fp16" else []
+        _tool("mnnconvert", "-f", "ONNX", "--modelFile", str(source), "--MNNModel", str(path), *fp16)
+    if not Path(path).is_file():
+        raise MobileNetsError(f"MNN's converter wrote no file for {Path(path).name}")
+    return {}
+
+
+def detector_runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function from one image (1, 3, H, W) to the file's [boxes (K, 4), labels (K,), scores (K,)], under the
+    options in the file's card (fp32's without one)."""
+    mnn_nn, expr = _mnn()
+    info = metadata(path) or {}
+    config = {"backend": "CPU", **options_for(path, info.get("precision", "fp32")), "numThread": threads or 1}
+    with _quiet_stdout():
+        manager = mnn_nn.create_runtime_manager((config,))
+        module = mnn_nn.load_module_from_file(
+            str(path), [DETECTOR_INPUT], list(DETECTOR_OUTPUTS), runtime_manager=manager
+        )
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)  # referenced until the outputs are read
+        outputs = module.forward([expr.const(x, list(x.shape), expr.NCHW)])
+        return [np.array(out.read()).copy() for out in outputs]
+
+    return run

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mobilenets.deploy import export as ex
+from mobilenets.deploy import runtime_module
 from mobilenets.deploy.cpu import cpu_info
 from mobilenets.deploy.images import real_images
 from mobilenets.errors import MobileNetsError
@@ -228,6 +229,7 @@ def _detector_file_runner(
         calib_images = torch.cat([files.resize_for(model.resolution, photo) for photo in files.photo_images()])
     files.WRITERS[fmt](model.eval(), path, precision, calib_images)
     info = files.detector_info(model, fmt, precision, None, weight_bits=7)  # the card export stores with the file
+    runtime_module(fmt).set_metadata(path, info)  # ncnn's and MNN's runners take their options from it
     detect = files.file_detector(path, fmt, threads=threads, info=info)
     image = torch.rand(3, height, width)
     return lambda: detect(image)
