@@ -107,6 +107,21 @@ def exported(checkpoint, tmp_path_factory):
     return export
 
 
+@pytest.fixture(scope="module")
+def pages(exported):
+    """One page per exported folder, open in Chromium for the whole module (loading one takes seconds)."""
+    opened = {}
+
+    def page(precision: str) -> web_detect.DetectorPage:
+        if precision not in opened:
+            opened[precision] = web_detect.DetectorPage(exported(precision)[0])
+        return opened[precision]
+
+    yield page
+    for p in opened.values():
+        p.close()
+
+
 def _run_cli(argv: list[str]) -> str:
     import contextlib
     import io
@@ -175,25 +190,22 @@ def _pair(reference: list[np.ndarray], page: list[np.ndarray], box_tol: float, s
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_page_gives_native_onnx_runtimes_detections(exported, data, precision):
+def test_page_gives_native_onnx_runtimes_detections(exported, pages, data, precision):
     """The same model.onnx and the same input tensors (PyTorch's resize of each image): the page's onnxruntime-web
-    session in Chromium against ONNX Runtime in Python, every detection (down to the 0.001 score threshold)."""
+    session in Chromium (what the ``web`` runner calls) against ONNX Runtime in Python, every detection (down to the
+    0.001 score threshold)."""
     folder, _ = exported(precision)
-    native = session(folder / "model.onnx", 1)
-    run = web_detect.runner(folder)
+    native, page = session(folder / "model.onnx", 1), pages(precision)
     paired = 0
-    try:
-        for image in _images(data):
-            x = det.resize_for((SIZE, SIZE), image).numpy()
-            reference = native.run(None, {det.INPUT: x})
-            paired += _pair(reference, run(x), BOX_TOL[precision] * SIZE, SCORE_TOL[precision])
-    finally:
-        run.close()
+    for image in _images(data):
+        x = det.resize_for((SIZE, SIZE), image).numpy()
+        reference = native.run(None, {det.INPUT: x})
+        paired += _pair(reference, page.raw(x), BOX_TOL[precision] * SIZE, SCORE_TOL[precision])
     assert paired >= 10 * 100  # each image has hundreds of detections above the 0.001 threshold
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_page_pipeline_on_image_files_against_native_onnx_runtime(exported, data, precision):
+def test_page_pipeline_on_image_files_against_native_onnx_runtime(exported, pages, data, precision):
     """The whole page: the images as PNG files, decoded by Chromium and resized by detect.js's float32 port of
     PyTorch's bilinear resize, boxes scaled back to each image's pixels; against native ONNX Runtime on Python's
     resize of the same pixels. The ports are not bit for bit (aten's vectorized sums round in their own order), so
@@ -201,7 +213,7 @@ def test_page_pipeline_on_image_files_against_native_onnx_runtime(exported, data
     score ± 1e-3: export's rule for files, measured IoU 1.0000 and scores 5e-6); int8 the confident ones kept (a
     1e-6 input change can flip a uint8 rounding and move a score by 0.1)."""
     folder, _ = exported(precision)
-    check = web_detect.check_detector_page(folder, _images(data), precision)
+    check = web_detect.check_detector_page(folder, _images(data), precision, page=pages(precision))
     v = check.verification
     assert check.passed, check.summary()
     assert check.num_images == 10 and 0 <= check.max_input_diff <= web_detect.INPUT_TOLERANCE
@@ -230,7 +242,7 @@ def _edge_share(shot: np.ndarray, box, colour: np.ndarray) -> float:
     return float((np.abs(pixels[:, :3].astype(int) - colour).max(1) <= 2).mean())
 
 
-def test_screenshot_shows_the_boxes_where_the_detections_are(exported, data, tmp_path):
+def test_screenshot_shows_the_boxes_where_the_detections_are(exported, pages, data, tmp_path):
     """A photo picked through the page's file input, as a person would: the listed detections are native ONNX
     Runtime's on that photo, and in a screenshot each drawn box's outline has its class colour along its edges, at
     the detection's box scaled to the canvas (and not 6 px inside it)."""
@@ -239,11 +251,10 @@ def test_screenshot_shows_the_boxes_where_the_detections_are(exported, data, tmp
     path = tmp_path / "photo.png"
     Image.fromarray(photo.mul(255).round().byte().permute(1, 2, 0).numpy()).save(path)
     reference = det.file_detector(folder / "model.onnx", "onnx")(photo)
-    with web_detect.DetectorPage(folder) as page:
-        shown = page.pick(path)
-        shot = np.asarray(Image.open(page.screenshot(tmp_path / "page.png")).convert("RGB"))
-        text = page.text()
-        origin = page.canvas_origin()
+    page = pages("fp32")
+    shown = page.pick(path)
+    shot = np.asarray(Image.open(page.screenshot(tmp_path / "page.png")).convert("RGB"))
+    text, origin = page.text(), page.canvas_origin()
     drawn = shown["drawn"]
     keep = reference["scores"] >= shown["minScore"]
     assert shown["scale"] == 1 and len(drawn) == int(keep.sum()) >= 3
