@@ -69,6 +69,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolutions", type=int, nargs="+", help="these input sides instead of the registered ones")
     p.add_argument("--latency-table", help="latency measured on your device (`bench --json`); see below")
     p.add_argument("--weights-dir", help="start candidates from files named after them (NAME.pth/.safetensors)")
+    p.add_argument("--rank-by", choices=["prior", "mult-adds"], default="prior",
+                   help="order of the candidates: the papers' top-1 (default) or the most Mult-Adds (the naive "
+                   "choice, for comparisons)")  # fmt: skip
     p.add_argument("--max-trials", type=int, default=6, help="candidates fine-tuned in the search (default 6)")
     p.add_argument("--subset", type=int, default=5000, help="training images per trial (default 5000)")
     p.add_argument("--rungs", type=int, default=3, help="epochs of the subset per trial (default 3)")
@@ -113,6 +116,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         latency_table=args.latency_table,
         weights_dir=args.weights_dir,
         max_trials=args.max_trials,
+        rank_by=args.rank_by,
         subset=args.subset,
         rungs=args.rungs,
         heldout=args.heldout,

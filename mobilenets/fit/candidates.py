@@ -21,7 +21,14 @@ from pathlib import Path
 
 import torch
 
-from mobilenets.deploy.bench.grid import GridRow, family_axes, family_names, is_classifier_family, known_top1
+from mobilenets.deploy.bench.grid import (
+    GridRow,
+    family_axes,
+    family_names,
+    is_classifier_family,
+    known_top1,
+    model_costs,
+)
 from mobilenets.deploy.bench.latency import FORMAT_OF, RUNTIMES, check_runtime, make_runner, time_calls, torch_threads
 from mobilenets.deploy.bench.select import estimate_top1
 from mobilenets.deploy.cpu import cpu_info
@@ -159,7 +166,23 @@ def add_costs(candidates: list[Candidate], num_classes: int, in_chans: int) -> N
 
 def add_priors(candidates: list[Candidate]) -> None:
     """The papers' ImageNet top-1 of each candidate where printed, else interpolated within its family in log
-    Mult-Adds (``select.estimate_top1``); none outside the family's published range (ranked by Mult-Adds then)."""
+    Mult-Adds (``select.estimate_top1``). A candidate at a resolution off the papers' grid (28 px for Fashion-MNIST)
+    takes the prior of the same network at the family's largest registered resolution: its capacity, which is what
+    ranks networks on small images. Candidates outside their family's published range get none."""
+    off_grid = [c for c in candidates if c.width_mult is not None and c.resolution not in family_axes(c.model)[1]]
+    _set_priors([c for c in candidates if c not in off_grid])  # an off-grid Mult-Adds count says nothing of capacity
+    for c in off_grid:
+        widths, resolutions = family_axes(c.model)
+        if c.width_mult in widths:
+            stand_in = Candidate(c.model, c.width_mult, resolutions[0])
+            stand_in.mult_adds, stand_in.num_params = model_costs(stand_in.name)
+            _set_priors([stand_in])
+            if stand_in.top1_prior is not None:
+                c.top1_prior = stand_in.top1_prior
+                c.prior_source = f"{stand_in.name}'s ({stand_in.prior_source})"
+
+
+def _set_priors(candidates: list[Candidate]) -> None:
     known = known_top1()
     rows = []
     for c in candidates:
@@ -185,6 +208,14 @@ def _family_of(model: str) -> str:
 def prior_key(c: Candidate) -> tuple:
     """Best first: the highest prior top-1; candidates without one last, most Mult-Adds first."""
     return (c.top1_prior is None, -(c.top1_prior or 0.0), -c.mult_adds)
+
+
+def mult_adds_key(c: Candidate) -> tuple:
+    """The naive ranking: the most Mult-Adds first (within a family accuracy rises with them, V1 paper Figure 4)."""
+    return (-c.mult_adds,)
+
+
+RANKINGS = {"prior": prior_key, "mult-adds": mult_adds_key}
 
 
 # --- latency ------------------------------------------------------------------------------------------------------
@@ -312,11 +343,13 @@ def shortlist(
     latency_of: Callable[[Candidate], float | None] | None,
     wanted: int,
     bisect: bool = True,
+    rank_by: str = "prior",
 ) -> list[Candidate]:
     """Settle every candidate's verdict and return the ones that fit, best prior first, the first ``wanted`` of them
     with a measured latency (see the module docstring for the bisection). ``latency_of`` measures or looks up one
     candidate (None: not in the user's table); without a latency budget it is only asked for the kept ones.
-    ``bisect`` False looks every candidate up (a table costs nothing to read).
+    ``bisect`` False looks every candidate up (a table costs nothing to read). ``rank_by`` "mult-adds" ranks by
+    Mult-Adds instead of the prior (the naive choice a comparison sets beside the prior's).
 
     Raises MobileNetsError (one line, naming the fastest candidate's latency) when no candidate fits.
     """
@@ -348,7 +381,7 @@ def shortlist(
         for c in live:
             c.verdict = "fits"
     kept = []
-    for c in sorted((c for c in live if c.verdict == "fits"), key=prior_key):
+    for c in sorted((c for c in live if c.verdict == "fits"), key=RANKINGS[rank_by]):
         if len(kept) == wanted:
             break
         if c.latency_source.startswith("assumed"):

@@ -72,6 +72,7 @@ class FitConfig:
     seed: int = 0
     storage: str | None = None
     study: str = S.STUDY_NAME
+    rank_by: str = "prior"  # or "mult-adds": the naive choice (the most Mult-Adds within the budget)
     search_share: float = 0.5  # of the time left after measuring, for the trials; the rest trains the winner
     progress: bool = True
 
@@ -88,6 +89,8 @@ class FitConfig:
                 raise MobileNetsError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
         if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
             raise MobileNetsError(f"--time-budget must be positive, got {self.time_budget_s}")
+        if self.rank_by not in C.RANKINGS:
+            raise MobileNetsError(f"--rank-by must be one of {', '.join(C.RANKINGS)}, got {self.rank_by!r}")
         C.candidate_space(self.families, self.widths, self.resolutions)  # an unknown family is an error up front
         if self.weights_dir and not Path(self.weights_dir).is_dir():
             raise MobileNetsError(f"--weights-dir {self.weights_dir} is not a folder")
@@ -264,7 +267,8 @@ def _candidates(cfg: FitConfig, out: Path, bench_runtime: str, num_classes: int,
         return cache.entries[key]
 
     try:
-        kept = C.shortlist(space, cfg.budget(), cfg.precision, latency_of, cfg.max_trials, bisect=table is None)
+        kept = C.shortlist(space, cfg.budget(), cfg.precision, latency_of, cfg.max_trials, bisect=table is None,
+                           rank_by=cfg.rank_by)  # fmt: skip
     finally:
         if table is not None:
             for c in space:

@@ -131,6 +131,12 @@ def command_line(cfg) -> str:
     for flag, v in (("--family", cfg.families), ("--widths", cfg.widths), ("--resolutions", cfg.resolutions)):
         if v:
             parts.append(f"{flag} {' '.join(f'{x:g}' if isinstance(x, float) else str(x) for x in v)}")
+    options = [("--rank-by", cfg.rank_by, "prior"), ("--max-trials", cfg.max_trials, 6), ("--subset", cfg.subset, 5000),
+               ("--rungs", cfg.rungs, 3), ("--heldout", cfg.heldout, 1000), ("--batch-size", cfg.batch_size, 64),
+               ("--qat-steps", cfg.qat_steps, 100)]  # fmt: skip
+    for flag, v, default in options:
+        if v != default:
+            parts.append(f"{flag} {v}")
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
     parts.append(f"-o {cfg.out_dir}")
