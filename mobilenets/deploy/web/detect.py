@@ -117,7 +117,9 @@ class DetectorPage(Page):
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = self.page.evaluate(
             """async (b64) => {
-                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const text = atob(b64);
+                const bytes = new Uint8Array(text.length);  // a plain loop: Uint8Array.from(text, fn) is ~3× slower
+                for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
                 const out = await window.mobilenets.detector.raw(new Float32Array(bytes.buffer));
                 return [Array.from(out.boxes), out.labels, out.scores];
             }""",
@@ -130,16 +132,18 @@ class DetectorPage(Page):
         its input tensor (3, H, W) and its detections in the image's pixels (boxes, labels, scores, best first)."""
         out = self.page.evaluate(
             """async (b64) => {
-                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const text = atob(b64);
+                const bytes = new Uint8Array(text.length);  // a plain loop: Uint8Array.from(text, fn) is ~3× slower
+                for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
                 const r = await window.mobilenets.detector.run(new Blob([bytes]));
                 const boxes = r.detections.flatMap((d) => d.box);
                 // The input as base64 bytes: Playwright serializes a long array number by number, ~1 s for 77k.
                 const raw = new Uint8Array(r.input.buffer);
-                let text = "";
+                let chars = "";
                 for (let i = 0; i < raw.length; i += 0x8000) {
-                    text += String.fromCharCode(...raw.subarray(i, i + 0x8000));
+                    chars += String.fromCharCode(...raw.subarray(i, i + 0x8000));
                 }
-                return [btoa(text), boxes, r.labels, r.scores, r.height, r.width];
+                return [btoa(chars), boxes, r.labels, r.scores, r.height, r.width];
             }""",
             _b64(Path(path).read_bytes()),
         )
