@@ -64,10 +64,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "  mobilenets export mobilenet_v1 --width-mult 0.25 --resolution 28 --in-chans 1 --num-classes 10 \\\n"
         "      --stem-stride 1 --checkpoint fmnist.pt --format onnx --precision int8 -o fmnist_int8.onnx\n"
         "  mobilenets export --checkpoint runs/det/model.pt --format onnx --precision int8 -o det_int8.onnx\n"
+        "  mobilenets export --checkpoint runs/det/model.pt --format ncnn --precision fp16 -o det_fp16.param\n"
         "  mobilenets export --checkpoint runs/det/model.pt --format web -o det_web   # draws boxes on a photo\n\n"
         "A detector's file (ONNX, OpenVINO fp32) gives final boxes, labels and scores, NMS included; it is checked\n"
-        "on detections (composite test images + photos: fp32 the same detections, int8 its confident ones kept\n"
-        "and COCO mAP within 1 point) and takes a [0, 1] image resized to its input (see deploy/detection.py).\n"
+        "on detections (composite test images + photos: fp32 the same detections, fp16 (ncnn, MNN) the same\n"
+        "within IoU 0.98 and score 0.05, int8 its confident ones kept and COCO mAP within 1 point) and takes a\n"
+        "[0, 1] image resized to its input (see deploy/detection.py).\n"
         "The file is checked by its own runtime against PyTorch on real images (photos for 3-channel models,\n"
         "Fashion-MNIST for 1-channel ones); a file that fails is not written. int8 files are safe on every CPU\n"
         "(7-bit weights where activations are u8: no saturation on x86 without VNNI); a file for a CPU feature\n"
@@ -353,9 +355,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.grid:
         return _bench_grid(args, bench, say)
-    if not args.name:
+    if args.checkpoint and _is_detector_export(args):  # a detection run's model.pt: the detector it trained
+        from mobilenets.weights.checkpoint import load_model
+
+        model = load_model(args.checkpoint)[0].eval()
+        args.name = args.name or model.config.get("name") or "detector"
+    elif not args.name:
         raise MobileNetsError("give a model name (e.g. mobilenet_v1_1.0_224) or --grid")
-    model = _bench_detector(args) if args.name.startswith("ssd") and not args.checkpoint else _build_model(args)[0]
+    else:
+        model = _bench_detector(args) if args.name.startswith("ssd") and not args.checkpoint else _build_model(args)[0]
     results = bench.bench_model(
         model,
         args.name,

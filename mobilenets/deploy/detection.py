@@ -14,7 +14,9 @@ What a detector file takes and gives:
   x1y1x2y2 in input pixels, ``labels`` (K,) in 1..num_classes-1 and ``scores`` (K,), best first, K ≤
   ``detections_per_img``. NMS in the runner (runtimes without the op): the file outputs the per-class candidates
   ``boxes`` (C-1, k, 4) and ``scores`` (C-1, k), and the runner applies ``torchvision.ops.batched_nms`` with the
-  same thresholds. The file's metadata says which (``"nms"``).
+  same thresholds. The file's metadata says which (``"nms"``). ncnn has no top-k layer either: its file outputs
+  every anchor's boxes (A, 4) and softmax scores (A, C), and the runner takes each class's top-k first
+  (``"topk": "runner"``).
 - The runner scales boxes back to the original image by its resize factors (torchvision's ``resize_boxes``).
 
 Every step is torchvision's own math (``BoxCoder.decode_single``, ``clip_boxes_to_image``, per-class top-k then
@@ -492,8 +494,9 @@ DETECTION_PRECISIONS = {f: ("fp32", "int8") for f in NMS_IN_FILE}
 DETECTION_PRECISIONS.update(ncnn=("fp32", "fp16", "int8"), mnn=("fp32", "fp16"))
 # Precisions a format's file holds for classifiers but not for detectors, and why.
 DETECTION_REFUSED = {
-    ("mnn", "int8"): "mnnquant gives int8 ranges to the box decoding's tensors too, so MNN runs the clip and "
-    "softmax in int8 (boxes escape the image, to -161 px) and the test detector kept 0 of its 72 confident detections",
+    ("mnn", "int8"): "mnnquant gives every tensor an int8 range, the box decoding's and scores' too, and MNN "
+    "computes them so (boxes escape their clip, to -161 px, even with every conv left float): the test detector "
+    "kept 0 of its 72 confident detections",
 }
 # int8 quantizes the backbone, the extra layers and the head's depthwise convs. The head's two 1×1 prediction convs
 # (box offsets and class logits), the box decoding, softmax, top-k and NMS stay float: a uint8 box offset moves a
