@@ -150,6 +150,7 @@ def test_cli_writes_an_offline_folder_verified_in_chromium(exported, data, preci
         "serve.py",
         *web.ORT_FILES,
     }
+    assert not any("://" in (folder / f).read_text() for f in ("index.html", "detect.js", "classify.js"))  # no CDN
     v = result["verification"]
     assert v["passed"] and v["runtime"] == web.RUNTIME and v["num_images"] == 8 + 6
     if precision == "fp32":
