@@ -89,7 +89,7 @@ def test_qat_run_writes_a_detector_with_the_weights_it_trained(trained, composit
     assert result.steps == 2 and all(torch.isfinite(torch.tensor(result.step_losses)))
     # model.pt is a plain detector holding the trained (BN-folded) weights: its detections are the float graph's.
     model, meta = load_model(result.model_path)
-    assert meta["qat"]["target"] == "executorch"
+    assert meta["qat"]["target"] == "executorch" and model.qat_meta == meta["qat"]
     photos = det.photo_images()
     folded = qat.float_model.eval()
     for ours, theirs in zip(det.detect_with_model(model, photos), det.detect_with_model(folded, photos)):
@@ -111,6 +111,11 @@ def test_qat_run_writes_a_detector_with_the_weights_it_trained(trained, composit
         fake = qat([photos[0]])[0]["scores"]
         real = folded([photos[0]])[0]["scores"]
     assert not torch.equal(fake, real)
+    # Its int8 file's card says the weights trained through fake int8 and how activations were ranged.
+    path = tmp_path / "qat_int8.onnx"
+    calib = det.calibration_images(model.resolution, 8, composite)
+    det.export_detector(model, path, "onnx", "int8", calib_images=calib, verify=False)
+    assert "trained through executorch's fake int8" in det.file_info(path, "onnx")["int8"]["qat"]
 
 
 def test_qat_refusals_are_one_line(composite, tmp_path, capsys):

@@ -49,4 +49,6 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike) -> tuple[nn.Modul
     model.load_state_dict(state)
     if ckpt.get("qat") is not None:  # a --qat run: the fake-quantize state its int8 export converts
         model.qat_state = ckpt["qat"]
+    if meta.get("task") == "detection" and meta.get("qat"):  # a detector's --qat run: its int8 card says so
+        model.qat_meta = meta["qat"]
     return model.eval(), meta
