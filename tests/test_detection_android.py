@@ -111,6 +111,46 @@ def test_ncnn_fp32_decodes_in_the_file_and_leaves_topk_and_nms_to_the_runner(det
     assert np.abs(out[1] - scores.numpy()).max() <= 1e-5
 
 
+def test_ncnn_fp32_card_reports_the_figures_under_ncnn_defaults_too(detector, data, tmp_path):
+    """The file is verified under the card's options (every reduced-precision switch off) and run again under a
+    fresh ncnn.Net's options, what a user who skips the card gets: the card and the export's output state both."""
+    import ncnn as ncnn_runtime
+
+    ncnn = runtime_module("ncnn")
+    result = export(detector, data, path_for(tmp_path, "ncnn"), "ncnn")
+    v = result.verification
+    card = ncnn.metadata(result.path)
+    figures = card["verification"]
+    with_card, with_defaults = figures["with_card_options"], figures["with_runtime_defaults"]
+    assert figures["images"] == v.num_images == len(data[1]) + len(data[2])
+    assert figures["runtime_defaults"] == ncnn.default_options() and card["runtime_options"] == ncnn.OPTIONS["fp32"]
+    assert (with_card["matched"], with_card["reference"], with_card["summary"]) == (v.matched, v.reference, v.summary())
+    # The same detections of the model, judged by the same rule: only the file's side changed.
+    assert with_defaults["reference"] == v.reference and 0 <= with_defaults["matched"] <= v.reference
+    assert with_defaults["summary"].startswith("ncnn (its default options: use_fp16_storage=")
+    assert [line for line in result.checks if "default options" in line] == [result.checks[0]]
+    assert ("passes" if with_defaults["passed"] else "FAILS") in result.checks[0]
+    # Independently, ncnn's own defaults (a fresh Net, nothing set but the file) on a photo's raw outputs.
+    photo = det.resize_for(detector.resolution, data[2][1])
+    network = ncnn_runtime.Net()
+    network.opt.num_threads = 1
+    assert network.load_param(str(result.path)) == 0 and network.load_model(str(ncnn.bin_path(result.path))) == 0
+    image = np.ascontiguousarray(photo[0].numpy())
+    mat = ncnn_runtime.Mat(image)
+    with network.create_extractor() as extractor:
+        extractor.input(ncnn.INPUT, mat)
+        scores = np.array(extractor.extract(ncnn.DETECTOR_OUTPUTS[1])[1]).copy()
+    with_options = det.RUNNERS["ncnn"](result.path, 1)(photo.numpy())[1]
+    # Where the defaults change ncnn's arithmetic (fp16 storage: every AVX2 x86 CPU has F16C, Arm), the card's second
+    # figure shows it; where they do not, the two figures agree.
+    if not np.array_equal(scores, with_options):
+        assert with_defaults["max_score_diff"] > with_card["max_score_diff"]
+    else:
+        assert with_defaults["max_score_diff"] == with_card["max_score_diff"]
+    if ncnn_runtime.cpu_support_x86_avx2():
+        assert not np.array_equal(scores, with_options)
+
+
 def test_mnn_fp32_runs_nms_in_the_file(detector, data, tmp_path):
     result = export(detector, data, path_for(tmp_path, "mnn"), "mnn")
     v = result.verification

@@ -248,7 +248,7 @@ def _export_detector(args: argparse.Namespace) -> int:
         return 0
     if result.verification is not None:
         print(result.verification.summary())
-    for line in result.checks:  # web: the page on image files
+    for line in result.checks:  # ncnn, MNN: the figures under the runtime's defaults; web: the page on image files
         print(line)
     info = result.built_for
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {args.format} {args.precision} detector)")
@@ -321,6 +321,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", type=float, nargs="+", help="--grid: every registered α×ρ with these widths")
     p.add_argument("--resolutions", type=int, nargs="+", help="--grid: every registered α×ρ with these resolutions")
     p.add_argument(
+        "--published-only",
+        action="store_true",
+        help="--grid: only the variants a paper prints an accuracy for (the points of a Pareto front against the "
+        "papers' top-1 or COCO mAP)",
+    )
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="--grid: print the models it would measure, with the papers' accuracy, and exit (nothing is timed)",
+    )
+    p.add_argument(
         "--keep-measured",
         action="store_true",
         help="--grid: keep the cells OUT_DIR/grid.json already has (measure only missing and failed ones)",
@@ -355,6 +366,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.grid:
         return _bench_grid(args, bench, say)
+    if args.list or args.published_only:
+        raise MobileNetsError("--list and --published-only choose rows of the grid: add --grid")
     if args.checkpoint and _is_detector_export(args):  # a detection run's model.pt: the detector it trained
         from mobilenets.weights.checkpoint import load_model
 
@@ -427,7 +440,10 @@ def _bench_grid(args: argparse.Namespace, bench, say) -> int:
         raise MobileNetsError("--grid measures the grid of registered variants: drop the model name")
     if len(args.batch_size) != 1:
         raise MobileNetsError("--grid takes one --batch-size")
-    names = bench.grid_names(args.widths, args.resolutions, args.family)  # bad input fails before any work
+    # bad input fails before any work
+    names = bench.grid_names(args.widths, args.resolutions, args.family, args.published_only)
+    if args.list:
+        return _list_grid(names, bench)
     previous = []
     if args.keep_measured:
         if not args.out_dir:
@@ -453,6 +469,7 @@ def _bench_grid(args: argparse.Namespace, bench, say) -> int:
         progress=say,
         families=args.family,
         previous=previous,
+        published_only=args.published_only,
     )
     if args.keep_measured:  # rows of the old file outside this grid stay in it
         measured = {r.model for r in rows}
@@ -467,6 +484,24 @@ def _bench_grid(args: argparse.Namespace, bench, say) -> int:
         print(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
     else:
         print(table)
+    return 0
+
+
+def _list_grid(names: list[str], bench) -> int:
+    """`bench --grid --list`: the rows the grid would measure and the accuracy each paper prints for them."""
+    known = bench.known_top1()
+    width = max(len(n) for n in names)
+    for name in names:
+        if bench.is_classifier_family(bench.family_of(name)):
+            top1, source = known.get(name, (None, ""))
+            shown = f"top-1 {top1:.1f}% ({source})" if top1 is not None else "no published top-1"
+        else:
+            from mobilenets.deploy.bench import detectors
+
+            coco_map, source = detectors.coco_map(name)
+            shown = f"COCO mAP {coco_map:.1f} ({source})" if coco_map is not None else "no published COCO mAP"
+        print(f"{name:<{width}}  {shown}")
+    print(f"{len(names)} models")
     return 0
 
 

@@ -259,6 +259,9 @@ RUNNERS = {
     "ncnn": ncnn.detector_runner,
     "mnn": mnn.detector_runner,
 }
+# Runtimes whose defaults reduce precision where the CPU allows: their runners take the options (the card's by
+# default), and an export is run under the defaults too (:func:`export_detector`).
+RUNTIME_OPTIONS = ("ncnn", "mnn")
 
 
 def file_info(path: str | Path, format: str) -> dict:
@@ -281,26 +284,39 @@ def detect_with_file(
     *,
     threads: int | None = 1,
     info: dict | None = None,
+    options: dict | None | str = "card",
 ) -> list[dict[str, torch.Tensor]]:
     """Detections of a detector file on ``images`` ((3, h, w) in [0, 1], any sizes), in each image's pixels.
 
     The runner resizes each image to the file's input, runs the file with its own runtime, applies NMS when the
     file leaves it to the runner (its metadata's ``"nms"``), and scales the boxes back to the original image.
+    ``options`` (ncnn, MNN): the runtime options, as :func:`file_detector` takes them.
     """
-    detect = file_detector(path, format, threads=threads, info=info)
+    detect = file_detector(path, format, threads=threads, info=info, options=options)
     return [detect(image) for image in images]
 
 
 def file_detector(
-    path: str | Path, format: str, *, threads: int | None = 1, info: dict | None = None
+    path: str | Path,
+    format: str,
+    *,
+    threads: int | None = 1,
+    info: dict | None = None,
+    options: dict | None | str = "card",
 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """A function from one image (3, h, w) in [0, 1] to its detections in its own pixels, with the file opened once:
-    what :func:`detect_with_file` applies to each image, and what ``bench`` times."""
+    what :func:`detect_with_file` applies to each image, and what ``bench`` times.
+
+    ``options``, for the runtimes whose options change the answers (ncnn, MNN): "card" (the options the file was
+    verified with, from its card), None (the runtime's defaults: what a user who skips the card gets) or a dict.
+    """
     if format not in RUNNERS:
         raise MobileNetsError(f"detector files run on {', '.join(RUNNERS)}; got format {format!r}")
+    if options != "card" and format not in RUNTIME_OPTIONS:
+        raise MobileNetsError(f"runtime options are for {', '.join(RUNTIME_OPTIONS)} files, not {format}")
     info = info or file_info(path, format)
     resolution, nms = info["input"][2:], info["nms"]
-    run = RUNNERS[format](Path(path), threads)
+    run = RUNNERS[format](Path(path), threads, *([options] if format in RUNTIME_OPTIONS else []))
 
     def detect(image: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = [torch.from_numpy(np.asarray(o)) for o in run(resize_for(resolution, image).numpy())]
@@ -890,19 +906,23 @@ def verify_detector_file(
     dataset=None,
     classes: Sequence[str] | None = None,
     info: dict | None = None,
+    *,
+    options: dict | None | str = "card",
+    runtime: str | None = None,
 ) -> DetectionMatch:
     """Run ``path`` on ``images`` (and on ``dataset``'s, labelled) and compare with ``model``'s detections.
 
     COCO mAP of both on ``dataset`` is measured when the detector's classes are the dataset's (else a note says
-    why not), and judged for int8.
+    why not), and judged for int8. ``options`` (ncnn, MNN): the runtime options, as :func:`file_detector` takes
+    them; ``runtime``: how the summary names the runtime (default: its name).
     """
     from mobilenets.deploy.export import RUNTIME_OF
 
     labelled = dataset_images(dataset) if dataset is not None else []
     every = [*labelled, *images]
     reference = detect_with_model(model, every)
-    outputs = detect_with_file(path, format, every, info=info)
-    result = match_detections(reference, outputs, RUNTIME_OF[format], precision)
+    outputs = detect_with_file(path, format, every, info=info, options=options)
+    result = match_detections(reference, outputs, runtime or RUNTIME_OF[format], precision)
     if dataset is not None:
         if classes is not None and list(classes) == list(dataset.classes):
             from mobilenets.detection.coco_eval import coco_map
@@ -1002,7 +1022,66 @@ def export_detector(
                 raise MobileNetsError(
                     f"{format} {precision} export failed verification, nothing written: {verification.summary()}"
                 )
+            if format in RUNTIME_OPTIONS:  # ncnn, MNN: what a user who skips the card gets
+                say(f"verifying again under {module.RUNTIME}'s default options")
+                checks.append(
+                    _check_defaults(model, staged, format, verification, verify_images, verify_dataset, classes, info)
+                )
             if hasattr(module, "verify_detector_page"):  # web: the photos as files through the page's own pipeline
                 say(f"detecting on {len(verify_images)} image files in the page ({module.RUNTIME})")
                 checks.append(module.verify_detector_page(staged, verify_images, precision))
     return ExportResult(path, format, precision, _size(path, format), verification, built_for=info, checks=checks)
+
+
+def _check_defaults(
+    model: nn.Module,
+    path: Path,
+    format: str,
+    verified: DetectionMatch,
+    images: Sequence[torch.Tensor],
+    dataset,
+    classes: Sequence[str] | None,
+    info: dict,
+) -> str:
+    """Run the staged file under its runtime's default options too (ncnn's and MNN's may reduce precision), by the
+    same rule as its verification, and write both figures into its card. Information, not a verdict: the file is
+    refused only under the card's options (as a classifier's); a user who skips the card gets the second figure."""
+    from mobilenets.deploy import runtime_module
+    from mobilenets.deploy.export import _options_line
+
+    module = runtime_module(format)
+    defaults = module.default_options()
+    runtime = f"{module.RUNTIME} (its default options: {_options_line(defaults)})"
+    precision = verified.precision
+    plain = verify_detector_file(
+        model, path, format, precision, images, dataset, classes, info, options=None, runtime=runtime
+    )
+    figures = {
+        "images": verified.num_images,
+        "with_card_options": _figures(verified),
+        "with_runtime_defaults": _figures(plain),
+        "runtime_defaults": defaults,
+    }
+    module.set_metadata(path, {**module.metadata(path), "verification": figures})
+    verdict = "passes" if plain.passed else "FAILS"
+    card_options = _options_line(module.metadata(path)["runtime_options"])
+    return (
+        f"{plain.summary()}; {verdict} the {precision} rule (information: the file is verified under the card's "
+        f"options, {card_options}, which give the figures above)"
+    )
+
+
+def _figures(match: DetectionMatch) -> dict:
+    """A :class:`DetectionMatch` as a card states it."""
+    out = {
+        "reference": match.reference,
+        "matched": match.matched,
+        "extra": match.extra,
+        "min_iou": match.min_iou,
+        "max_score_diff": match.max_score_diff,
+        "passed": match.passed,
+        "summary": match.summary(),
+    }
+    if match.map_drop is not None:
+        out.update(map_reference=match.map_reference, map_file=match.map_file)
+    return out

@@ -395,12 +395,18 @@ def write_detector(
     return {}
 
 
-def detector_runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """A function from one image (1, 3, H, W) to the file's [boxes (K, 4), labels (K,), scores (K,)], under the
-    options in the file's card (fp32's without one)."""
+def detector_runner(
+    path: Path, threads: int | None = None, options: dict | None | str = "card"
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function from one image (1, 3, H, W) to the file's [boxes (K, 4), labels (K,), scores (K,)].
+
+    ``options``: "card" (the options in the file's card, fp32's without one), a dict of MNN runtime options, or None
+    for MNN's defaults (what a user who skips the card gets).
+    """
     mnn_nn, expr = _mnn()
-    info = metadata(path) or {}
-    config = {"backend": "CPU", **options_for(path, info.get("precision", "fp32")), "numThread": threads or 1}
+    if options == "card":
+        options = options_for(path, (metadata(path) or {}).get("precision", "fp32"))
+    config = {"backend": "CPU", **(options or {}), "numThread": threads or 1}
     with _quiet_stdout():
         manager = mnn_nn.create_runtime_manager((config,))
         module = mnn_nn.load_module_from_file(

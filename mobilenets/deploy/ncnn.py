@@ -529,12 +529,18 @@ def write_detector(
     return {**detection.INT8_KEPT_FLOAT, "float_convs": sorted(kept)}
 
 
-def detector_runner(path: Path, threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """A function from one image (1, 3, H, W) to the file's [boxes (A, 4), scores (A, C)], under the options in the
-    file's card (fp32's without one)."""
+def detector_runner(
+    path: Path, threads: int | None = None, options: dict | None | str = "card"
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function from one image (1, 3, H, W) to the file's [boxes (A, 4), scores (A, C)].
+
+    ``options``: "card" (the options in the file's card, fp32's without one), a dict of ncnn Option fields, or None
+    for ncnn's defaults (what a user who skips the card gets).
+    """
     ncnn = require("ncnn", "running ncnn files")
-    info = metadata(path) or {}
-    network = net(path, options_for(path, info.get("precision", "fp32")), threads or 1)
+    if options == "card":
+        options = options_for(path, (metadata(path) or {}).get("precision", "fp32"))
+    network = net(path, options, threads or 1)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         image = np.ascontiguousarray(x[0], dtype=np.float32)  # referenced until both extracts return
