@@ -168,6 +168,38 @@ def test_grid_names_per_family():
         bench.grid_names(families=["mobilenet_v5"])
 
 
+FOUR_GENERATIONS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "mobilenet_v4"]
+
+
+def test_published_only_is_the_four_generations_papers_points(capsys):
+    """The Pareto run's rows (issue 29): every MobileNet a paper prints a top-1 for, V4's five sizes at their paper
+    resolutions among them, and nothing else; --list prints them with their top-1 and times nothing."""
+    names = bench.grid_names(families=FOUR_GENERATIONS, published_only=True)
+    known = bench.known_top1()
+    assert names == [n for n in bench.grid_names(families=FOUR_GENERATIONS) if n in known]
+    assert set(names) == {n for n in known if n.startswith("mobilenet_")}
+    # The V4 paper's ImageNet top-1 (issue 29's list).
+    assert {n: known[n][0] for n in names if n.startswith("mobilenet_v4")} == {
+        "mobilenet_v4_conv_small_1.0_224": 73.8,
+        "mobilenet_v4_conv_medium_1.0_256": 79.9,
+        "mobilenet_v4_conv_large_1.0_384": 82.9,
+        "mobilenet_v4_hybrid_medium_1.0_256": 80.7,
+        "mobilenet_v4_hybrid_large_1.0_384": 83.4,
+    }
+    assert (
+        "mobilenet_v2_0.35_224" in bench.grid_names(families=["mobilenet_v2"]) and "mobilenet_v2_0.35_224" not in names
+    )
+    argv = ["bench", "--grid", "--family", *FOUR_GENERATIONS, "--published-only", "--list"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[:-1]] == names and out[-1] == f"{len(names)} models"
+    assert "mobilenet_v4_hybrid_medium_1.0_256 top-1 80.7% (V4 paper)" in [" ".join(line.split()) for line in out]
+    # Detectors: the α 1 rows at the papers' input sizes.
+    assert bench.grid_names(families=["ssdlite320_mobilenet_v3_large"], published_only=True) == [
+        "ssdlite320_mobilenet_v3_large_1.0_320"
+    ]
+
+
 def fake_grid() -> list[bench.GridRow]:
     """Four rows of two generations with made-up latencies (ms): no timing is asserted anywhere."""
     names = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.5_160", "mobilenet_v3_small_1.0_224", "mobilenet_v3_large_1.0_224"]
@@ -341,6 +373,21 @@ def test_cli_select_by_params(capsys):
         (["select", "--max-latency-ms", "3", "--results", "/nonexistent/grid.json"], "no such results file"),
         (["bench", "--grid", "--family", "ssd500"], "unknown family 'ssd500'; choose from mobilenet_v1"),
         (["bench", "--grid", "--family", "detectors", "--resolutions", "16"], "_1.0_16: input size 16x16 is too small"),
+        (["bench", "--published-only"], "--list and --published-only choose rows of the grid: add --grid"),
+        (
+            [
+                "bench",
+                "--grid",
+                "--family",
+                "mobilenet_v2",
+                "--widths",
+                "0.35",
+                "--resolutions",
+                "128",
+                "--published-only",
+            ],
+            "no paper prints an accuracy for any variant of mobilenet_v2 on this grid",
+        ),
     ],
 )
 def test_cli_bench_select_errors(argv, message, capsys):

@@ -171,10 +171,12 @@ def grid_names(
     widths: Iterable[float] | None = None,
     resolutions: Iterable[int] | None = None,
     families: Iterable[str] | None = None,
+    published_only: bool = False,
 ) -> list[str]:
     """Registered names of the grid: ``default_grid`` of each family, or every registered α×ρ of the given
     ``widths`` × ``resolutions`` (a width or resolution no chosen family has is an error). A detector's rows are
-    ``detectors.grid_names``: any α and input size."""
+    ``detectors.grid_names``: any α and input size. ``published_only`` keeps the variants a paper prints an
+    accuracy for (top-1, or a detector's COCO mAP): the points a Pareto front against the papers' figures uses."""
     families = check_families(families)
     classifiers = [f for f in families if is_classifier_family(f)]
     axes = {f: family_axes(f) for f in classifiers}
@@ -200,7 +202,23 @@ def grid_names(
             pairs = [(w, r) for w in fw for r in fr if (widths is None or w in widths)]
             pairs = [(w, r) for w, r in pairs if resolutions is None or r in resolutions]
         names += family_names(f, pairs)
+    if published_only:
+        known = known_top1()
+        names = [n for n in names if is_published(n, known)]
+        if not names:
+            raise MobileNetsError(
+                f"no paper prints an accuracy for any variant of {', '.join(families)} on this grid: "
+                "drop --published-only, or choose other widths/resolutions"
+            )
     return names
+
+
+def is_published(name: str, known: dict[str, tuple[float, str]] | None = None) -> bool:
+    """Whether a paper prints this grid row's accuracy (ImageNet top-1, or a detector's COCO mAP); ``known`` is
+    ``known_top1()`` when the caller has it."""
+    if is_classifier_family(family_of(name)):
+        return name in (known_top1() if known is None else known)
+    return _detectors().coco_map(name)[0] is not None
 
 
 def bench_grid(
@@ -215,6 +233,7 @@ def bench_grid(
     progress: Callable[[str], None] | None = None,
     families: Iterable[str] | None = None,
     previous: Iterable[GridRow] = (),
+    published_only: bool = False,
 ) -> list[GridRow]:
     """Mult-Adds, params, known accuracy (top-1, or a detector's COCO mAP) and latency (median/p90 ms) of the grid
     (see ``grid_names``).
@@ -223,7 +242,7 @@ def bench_grid(
     line) and the grid goes on; one that cannot run the model (no detector file for it) in ``skipped``. Cells
     measured in ``previous`` rows (a saved grid) are kept, not re-measured.
     """
-    names = grid_names(widths, resolutions, families)
+    names = grid_names(widths, resolutions, families, published_only)
     runtimes, precisions = list(runtimes), list(precisions)
     for runtime in runtimes:
         check_runtime(runtime, "fp32")
