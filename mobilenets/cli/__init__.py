@@ -22,7 +22,7 @@ EPILOG = """examples:
   mobilenets eval runs/train/model.pt
   mobilenets predict photo.jpg --topk 3
   mobilenets reproduce --preset quick
-  mobilenets fit fashion-mnist --runtime onnx --precision int8 --max-latency-ms 3 --time-budget 15m -o runs/fit
+  mobilenets fit fashion-mnist --runtime onnx --precision int8 --max-latency-ms 1 --resolutions 28 -o runs/fit
 """
 
 # The order of `mobilenets --help`.

@@ -11,13 +11,14 @@ from mobilenets.cli.deploy import _count
 from mobilenets.errors import MobileNetsError
 
 EPILOG = """examples:
-  mobilenets fit fashion-mnist --runtime onnx --precision int8 --max-latency-ms 3 --time-budget 15m -o runs/fit
+  mobilenets fit fashion-mnist --runtime onnx --precision int8 --max-latency-ms 1 --resolutions 28 \
+      --time-budget 10m --threads 1 -o runs/fit          # 28 px: Fashion-MNIST's own size (small-image stem)
   mobilenets fit ~/photos --runtime tflite --max-latency-ms 5 --max-file-mb 2 --time-budget 1h -o runs/photos
   mobilenets fit fashion-mnist --runtime openvino --max-mult-adds 50M --family mobilenet_v1 mobilenet_v3_small \\
       --resolutions 28 --time-budget 10m -o runs/fit-ov
   mobilenets fit ~/photos --runtime tflite --max-latency-ms 8 --latency-table phone.json -o runs/phone
       # latency measured on the phone: mobilenets bench NAME --runtime litert --precision int8 --json > phone.json
-  mobilenets fit fashion-mnist --max-latency-ms 3 -o runs/fit      # killed? the same command resumes
+  mobilenets fit fashion-mnist --max-latency-ms 1 --resolutions 28 -o runs/fit   # killed? the same command resumes
 
 What it does: every registered classifier family × α × ρ (--family/--widths/--resolutions narrow them) is costed
 for your data; its latency on --runtime at --precision is measured on this CPU (bench's runner; cached in

@@ -393,30 +393,51 @@ def _train_size(cfg: FitConfig) -> int:
 QUANT_RESERVE_SHARE, QUANT_RESERVE_MIN_S = 0.25, 5.0
 
 
+def _seconds_per_step(out: Path, c: C.Candidate) -> float:
+    """Seconds per training step of ``c``: its trial's, else the local trials' per Mult-Add scaled to it."""
+    own = out / "trials" / c.name / "result.json"
+    if own.is_file():
+        trial = json.loads(own.read_text())
+        return trial["train_time_s"] / max(trial["steps"], 1)
+    rates = []
+    for path in (out / "trials").glob("*/result.json"):
+        trial = json.loads(path.read_text())
+        mult_adds = _candidates_cost(out).get(path.parent.name)
+        if mult_adds:
+            rates.append(trial["train_time_s"] / max(trial["steps"], 1) / mult_adds)
+    return sorted(rates)[len(rates) // 2] * c.mult_adds if rates else 1.0
+
+
+def _candidates_cost(out: Path) -> dict[str, int]:
+    path = out / "candidates.json"
+    return {c["name"]: c["mult_adds"] for c in json.loads(path.read_text())} if path.is_file() else {}
+
+
 def _final_training(cfg: FitConfig, out: Path, c: C.Candidate, records, clock: Clock, say) -> dict:
     """Continue the winner's trial weights on the whole training set for the time left (less the quantization's
-    reserve), the schedule sized to end on time; a plan in final/plan.json makes a resumed fit train the same run."""
+    reserve), the schedule sized to end on time; a plan in final/plan.json makes a resumed fit train the same run.
+    A winner whose trial ran on another machine (a shared ``--storage``) starts from its initial weights here."""
     trial_dir = out / "trials" / c.name
     final_dir = out / "final" / c.name
     plan_path = final_dir / "plan.json"
+    local = (trial_dir / "result.json").is_file()
     if plan_path.exists():
         plan = json.loads(plan_path.read_text())
     else:
-        trial = json.loads((trial_dir / "result.json").read_text())
-        per_step = trial["train_time_s"] / max(trial["steps"], 1)
+        per_step = _seconds_per_step(out, c)
         left = clock.left()
         usable = left - max(QUANT_RESERVE_MIN_S, QUANT_RESERVE_SHARE * left)
         steps = int(usable * 0.8 / max(per_step, 1e-6))  # evaluation and precise BN take the rest
         full = _train_size(cfg)
         per_epoch = full // cfg.batch_size
-        if steps < 10:
+        if steps < 10 and local:
             plan = {"steps": 0, "note": f"no time left for a final training ({left:.0f} s): the trial's weights ship"}
         elif steps < per_epoch:
-            plan = {"steps": steps, "epochs": 1, "max_train_samples": steps * cfg.batch_size}
+            plan = {"steps": max(steps, 10), "epochs": 1, "max_train_samples": max(steps, 10) * cfg.batch_size}
         else:
             plan = {"steps": (steps // per_epoch) * per_epoch, "epochs": steps // per_epoch, "max_train_samples": None}
-        plan["init"] = str(trial_dir / "model.pt")
-        plan["started_from"] = c.init_note
+        plan["init"] = str(trial_dir / "model.pt") if local else _init_for(c, cfg)[0]
+        plan["started_from"] = c.init_note + ("" if local else "; its trial ran on another machine")
         final_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(plan_path, plan)
     if plan["steps"] == 0:

@@ -83,7 +83,7 @@ def markdown(result, cfg) -> str:
         lines.append(
             f"| {c['name']} | {c['mult_adds'] / 1e6:.1f} | {c['num_params'] / 1e6:.2f} | "
             f"{c['top1_prior'] if c['top1_prior'] is not None else '—'} | {_ms(c['latency_ms'])} | "
-            f"{c['latency_source'] or '—'} | {c['verdict']} | {t['state'].lower() if t else '—'} | "
+            f"{c['latency_source'] or '—'} | {c['verdict']} | {_trial_state(t)} | "
             f"{t['rungs'] if t else '—'} | {_pct(t['heldout_acc'][-1] if t and t['heldout_acc'] else None)} | "
             f"{t['seconds'] if t else '—'} |"
         )
@@ -117,6 +117,12 @@ def markdown(result, cfg) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _trial_state(t: dict | None) -> str:
+    if t is None:
+        return "—"
+    return t["state"].lower() + (f" ({t['note']})" if t.get("note") else "")
 
 
 def command_line(cfg) -> str:

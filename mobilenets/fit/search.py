@@ -119,12 +119,13 @@ def run_search(
             try:
                 acc = train_rung(name, k)
             except OutOfTime:
-                trial.set_user_attr("stopped", f"out of search time after {k - 1} rung(s)")
+                trial.set_user_attr("stopped", f"out of search time after {k - 1} epoch(s)")
                 if acc is None:
-                    raise optuna.TrialPruned("out of search time before its first rung") from None
+                    raise optuna.TrialPruned("out of search time before its first epoch") from None
                 break
             trial.report(acc, k)
             if trial.should_prune():
+                trial.set_user_attr("stopped", f"pruned after epoch {k}: behind the others there")
                 raise optuna.TrialPruned(f"pruned at rung {k}")
         return acc
 
