@@ -24,6 +24,8 @@ from mobilenets.io import atomic_write_text
 
 # The two sizes the question is about, at their paper resolutions, and how the answer names them.
 TARGETS = {"mobilenet_v4_conv_small_1.0_224": "V4 Conv-S", "mobilenet_v4_conv_medium_1.0_256": "V4 Conv-M"}
+# The question is about four generations: an answer from a grid without one of them says so.
+GENERATIONS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "mobilenet_v4")
 # A dominator less than this much faster is within what one run on a shared virtual machine wobbles
 # (reports/grid/README.md: neighbouring cells swap by more than that): the answer says so.
 NARROW = 0.10
@@ -167,7 +169,11 @@ def answer(rows: list[GridRow], grid: str, cpu_line: str | None, command: str) -
         "|---|" + "---|" * len(TARGETS),
     ]
     out += [f"| {k} | {' | '.join(describe(c) for c in cs)} |" for k, cs in cells.items()]
-    out += ["", *verdict(cells), "", "## The fronts", ""]
+    out += ["", *verdict(cells)]
+    missing = [g for g in GENERATIONS if not any(r.family.startswith(g) and r.latency_ms for r in published)]
+    if missing:
+        out += ["", f"**This grid has no timed {', '.join(missing)} rows**: the fronts above leave those out."]
+    out += ["", "## The fronts", ""]
     for key in cells:
         front = pareto_front(rows, key, "top1")
         out.append(f"- {key}: " + " → ".join(f"{r.model} {r.latency_ms[key]:.2f} ms {r.top1:.1f}%" for r in front))

@@ -84,6 +84,7 @@ def test_the_answer_file_names_the_dominators_with_their_figures(pareto, tmp_pat
     assert "holds only in part on this CPU: 3 of 5 cells on the front" in text
     assert "- V4 Conv-S: on the front in 2 of 3 runtime/precision cells (eager/fp32, openvino/int8); off it in " in text
     assert "beaten most often by mobilenet_v4_hybrid_medium_1.0_256 (in 1 of them); every dominator less " in text
+    assert "**This grid has no timed mobilenet_v2 rows**" in text  # its only V2 row has no published top-1
     # A row without a published top-1 is on no front, however fast.
     assert "mobilenet_v2_0.35_224" not in text
 
