@@ -292,6 +292,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "  mobilenets bench --grid --widths 0.25 0.5 --resolutions 128 --runtime eager --out-dir /tmp/g\n"
         "  mobilenets bench --grid --family mobilenet_v1 mobilenet_v3_small --runtime onnxruntime --precision int8\n"
         "  mobilenets bench --grid --family squeezenet xception --runtime openvino --out-dir /tmp/g\n"
+        "  mobilenets bench --grid --family mobilenet_v1 mobilenet_v2 mobilenet_v3 mobilenet_v4 --published-only \\\n"
+        "      --list   # the rows a Pareto front against the papers' top-1 needs, timing nothing\n"
         "  mobilenets bench --grid --runtime litert --precision int8 --out-dir reports/grid --keep-measured\n"
         "  mobilenets bench ssdlite320_mobilenet_v3_large --runtime eager --threads 2   # image → boxes, NMS included\n"
         "  mobilenets bench --grid --family detectors --runtime eager onnxruntime --threads 2 --out-dir /tmp/gd\n"
