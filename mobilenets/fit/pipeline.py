@@ -432,10 +432,12 @@ def _final_training(cfg: FitConfig, out: Path, c: C.Candidate, records, clock: C
         per_epoch = full // cfg.batch_size
         if steps < 10 and local:
             plan = {"steps": 0, "note": f"no time left for a final training ({left:.0f} s): the trial's weights ship"}
-        elif steps < per_epoch:
-            plan = {"steps": max(steps, 10), "epochs": 1, "max_train_samples": max(steps, 10) * cfg.batch_size}
-        else:
-            plan = {"steps": (steps // per_epoch) * per_epoch, "epochs": steps // per_epoch, "max_train_samples": None}
+        else:  # whole epochs of a subset sized so that the schedule ends on the last step
+            steps = max(steps, 10)
+            epochs = math.ceil(steps / per_epoch)
+            per = steps // epochs
+            plan = {"steps": per * epochs, "epochs": epochs,
+                    "max_train_samples": per * cfg.batch_size if per < per_epoch else None}  # fmt: skip
         plan["init"] = str(trial_dir / "model.pt") if local else _init_for(c, cfg)[0]
         plan["started_from"] = c.init_note + ("" if local else "; its trial ran on another machine")
         final_dir.mkdir(parents=True, exist_ok=True)
