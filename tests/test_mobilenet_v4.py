@@ -441,3 +441,26 @@ def test_v4_hybrid_in_the_web_page_matches_pytorch(tmp_path):
         float32_error = np.abs(model(fresh).numpy() - exact).max()
     page = web.run(folder, fresh)
     assert np.abs(page - exact).max() <= 2 * float32_error, (np.abs(page - exact).max(), float32_error)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format", ["tflite", "executorch"])
+def test_v4_hybrid_on_mobile_runtimes_keeps_attention_float(tmp_path, format):
+    """LiteRT and ExecuTorch-XNNPACK run the hybrid's attention: the fp32 file is verified against PyTorch, and the
+    kernels read from the file are float matmuls and softmaxes (litert-torch writes Q·Kᵀ and attention·V as
+    FULLY_CONNECTED on two activations, ExecuTorch as XNNPACK batch matmuls). Their int8 files of the trained V4s
+    keep these in float too (read the same way: reports/v4-export/epyc-avx2/README.md)."""
+    from mobilenets.deploy import export as ex
+    from mobilenets.deploy.kernels import attention_kernels
+
+    pytest.importorskip({"tflite": "ai_edge_litert", "executorch": "executorch"}[format])
+    model = exportable_v4("hybrid_medium")
+    result = ex.export(
+        model, tmp_path / f"fp32{ex.SUFFIXES[format]}", format, verify_images=ex.real_images(32, 3, 64, "test")
+    )
+    assert result.verification.passed and result.verification.top1_agreement == 1.0
+    fresh = ex.real_images(8, 3, 64, split="test", seed=123)
+    with torch.no_grad():
+        ref = model(fresh)
+    assert_close_scaled(ex.run_model_file(result.path, format, fresh), ref, 1e-3)
+    assert attention_kernels(result.path, format) == Counter({"matmul float": 16, "softmax float": 8})
