@@ -9,6 +9,11 @@ in the runner where the file has none), batch 1, ``--threads`` threads, interlea
 every runner in a shuffled order and times a block of calls; the figure is the median of the block medians), so a
 busy machine slows all of them alike; ratio = the file's median / eager's.
 
+The peer, timed in the same rounds: torchvision's own SSDLite (``torchvision.models.detection.SSD`` on its
+``mobilenet_v3_large``/``_small`` feature extractor and ``SSDLiteHead``, built as ``ssdlite320_mobilenet_v3_large``
+builds it, at the detector's input size) holding the trained detector's weights, so both sides find the same boxes
+(checked on the photos) and the NMS does the same work; "× torchvision" = the file's median / its eager median.
+
     .venv/bin/python benchmarks/detector_deploy.py runs/composite-ssdlite-v3s/model.pt \\
         runs/composite-ssdlite-v3l-224/model.pt --out reports/detection-deploy
     .venv/bin/python benchmarks/detector_deploy.py RUN/model.pt --formats onnx --precisions int8 --rounds 2
@@ -54,9 +59,46 @@ class Row:
     median_ms: float | None = None
     p90_ms: float | None = None
     ratio: float | None = None
+    ratio_tv: float | None = None
     export_s: float | None = None
     refused: str = ""
     kept_float: str = ""
+
+
+def torchvision_twin(model):
+    """torchvision's SSDLite with ``model``'s backbone kind, size, thresholds and weights (its state dict renamed to
+    torchvision's keys), or ``(None, reason)`` when torchvision has no such model."""
+    from functools import partial
+
+    from torch import nn
+    from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
+    from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor
+
+    from mobilenets.detection.ssdlite import torchvision_key_map
+
+    backbone_name = model.config.get("backbone", "")
+    builders = {"mobilenet_v3_large": mobilenet_v3_large, "mobilenet_v3_small": mobilenet_v3_small}
+    if backbone_name not in builders or model.config.get("width_mult", 1.0) != 1.0:
+        return None, f"torchvision has no SSDLite on {backbone_name} at α {model.config.get('width_mult')}"
+    norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
+    reduced = bool(model.config.get("reduced_tail", True))
+    backbone = _mobilenet_extractor(builders[backbone_name](norm_layer=norm, reduced_tail=reduced), 6, norm)
+    size = (model.resolution[1], model.resolution[0])  # torchvision's (W, H)
+    anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    channels = det_utils.retrieve_out_channels(backbone, size)
+    twin = SSD(
+        backbone, anchors, size, model.num_classes,
+        head=SSDLiteHead(channels, anchors.num_anchors_per_location(), model.num_classes, norm),
+        score_thresh=model.score_thresh, nms_thresh=model.nms_thresh, detections_per_img=model.detections_per_img,
+        topk_candidates=model.topk_candidates, image_mean=model.transform.image_mean,
+        image_std=model.transform.image_std,
+    )  # fmt: skip
+    ours = model.state_dict()
+    twin.load_state_dict({tv: ours[key] for tv, key in torchvision_key_map(model).items()})
+    return twin.eval(), ""
 
 
 def export_row(model, name, classes, fmt, precision, calib, verify_images, dataset, workdir, threads) -> tuple:
@@ -114,6 +156,26 @@ def main() -> None:
         print(f"{name} ({ckpt}): {len(dataset)} test images + {len(photos)} photos", file=sys.stderr)
         runners = {"eager fp32": lambda x, model=model: files.detect_with_model(model, [torch.from_numpy(x)])}
         model_rows = [Row(name, "eager", "fp32", passed=True, kept="the reference", nms="torchvision")]
+        twin, why = torchvision_twin(model)
+        if twin is not None:
+            # The twin is checked where the detector finds things: test images, then the photos.
+            check = [dataset[i][0].as_subclass(torch.Tensor).float() / 255 for i in range(min(20, len(dataset)))]
+            check += photos
+            with torch.inference_mode():
+                same = files.match_detections(
+                    files.detect_with_model(model, check), [twin([p])[0] for p in check], "torchvision", "fp32"
+                )  # fmt: skip
+            print(f"  torchvision twin: {same.matched}/{same.reference} detections equal", file=sys.stderr)
+            if same.matched == same.reference and same.reference:
+                runners["torchvision eager fp32"] = lambda x, twin=twin: _twin_detect(twin, x)
+                model_rows.insert(
+                    0, Row(name, "torchvision", "fp32", passed=True, nms="torchvision",
+                           kept=f"{same.matched}/{same.reference} detections equal to ours"),
+                )  # fmt: skip
+            if same.matched != same.reference or not same.reference:
+                why = f"torchvision's twin found {same.matched}/{same.reference} of our detections"
+        if why:
+            print(f"  no torchvision peer: {why}", file=sys.stderr)
         for fmt in args.formats.split(","):
             for precision in args.precisions.split(","):
                 print(f"  {fmt} {precision}", file=sys.stderr)
@@ -130,13 +192,20 @@ def main() -> None:
         print(f"  timing {len(runners)} runners, {args.rounds} rounds × {args.block} calls", file=sys.stderr)
         timings = interleaved(runners, x, args.rounds, args.block, args.warmup)
         base = timings["eager fp32"][0]
+        peer = timings.get("torchvision eager fp32", (None,))[0]
         for row in model_rows:
-            key = f"{row.format} {row.precision}"
+            key = "torchvision eager fp32" if row.format == "torchvision" else f"{row.format} {row.precision}"
             if key in timings:
                 row.median_ms, row.p90_ms = timings[key]
                 row.ratio = row.median_ms / base
+                row.ratio_tv = None if peer is None else row.median_ms / peer
         rows += model_rows
     write_report(args, rows)
+
+
+def _twin_detect(twin, x):
+    with torch.inference_mode():
+        return twin([torch.from_numpy(x)])
 
 
 def _pts(v: float | None) -> str:
@@ -151,20 +220,25 @@ def write_report(args, rows: list[Row]) -> None:
         f"Each file written and verified by `export` on the first {args.verify_test_images} composite test images "
         "and the scikit-image photos; mAP is COCO mAP@[.5:.95] on those test images, the float model's and the "
         f"file's. Latency: one photo → final detections, batch 1, {args.threads} threads, interleaved rounds "
-        f"({args.rounds} × {args.block} calls); ratio = median / the PyTorch detector's (eager).",
+        f"({args.rounds} × {args.block} calls); × eager = median / our PyTorch detector's; × torchvision = median / "
+        "torchvision's own SSDLite (its `SSD`, `mobilenet_v3_*` extractor and `SSDLiteHead`) at the same size holding "
+        "the same weights (the same detections on 20 test images and the photos), eager.",
         "",
-        "| detector | runtime | precision | verified | mAP float | mAP file | drop (points) | median ms | ratio "
-        "| MB | NMS |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| detector | runtime | precision | verified | mAP float | mAP file | drop (points) | median ms | × eager "
+        "| × torchvision | MB | NMS |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        runtime = "PyTorch eager" if r.format == "eager" else RUNTIME_OF.get(r.format, r.format)
+        runtime = {"eager": "PyTorch eager (ours)", "torchvision": "torchvision eager"}.get(r.format) or RUNTIME_OF.get(
+            r.format, r.format
+        )
         verified = r.kept if r.passed else f"refused: {r.refused}".replace("|", "/")
         drop = "—" if r.map_drop is None else f"{100 * r.map_drop:+.1f}"
         lines.append(
             f"| {r.model} | {runtime} | {r.precision} | {verified} | {_pts(r.map_float)} | {_pts(r.map_file)} | "
             f"{drop} | {'—' if r.median_ms is None else f'{r.median_ms:.1f}'} | "
-            f"{'—' if r.ratio is None else f'{r.ratio:.2f}×'} | {'—' if r.file_mb is None else f'{r.file_mb:.2f}'} "
+            f"{'—' if r.ratio is None else f'{r.ratio:.2f}×'} | {'—' if r.ratio_tv is None else f'{r.ratio_tv:.2f}×'} "
+            f"| {'—' if r.file_mb is None else f'{r.file_mb:.2f}'} "
             f"| {r.nms} |"
         )
     floats = sorted({r.kept_float for r in rows if r.kept_float})
