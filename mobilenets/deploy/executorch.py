@@ -200,6 +200,12 @@ def _split(payload: bytes) -> tuple[bytes, bytes]:
     return payload[fb_off : fb_off + fb_size], payload[const_off : const_off + const_size]
 
 
+def xnnpack_graphs(path: str | Path) -> list[dict]:
+    """Every XNNPACK subgraph of the .pte ``path`` as a dict (the XNNGraph schema: ``xvalues``, ``xnodes``, ...)."""
+    payloads, _ = _xnnpack_payloads(Path(path))
+    return [_graph_json(_split(payload)[0]) for payload in payloads]
+
+
 def int8_weights(path: Path) -> list[dict]:
     """Every int8 weight of every XNNPACK subgraph in ``path`` as stored: {"name", "values" (np.int8 array, in
     XNNPACK's layout), "zero_point", "shape", "activation"}; see int8_ranges."""

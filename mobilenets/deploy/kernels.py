@@ -80,11 +80,9 @@ def attention_kernels(path: str | Path, format: str) -> Counter:
             kernels[f"{kind} {'int8' if dtypes[inputs[0]] in (np.int8, np.uint8) else 'float'}"] += 1
         return kernels
     if format == "executorch":
-        from mobilenets.deploy import executorch as et
+        from mobilenets.deploy.executorch import xnnpack_graphs
 
-        payloads, _ = et._xnnpack_payloads(path)  # noqa: SLF001 - the file reader lives there
-        for payload in payloads:
-            graph = et._graph_json(et._split(payload)[0])  # noqa: SLF001
+        for graph in xnnpack_graphs(path):
             values = {}
             for v in graph.get("xvalues", []):
                 t = v["xvalue_union"].get("tensor_value", v["xvalue_union"])
