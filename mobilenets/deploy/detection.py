@@ -418,7 +418,8 @@ class DetectionMatch:
             floor = SCORE_FLOOR if self.precision in SAME_DETECTIONS else INT8_CONFIDENT
             return head + (
                 f"the PyTorch detector finds nothing scoring ≥ {floor} on them, so there is nothing to compare: "
-                "verify a trained detector (--checkpoint)"
+                "export a detector trained until it detects (--checkpoint of a run whose test mAP is well above 0; "
+                "an untrained or undertrained one scores below the floor)"
             )
         if self.precision in SAME_DETECTIONS:
             iou, tol, share = SAME_DETECTIONS[self.precision]
