@@ -137,6 +137,51 @@ def test_relu6_conv_outputs_take_the_clamps_int8_grid():
     assert len(relu_scales) == 2 and all(s <= 6 / 255 * (1 + 1e-6) for s in relu_scales)  # [0, 6], not [0, max]
 
 
+class _FeatureMapBranch(torch.nn.Module):
+    """A detector's feature map in little: conv → ReLU6 read by the next int8 conv and by a float op (the head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act, self.next = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU6(), torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        feature = self.act(self.conv(x))
+        return self.next(feature), torch.exp(feature)  # exp: a consumer the quantizer leaves float
+
+
+def test_relu6_shares_the_clamps_grid_where_a_float_consumer_also_reads_it():
+    """A ReLU6 whose output also goes to a float consumer (SSD's feature maps: the next int8 layer and the float
+    head) still puts its relu on the clamp's grid: left on two grids, LiteRT's int8 MINIMUM (one scale in and out)
+    fed the next layer on the wrong one and SSD300 V1's int8 file lost 6 mAP points."""
+    pytest.importorskip("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
+    from torchao.quantization.pt2e import quantize_pt2e as pt2e
+
+    from mobilenets.quant.passes import relu6_as_relu_clamp, share_relu6_observers
+
+    torch.manual_seed(0)
+    model = _FeatureMapBranch().eval()
+    with torch.no_grad():
+        model.conv.weight.mul_(20)  # pre-activations far above 6
+    config = xq.get_symmetric_quantization_config(is_per_channel=True)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        prepared = pt2e.prepare_pt2e(
+            torch.export.export(relu6_as_relu_clamp(model), (x,)).module(), xq.XNNPACKQuantizer().set_global(config)
+        )
+        for _ in range(4):
+            prepared(torch.randn(1, 3, 16, 16))
+        assert share_relu6_observers(prepared) == 1
+        converted = pt2e.convert_pt2e(prepared)
+        quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
+        relu = torch.ops.aten.relu.default
+        (relu_scale,) = [n.args[1] for n in converted.graph.nodes if n.target == quantize and n.args[0].target == relu]
+        assert relu_scale <= 6 / 255 * (1 + 1e-6)
+        # The float consumer reads the feature on that fine grid, still clipped at 6.
+        steps = torch.log(converted(x)[1]) / relu_scale
+        assert steps.max() <= 6 / relu_scale + 1e-3 and (steps - steps.round()).abs().max() < 1e-2
+
+
 @pytest.mark.parametrize(
     "format,calibration,offered",
     # ONNX Runtime's entropy gave exactly minmax's ranges; NNCF's mean-quantile kept 57% of a small model's clear
