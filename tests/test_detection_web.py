@@ -158,8 +158,9 @@ def test_cli_writes_an_offline_folder_verified_in_chromium(exported, data, preci
         assert v["min_iou"] >= 0.999 and v["max_score_diff"] <= 1e-4
     else:
         assert v["reference"] >= 20 and v["matched"] >= 0.95 * v["reference"]
-    # The page's own pipeline (PNG files, detect.js's decoding and resize) was checked too.
-    assert len(result["checks"]) == 1 and result["checks"][0].startswith("the page on 6 image files")
+    # The page's own pipeline (PNG files, detect.js's decoding and resize) was checked too: on the photos and the
+    # test images the detector was verified on (up to detection.PAGE_TEST_IMAGES of them).
+    assert len(result["checks"]) == 1 and result["checks"][0].startswith("the page on 14 image files")
     config = json.loads((folder / "model.json").read_text())
     assert config["task"] == "detection" and config["input"] == [1, 3, SIZE, SIZE]
     assert config["classes"] == data[0].classes and config["precision"] == precision

@@ -524,7 +524,8 @@ INT8_SCOPES = re.compile(r"/backbone/|/head/(classification|regression)_head/mod
 
 INT8_KEPT_FLOAT = {
     "quantized": "backbone, extra layers and the head's depthwise convs",
-    "float": "the head's 1x1 prediction convs (box offsets, class logits), box decoding, softmax, top-k, NMS",
+    "float": "the head's prediction convs (box offsets, class logits: 1x1 in SSDLite, 3x3 in SSD), box decoding, "
+    "softmax, top-k, NMS",
 }
 
 
@@ -875,6 +876,7 @@ def detector_info(model: nn.Module, format: str, precision: str, classes: Sequen
 # Real images a detector export is verified on by default: composite test images (labelled: mAP) and the photos.
 VERIFY_DETECTION_IMAGES = 100
 CALIB_DETECTION_IMAGES = 200
+PAGE_TEST_IMAGES = 20  # test images the web page also detects on from image files, beside the photos
 
 
 def dataset_images(ds, n: int | None = None) -> list[torch.Tensor]:
@@ -1028,9 +1030,14 @@ def export_detector(
                 checks.append(
                     _check_defaults(model, staged, format, verification, verify_images, verify_dataset, classes, info)
                 )
-            if hasattr(module, "verify_detector_page"):  # web: the photos as files through the page's own pipeline
-                say(f"detecting on {len(verify_images)} image files in the page ({module.RUNTIME})")
-                checks.append(module.verify_detector_page(staged, verify_images, precision))
+            if hasattr(module, "verify_detector_page"):  # web: real images as files through the page's own pipeline
+                # The photos, and test images of the detector's own data: a detector trained on them may find
+                # nothing confident in the photos, and the page must be checked where it draws boxes.
+                page_images = list(verify_images)
+                if verify_dataset is not None:
+                    page_images += dataset_images(verify_dataset, PAGE_TEST_IMAGES)
+                say(f"detecting on {len(page_images)} image files in the page ({module.RUNTIME})")
+                checks.append(module.verify_detector_page(staged, page_images, precision))
     return ExportResult(path, format, precision, _size(path, format), verification, built_for=info, checks=checks)
 
 
