@@ -31,10 +31,14 @@ MODEL, WIDTH, SIZE = "ssdlite320_mobilenet_v3_small", 0.5, 160
 # The page's onnxruntime-web session against native ONNX Runtime on the same input tensor: the same detections
 # (every one paired, same label), boxes within this share of the input size, scores within these. fp32: WebAssembly's
 # kernels sum in their own order (measured on the AMD EPYC: boxes 3e-5 px of 160, scores 3e-6). int8: the integer
-# sums are exact on both, the float rescaling is not (measured boxes 8e-6 px, scores 6e-7); one u8 activation rounded
-# the other way moves a score by ~1e-3, which the looser int8 bound allows.
+# sums are exact on both, the float rescaling before each requantization is not, so a value within a rounding error
+# of a u8 step boundary lands on either side. Most images give the same detections (scores within 6e-7); where one
+# u8 activation flips, this detector's wide class-logit convs carry it to every score (on the Intel Xeon with AMX,
+# native ONNX Runtime's AVX-512 kernels: 1 of 10 images, scores up to 0.19 apart, 148 of its 300 detections). So
+# int8 asserts what holds on every CPU: most detections identical, and on every image the confident ones kept.
 BOX_TOL = {"fp32": 1e-3, "int8": 1e-2}
 SCORE_TOL = {"fp32": 1e-4, "int8": 1e-3}
+INT8_IDENTICAL_SHARE = 0.8
 
 pytestmark = pytest.mark.slow
 
@@ -192,19 +196,44 @@ def _pair(reference: list[np.ndarray], page: list[np.ndarray], box_tol: float, s
     return len(rs)
 
 
+def _count_paired(reference: list[np.ndarray], page: list[np.ndarray], box_tol: float, score_tol: float) -> int:
+    """How many of the reference's detections (best first) have a page detection of the same label within the
+    tolerances, each page detection paired at most once."""
+    (rb, rl, rs), (pb, pl, ps) = reference, page
+    taken, paired = np.zeros(len(ps), dtype=bool), 0
+    for i in range(len(rs)):
+        ok = (np.abs(pb - rb[i]).max(1) <= box_tol) & (np.abs(ps - rs[i]) <= score_tol) & (pl == rl[i]) & ~taken
+        if ok.any():
+            taken[int(ok.argmax())], paired = True, paired + 1
+    return paired
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_page_gives_native_onnx_runtimes_detections(exported, pages, data, precision):
     """The same model.onnx and the same input tensors (PyTorch's resize of each image): the page's onnxruntime-web
     session in Chromium (what the ``web`` runner calls) against ONNX Runtime in Python, every detection (down to the
-    0.001 score threshold)."""
+    0.001 score threshold). fp32: every one within the tolerances. int8: at least INT8_IDENTICAL_SHARE of them within
+    the tolerances (a rounding flip, above, moves one image's scores), and export's int8 rule against native: the
+    confident detections kept on every image."""
     folder, _ = exported(precision)
     native, page = session(folder / "model.onnx", 1), pages(precision)
-    paired = 0
+    paired = total = 0
+    references, outputs = [], []
     for image in _images(data):
         x = det.resize_for((SIZE, SIZE), image).numpy()
-        reference = native.run(None, {det.INPUT: x})
-        paired += _pair(reference, page.raw(x), BOX_TOL[precision] * SIZE, SCORE_TOL[precision])
-    assert paired >= 10 * 100  # each image has hundreds of detections above the 0.001 threshold
+        reference, raw = native.run(None, {det.INPUT: x}), page.raw(x)
+        total += len(reference[2])
+        if precision == "fp32":
+            paired += _pair(reference, raw, BOX_TOL[precision] * SIZE, SCORE_TOL[precision])
+        else:
+            paired += _count_paired(reference, raw, BOX_TOL[precision] * SIZE, SCORE_TOL[precision])
+            references.append(dict(zip(det.FINAL_OUTPUTS, map(torch.from_numpy, reference))))
+            outputs.append(dict(zip(det.FINAL_OUTPUTS, map(torch.from_numpy, raw))))
+    assert total >= 10 * 100  # each image has hundreds of detections above the 0.001 threshold
+    if precision == "int8":
+        assert paired >= INT8_IDENTICAL_SHARE * total, f"{paired}/{total} detections identical"
+        kept = det.match_detections(references, outputs, web.RUNTIME, "int8")
+        assert kept.passed and kept.reference >= 20, kept.summary()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
