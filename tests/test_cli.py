@@ -8,6 +8,22 @@ from mobilenets import create_model, profile
 from mobilenets.cli import main
 
 
+@pytest.mark.parametrize("text, value", [("1.5", 1.5e6), ("500K", 5e5), ("1.5m", 1.5e6), ("0.2G", 2e8)])
+def test_budget_counts_read_millions_or_a_suffix(text, value):
+    """`select` and `fit` read --max-params / --max-mult-adds with one parser (cli.common.count)."""
+    from mobilenets.cli.common import count
+
+    assert count(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("argv", [["select", "--max-params", "1x"], ["fit", "digits", "--max-mult-adds", "K"]])
+def test_bad_budget_count_is_one_line_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "expected a count like 1.5 (millions), 500K or 1.5M" in capsys.readouterr().err
+
+
 def test_profile_table(capsys):
     assert main(["profile", "mobilenet_v1_0.75_160", "--per-layer"]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mobilenets.cli.common import positive_float
+from mobilenets.cli.common import count, positive_float
 from mobilenets.errors import MobileNetsError
 
 # --- export -----------------------------------------------------------------------------------------
@@ -510,17 +510,6 @@ def _list_grid(names: list[str], bench) -> int:
 # --- select -----------------------------------------------------------------------------------------
 
 
-def _count(text: str) -> float:
-    """A count in millions ("1.5" = 1.5M) or with a suffix: 500K, 1.5M, 0.2G."""
-    scale = {"K": 1e3, "M": 1e6, "G": 1e9}
-    try:
-        if text and text[-1].upper() in scale:
-            return float(text[:-1]) * scale[text[-1].upper()]
-        return float(text) * 1e6
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count like 1.5 (millions), 500K or 1.5M, got {text!r}") from None
-
-
 def _add_select(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "select",
@@ -543,8 +532,8 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--max-latency-ms", type=positive_float, help="median batch-1 latency budget (ms)")
-    p.add_argument("--max-params", type=_count, help="parameter budget (millions, or with K/M/G)")
-    p.add_argument("--max-madds", type=_count, help="Mult-Adds budget (millions, or with K/M/G)")
+    p.add_argument("--max-params", type=count, help="parameter budget (millions, or with K/M/G)")
+    p.add_argument("--max-madds", type=count, help="Mult-Adds budget (millions, or with K/M/G)")
     p.add_argument(
         "--runtime",
         help="runtime or runtime/precision for the latency budget, e.g. onnxruntime/int8 (measuring now: default "

@@ -6,8 +6,7 @@ import argparse
 import re
 import sys
 
-from mobilenets.cli.common import positive_float
-from mobilenets.cli.deploy import _count
+from mobilenets.cli.common import count, positive_float
 from mobilenets.errors import MobileNetsError
 
 EPILOG = """examples:
@@ -60,8 +59,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "runtime's name: onnxruntime, litert) (default: onnx)")  # fmt: skip
     p.add_argument("--precision", default="int8", help="int8 or fp32 (what the runtime offers; default int8)")
     p.add_argument("--max-latency-ms", type=positive_float, help="median batch-1 latency budget on the runtime (ms)")
-    p.add_argument("--max-params", type=_count, help="parameter budget (millions, or with K/M/G)")
-    p.add_argument("--max-mult-adds", type=_count, help="Mult-Adds budget (millions, or with K/M/G)")
+    p.add_argument("--max-params", type=count, help="parameter budget (millions, or with K/M/G)")
+    p.add_argument("--max-mult-adds", type=count, help="Mult-Adds budget (millions, or with K/M/G)")
     p.add_argument("--max-file-mb", type=positive_float, help="file size budget (MB)")
     p.add_argument("--time-budget", type=duration, default=None, help="the whole fit, e.g. 90s, 20m, 1h (default 20m)")
     p.add_argument("-o", "--out-dir", default="runs/fit", help="(default: runs/fit)")
