@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy import card as card_file
 from mobilenets.deploy.cpu import runtime_threads
 from mobilenets.deps import quiet, require
 from mobilenets.errors import MobileNetsError
@@ -97,21 +98,16 @@ def quantize_qat(model: nn.Module, path: Path, qat: dict, resolution: int) -> No
 
 def set_metadata(path: Path, info: dict) -> None:
     """A .pte has no free-form metadata field: the card goes beside it as ``<file>.json``."""
-    sidecar(path).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    card_file.write(path, info)
 
 
-def sidecar(path: Path) -> Path:
-    return Path(str(path) + ".json")
+sidecar = card_file.path_for
+metadata = card_file.read
 
 
 def companions(path: Path) -> list[Path]:
     """Files that travel with a .pte: its card."""
     return [sidecar(path)]
-
-
-def metadata(path: Path) -> dict | None:
-    card = sidecar(path)
-    return json.loads(card.read_text()) if card.is_file() else None
 
 
 def method(path: Path, threads: int | None = None):

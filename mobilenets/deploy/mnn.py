@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy import card as card_file
 from mobilenets.deploy.cpu import runtime_threads
 from mobilenets.deps import require
 from mobilenets.errors import MobileNetsError
@@ -274,8 +275,8 @@ def float_ops(path: Path) -> list[str]:
     return sorted(kinds)
 
 
-def sidecar(path: Path) -> Path:
-    return Path(str(path) + ".json")
+sidecar = card_file.path_for
+metadata = card_file.read
 
 
 def companions(path: Path) -> list[Path]:
@@ -288,18 +289,12 @@ def set_metadata(path: Path, info: dict) -> None:
     card = {**info, "runtime_options": OPTIONS.get(info.get("precision"), OPTIONS["fp32"])}
     if info.get("precision") == "int8" and "float_ops" not in card:
         card["float_ops"] = float_ops(path)
-    sidecar(path).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-
-
-def metadata(path: Path) -> dict | None:
-    card = sidecar(path)
-    return json.loads(card.read_text()) if card.is_file() else None
+    card_file.write(path, card)
 
 
 def options_for(path: Path, precision: str) -> dict:
     """The runtime options ``path`` is run with: its card's, else those of ``precision``."""
-    info = metadata(path) or {}
-    return info.get("runtime_options") or OPTIONS.get(precision, OPTIONS["fp32"])
+    return card_file.runtime_options(path, precision, OPTIONS)
 
 
 def load(
