@@ -231,3 +231,45 @@ def test_runtime_threads_default_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(THREADS_ENV, "two")
     with pytest.raises(MobileNetsError, match="MOBILENETS_THREADS='two' is not a thread count"):
         runtime_threads(None)
+
+
+POOL_SCRIPT = """
+import pathlib, warnings, torch
+from mobilenets.deploy import executorch
+from mobilenets.models import create_model
+import executorch.extension.pybindings.portable_lib as portable
+model = create_model("mobilenet_v1", width_mult=0.25, resolution=64, num_classes=5).eval()
+path = pathlib.Path(PATH)
+executorch.write(model, path)
+x = torch.rand(1, 3, 64, 64)
+first = executorch.method(path, 2)
+assert portable._threadpool_get_thread_count() == 2
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    second = executorch.method(path, 1)
+assert [str(w.message)[:52] for w in caught] == ["ExecuTorch's thread pool stays at 2 threads, not 1: "], caught
+assert portable._threadpool_get_thread_count() == 2
+a, b = first.execute([x])[0], second.execute([x])[0]
+torch.testing.assert_close(a, b, rtol=0, atol=0)
+torch.testing.assert_close(a, model(x).detach(), rtol=1e-4, atol=1e-4)
+del first, second
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    executorch.method(path, 1)  # nothing holds the pool now: resized, no warning
+assert portable._threadpool_get_thread_count() == 1
+print("ok")
+"""
+
+
+def test_executorch_thread_pool_is_not_resized_under_a_loaded_method(tmp_path):
+    """ExecuTorch has one thread pool per process and each loaded method's XNNPACK runtime keeps a pointer to it:
+    `executorch.method` resizes it only while no method it loaded is alive (resizing frees the old pool) and warns
+    when it cannot; both methods then run on the one pool and give the same logits. In a fresh process, so that no
+    other test's method holds the pool."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("executorch.extension.pybindings.portable_lib")
+    script = POOL_SCRIPT.replace("PATH", repr(str(tmp_path / "m.pte")))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -7,10 +7,13 @@ in 32 bits (vpmaddwd on AVX2, VNNI/AMX where present, sdot or smlal on Arm): no 
 
 from __future__ import annotations
 
+import gc
 import importlib.resources
 import json
 import re
 import tempfile
+import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,14 +113,35 @@ def companions(path: Path) -> list[Path]:
     return [sidecar(path)]
 
 
+# Methods loaded by :func:`method`: their XNNPACK runtimes keep a pointer to ExecuTorch's one process-wide thread pool,
+# which ``_unsafe_reset_threadpool`` destroys and replaces. Resetting it under a live method left that method running
+# on a freed pool: a benchmark that loaded ExecuTorch fp32 and int8 files at 1 thread (verification) and 2 (timing)
+# aborted in glibc's mutex code ("__pthread_mutex_lock_full: Assertion ... failed") on the Intel Xeon.
+_LIVE_METHODS: weakref.WeakSet = weakref.WeakSet()
+
+
 def method(path: Path, threads: int | None = None):
+    """``path``'s forward method, on ExecuTorch's thread pool resized to ``threads`` where that is safe: only while no
+    method loaded here is alive (see ``_LIVE_METHODS``); otherwise it runs on the pool as it is, with a warning."""
     runtime = require("executorch.runtime", "running ExecuTorch files")
     threads = runtime_threads(threads)
     if threads:
         portable = require("executorch.extension.pybindings.portable_lib", "running ExecuTorch files")
-        portable._unsafe_reset_threadpool(threads)
+        current = portable._threadpool_get_thread_count()
+        if current != threads:
+            gc.collect()  # methods no longer referenced release the pool now, not at some later collection
+            if not _LIVE_METHODS:
+                portable._unsafe_reset_threadpool(threads)
+            else:
+                warnings.warn(
+                    f"ExecuTorch's thread pool stays at {current} threads, not {threads}: {len(_LIVE_METHODS)} "
+                    "loaded ExecuTorch method(s) still use it (resizing it under them is unsafe)",
+                    stacklevel=2,
+                )
     with quiet():
-        return runtime.Runtime.get().load_program(str(path)).load_method("forward")
+        loaded = runtime.Runtime.get().load_program(str(path)).load_method("forward")
+    _LIVE_METHODS.add(loaded)
+    return loaded
 
 
 def load(
