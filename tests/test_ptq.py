@@ -98,15 +98,33 @@ def test_unknown_calibration_is_one_line_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_relu6_conv_outputs_take_the_clamps_int8_grid():
-    """fold.share_relu6_observers: conv → relu → clamp(6) (→ zero pad) → conv quantizes the relu on the clamp's
-    scale, not over the whole pre-activation range."""
+def _relu6_pt2e(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, torch.fx.GraphModule, list[float]]:
+    """XNNPACK PT2E int8 of ``model`` with its ReLU6s as relu + clamp and their observers shared (calibrated on 4
+    random inputs): how many were shared, the converted graph, and the int8 scales of the relu outputs."""
     pytest.importorskip("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
     from torchao.quantization.pt2e import quantize_pt2e as pt2e
 
     from mobilenets.quant.passes import relu6_as_relu_clamp, share_relu6_observers
 
+    config = xq.get_symmetric_quantization_config(is_per_channel=True)
+    with torch.no_grad():
+        prepared = pt2e.prepare_pt2e(
+            torch.export.export(relu6_as_relu_clamp(model), (x,)).module(), xq.XNNPACKQuantizer().set_global(config)
+        )
+        for _ in range(4):
+            prepared(torch.randn(1, 3, 16, 16))
+        shared = share_relu6_observers(prepared)
+        converted = pt2e.convert_pt2e(prepared)
+    quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    relu = torch.ops.aten.relu.default
+    scales = [n.args[1] for n in converted.graph.nodes if n.target == quantize and n.args[0].target == relu]
+    return shared, converted, scales
+
+
+def test_relu6_conv_outputs_take_the_clamps_int8_grid():
+    """fold.share_relu6_observers: conv → relu → clamp(6) (→ zero pad) → conv quantizes the relu on the clamp's
+    scale, not over the whole pre-activation range."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, padding=1),
@@ -118,22 +136,8 @@ def test_relu6_conv_outputs_take_the_clamps_int8_grid():
     ).eval()
     with torch.no_grad():
         model[0].weight.mul_(20)  # pre-activations far above 6
-    config = xq.get_symmetric_quantization_config(is_per_channel=True)
-    x = torch.randn(1, 3, 16, 16)
-    with torch.no_grad():
-        prepared = pt2e.prepare_pt2e(
-            torch.export.export(relu6_as_relu_clamp(model), (x,)).module(), xq.XNNPACKQuantizer().set_global(config)
-        )
-        for _ in range(4):
-            prepared(torch.randn(1, 3, 16, 16))
-        assert share_relu6_observers(prepared) == 2
-        converted = pt2e.convert_pt2e(prepared)
-    quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
-    relu_scales = [
-        n.args[1]
-        for n in converted.graph.nodes
-        if n.target == quantize and n.args[0].target == torch.ops.aten.relu.default
-    ]
+    shared, _, relu_scales = _relu6_pt2e(model, torch.randn(1, 3, 16, 16))
+    assert shared == 2
     assert len(relu_scales) == 2 and all(s <= 6 / 255 * (1 + 1e-6) for s in relu_scales)  # [0, 6], not [0, max]
 
 
@@ -153,33 +157,18 @@ def test_relu6_shares_the_clamps_grid_where_a_float_consumer_also_reads_it():
     """A ReLU6 whose output also goes to a float consumer (SSD's feature maps: the next int8 layer and the float
     head) still puts its relu on the clamp's grid: left on two grids, LiteRT's int8 MINIMUM (one scale in and out)
     fed the next layer on the wrong one and SSD300 V1's int8 file lost 6 mAP points."""
-    pytest.importorskip("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
-    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
-    from torchao.quantization.pt2e import quantize_pt2e as pt2e
-
-    from mobilenets.quant.passes import relu6_as_relu_clamp, share_relu6_observers
-
     torch.manual_seed(0)
     model = _FeatureMapBranch().eval()
     with torch.no_grad():
         model.conv.weight.mul_(20)  # pre-activations far above 6
-    config = xq.get_symmetric_quantization_config(is_per_channel=True)
     x = torch.randn(1, 3, 16, 16)
+    shared, converted, (relu_scale,) = _relu6_pt2e(model, x)
+    assert shared == 1
+    assert relu_scale <= 6 / 255 * (1 + 1e-6)
+    # The float consumer reads the feature on that fine grid, still clipped at 6.
     with torch.no_grad():
-        prepared = pt2e.prepare_pt2e(
-            torch.export.export(relu6_as_relu_clamp(model), (x,)).module(), xq.XNNPACKQuantizer().set_global(config)
-        )
-        for _ in range(4):
-            prepared(torch.randn(1, 3, 16, 16))
-        assert share_relu6_observers(prepared) == 1
-        converted = pt2e.convert_pt2e(prepared)
-        quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
-        relu = torch.ops.aten.relu.default
-        (relu_scale,) = [n.args[1] for n in converted.graph.nodes if n.target == quantize and n.args[0].target == relu]
-        assert relu_scale <= 6 / 255 * (1 + 1e-6)
-        # The float consumer reads the feature on that fine grid, still clipped at 6.
         steps = torch.log(converted(x)[1]) / relu_scale
-        assert steps.max() <= 6 / relu_scale + 1e-3 and (steps - steps.round()).abs().max() < 1e-2
+    assert steps.max() <= 6 / relu_scale + 1e-3 and (steps - steps.round()).abs().max() < 1e-2
 
 
 @pytest.mark.parametrize(
