@@ -72,25 +72,37 @@ def test_paper_tables(capsys):
     assert abs(ssd300["params_m"]["ratio"] - 1) < 0.01 and ssd300["note"]
 
 
-@pytest.mark.parametrize(
-    "argv,message",
-    [
-        (["profile", "mobilenet_v4"], "unknown model 'mobilenet_v4'"),
-        (["profile", "mobilenet_v3_medium_1.0_224"], "unknown model 'mobilenet_v3_medium_1.0_224'; did you mean"),
-        (["profile", "mobilenet_v3_small", "--width-mult", "0.01"], "rounds to nothing: use width_mult >= 0.0625"),
-        (["profile", "densenet121", "--grid"], "--grid needs a MobileNet family"),
-        (["profile", "mobilenet_v1", "--width-mult", "-1"], "width_mult must be a finite number > 0"),
-        (["profile", "mobilenet_v1", "--resolution", "16"], "resolution 16 is too small"),
-        (["profile", "mobilenet_v1", "--in-chans", "0"], "in_chans >= 1"),
-        (["list", "resnet*"], "no model matches"),
-    ],
-)
-def test_bad_input_is_one_line_error(argv, message):
+BAD_INPUT = [
+    (["profile", "mobilenet_v4"], "unknown model 'mobilenet_v4'"),
+    (["profile", "mobilenet_v3_medium_1.0_224"], "unknown model 'mobilenet_v3_medium_1.0_224'; did you mean"),
+    (["profile", "mobilenet_v3_small", "--width-mult", "0.01"], "rounds to nothing: use width_mult >= 0.0625"),
+    (["profile", "densenet121", "--grid"], "--grid needs a MobileNet family"),
+    (["profile", "mobilenet_v1", "--width-mult", "-1"], "width_mult must be a finite number > 0"),
+    (["profile", "mobilenet_v1", "--resolution", "16"], "resolution 16 is too small"),
+    (["profile", "mobilenet_v1", "--in-chans", "0"], "in_chans >= 1"),
+    (["list", "resnet*"], "no model matches"),
+]
+
+
+def test_bad_input_exits_2_with_one_line_from_the_command():
+    """The command as a user runs it, in a process of its own: exit status 2, one line, no traceback."""
+    argv, message = BAD_INPUT[0]
     result = subprocess.run([sys.executable, "-m", "mobilenets", *argv], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("mobilenets: error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUT)
+def test_bad_input_is_one_line_error(argv, message, capsys):
+    """Each bad input through the command's main() in this process (a process per case cost ~5 s of imports;
+    the test above runs the command itself)."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("mobilenets: error: ") and message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
 
 
 def test_profile_shows_the_papers_figures_beside_ours(capsys):

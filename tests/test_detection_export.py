@@ -219,21 +219,6 @@ def test_openvino_fp32_gives_pytorchs_detections(detector, data, tmp_path):
     assert path.with_suffix(".bin").is_file() and det.file_info(path, "openvino")["nms"]["where"] == "file"
 
 
-@pytest.mark.slow  # ExecuTorch's lowering of the detector takes ~80 s on this 2-core machine
-def test_executorch_fp32_with_nms_in_the_runner(detector, data, tmp_path):
-    """ExecuTorch has no NMS kernel: the program gives each class's top-k candidates and the runner applies
-    batched_nms with the thresholds in its card; the detections are still the PyTorch detector's."""
-    train, test, photos = data
-    path = tmp_path / "det.pte"
-    result = det.export_detector(
-        detector, path, "executorch", classes=train.classes, verify_images=photos, verify_dataset=test
-    )
-    v = result.verification
-    assert v.passed and v.reference > 100 and v.matched == v.reference and v.extra == 0, v.summary()
-    info = det.file_info(path, "executorch")
-    assert info["nms"]["where"] == "runner" and info["nms"]["op"] == "torchvision.ops.batched_nms"
-
-
 @pytest.mark.slow  # ~15 s: the ONNX int8 file is made again, then converted
 def test_openvino_int8_is_the_onnx_qdq_graph(detector, data, calib, tmp_path):
     """OpenVINO int8 runs ONNX Runtime's QDQ graph (u8 convs, the prediction convs f32) and keeps the confident
@@ -295,7 +280,12 @@ def test_pt2e_int8_quantizes_only_the_backbone_and_the_heads_depthwise_convs(det
     )
     v = result.verification
     assert v.passed and v.reference >= 20 and v.match_rate >= 0.9, v.summary()
-    int8 = det.file_info(path, fmt)["int8"]
+    # Neither runtime has an NMS kernel: the file gives each class's top-k candidates and the runner applies
+    # batched_nms with the thresholds in its card. (ExecuTorch's fp32 detector, the same program without int8, is
+    # verified in benchmarks/detector_deploy.py: its lowering costs ~45 s of make test on a 2-core machine.)
+    info = det.file_info(path, fmt)
+    assert info["nms"]["where"] == "runner" and info["nms"]["op"] == "torchvision.ops.batched_nms"
+    int8 = info["int8"]
     assert int8["activations"] == "int8" and len(int8["float_convs"]) == 12
     assert all(name.startswith("head.") and name.endswith(".1") for name in int8["float_convs"])
     ranges = runtime_module(fmt).int8_ranges(path)

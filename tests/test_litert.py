@@ -21,6 +21,7 @@ pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT tests need pip 
 from mobilenets.deploy import export as ex  # noqa: E402
 from mobilenets.deploy import litert  # noqa: E402
 from mobilenets.deploy.images import calibrate_bn  # noqa: E402
+from mobilenets.deploy.verify import int8_safety  # noqa: E402
 from mobilenets.errors import MobileNetsError  # noqa: E402
 from mobilenets.models import create_model  # noqa: E402
 
@@ -187,6 +188,7 @@ def test_pretrained_int8_keeps_clear_imagenet_decisions(tmp_path, pretrained):
     assert len(ranges) == 28 and sum(r["depthwise"] for r in ranges) == 13
     assert all(-127 <= r["min"] and r["max"] <= 127 and r["zero_point"] == 0 for r in ranges)
     assert {r["activation"] for r in ranges} == {"int8"}
+    assert int8_safety(ranges).everywhere  # (tests/test_deploy.py reads the other int8 formats' files so)
 
 
 # ----------------------------------------------------------------------------------------------------
