@@ -373,6 +373,29 @@ def test_composite_objects_are_fashion_mnist_when_installed_else_digits(tmp_path
         assert names == [str(d) for d in range(10)] and "digits, upscaled: Fashion-MNIST was not installed" in readme
 
 
+def test_composite_takes_both_splits_objects_from_one_set(tmp_path, monkeypatch):
+    """Fashion-MNIST installed while the set is written (``make data`` beside a first training) must not give
+    digits to train and garments to test: the writer looks once. A folder an older version mixed is refused."""
+    import mobilenets.data.classification as classification
+
+    looks = []
+
+    def installed_after_first_look(data_dir=None):
+        looks.append(data_dir)
+        return None if len(looks) == 1 else tmp_path / "fashion-mnist-not-here"
+
+    monkeypatch.setattr(classification, "fashion_mnist_dir", installed_after_first_look)
+    out = C.write_composite(tmp_path / "set", num_train=2, num_test=1, size=64, progress=False)
+    sets = {split: json.loads((out / f"{split}.json").read_text()) for split in ("train", "test")}
+    assert [c["name"] for c in sets["train"]["categories"]] == [c["name"] for c in sets["test"]["categories"]]
+    assert sets["train"]["info"]["objects"] == sets["test"]["info"]["objects"] == "digits"
+
+    sets["test"]["info"]["objects"] = "fashion-mnist"
+    (out / "test.json").write_text(json.dumps(sets["test"]))
+    with pytest.raises(MobileNetsError, match=r"mixes objects \(digits in train, fashion-mnist in test\); delete it"):
+        load_detection_dataset(f"composite:{out}", "train")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Training transforms
 

@@ -19,6 +19,7 @@ objects come from the object set's train split and test objects from its test sp
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -54,11 +55,17 @@ def default_dir() -> Path:
     return (Path(base).expanduser() if base else Path.home() / ".cache" / "mobilenets") / VERSION
 
 
-def object_source(split: str) -> tuple[np.ndarray, np.ndarray, list[str], str]:
-    """The objects to paste for ``split``: (uint8 images (N, h, w), int64 labels (N,), class names, source name)."""
+def object_source(split: str, fashion: bool | None = None) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """The objects to paste for ``split``: (uint8 images (N, h, w), int64 labels (N,), class names, source name).
+
+    ``fashion``: Fashion-MNIST (True) or scikit-learn's digits (False); None: Fashion-MNIST when it is installed. A
+    set's writer decides once for both splits, so that installing Fashion-MNIST while it writes cannot give garments
+    to one split and digits to the other."""
     from mobilenets.data.classification import fashion_mnist_dir, load_digits, load_fashion_mnist
 
-    ds = load_fashion_mnist(split) if fashion_mnist_dir() else load_digits(split)
+    if fashion is None:
+        fashion = fashion_mnist_dir() is not None
+    ds = load_fashion_mnist(split) if fashion else load_digits(split)
     return ds.images[:, 0].numpy(), ds.labels.numpy(), list(ds.classes), ds.name
 
 
@@ -201,6 +208,7 @@ def write_composite(
     The folder appears complete or not at all: everything is written into a temporary folder beside it, which is
     then renamed. If another process finished the same folder first, its copy is kept.
     """
+    from mobilenets.data.classification import fashion_mnist_dir
     from mobilenets.data.samples import source_photos
 
     out = Path(out_dir).expanduser()
@@ -221,8 +229,9 @@ def write_composite(
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
         photos = source_photos()
         counts, source, classes = {}, "", []
+        fashion = fashion_mnist_dir() is not None  # once: both splits take their objects from the same set
         for split, count in (("train", num_train), ("test", num_test)):
-            images, labels, classes, source = object_source(split)
+            images, labels, classes, source = object_source(split, fashion)
             entries, annotations = _split_images(tmp, split, count, size, seed, photos, (images, labels), progress)
             counts[split] = (len(entries), len(annotations), len(entries) - len({a["image_id"] for a in annotations}))
             coco = {
@@ -252,6 +261,13 @@ def write_composite(
     return out
 
 
+def _objects(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("info", {}).get("objects")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_coco says what is wrong with the file
+
+
 def is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("train.json", "test.json", "README.md"))
 
@@ -260,6 +276,12 @@ def ensure_composite(folder: str | os.PathLike) -> Path:
     """``folder`` holding the composite set, written there with the default counts on first use."""
     folder = Path(folder).expanduser()
     if is_complete(folder):
+        objects = {split: _objects(folder / f"{split}.json") for split in ("train", "test")}
+        if objects["train"] != objects["test"]:  # written by a version that chose the objects per split
+            raise MobileNetsError(
+                f"{folder} mixes objects ({objects['train']} in train, {objects['test']} in test); delete it and it "
+                "is written again on next use"
+            )
         return folder
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise MobileNetsError(
