@@ -59,3 +59,28 @@ def torch_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def assert_v1_int8_cannot_saturate(format: str, path) -> dict:
+    """An int8 MobileNetV1 file's ranges, read from the file, cannot saturate on any CPU: 28 int8 layers (stem, 13
+    depthwise, 13 pointwise, classifier), symmetric weights within [-127, 127]; where activations are uint8 (ONNX
+    Runtime, OpenVINO) the non-depthwise weights are 7-bit, since x86 without VNNI sums u8 × s8 pairs in 16 bits
+    (2·255·64 = 32640 ≤ 32767); the others are signed int8 (XNNPACK, LiteRT). The card says it runs on every CPU.
+    Returns the file's card."""
+    from mobilenets.deploy import export as ex
+    from mobilenets.deploy import runtime_module
+    from mobilenets.deploy.verify import U8_SAFE_WEIGHT, int8_safety
+
+    module = runtime_module(format)
+    ranges = module.int8_ranges(path)
+    assert len(ranges) == 28
+    activation = "uint8" if format in ex.WEIGHT_BITS_FORMATS else "int8"
+    assert {r["activation"] for r in ranges} == {activation}
+    for r in ranges:
+        assert r.get("zero_point", 0) == 0 and -127 <= r["min"] and r["max"] <= 127, r
+        if activation == "uint8" and not r.get("depthwise", False):
+            assert -U8_SAFE_WEIGHT <= r["min"] and r["max"] <= U8_SAFE_WEIGHT, r
+    assert int8_safety(ranges).everywhere
+    info = module.metadata(path)
+    assert info["precision"] == "int8" and info["runs_on"].startswith("every CPU")
+    return info

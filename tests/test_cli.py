@@ -89,9 +89,7 @@ def test_bad_input_exits_2_with_one_line_from_the_command():
     argv, message = BAD_INPUT[0]
     result = subprocess.run([sys.executable, "-m", "mobilenets", *argv], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stdout == ""
-    assert result.stderr.startswith("mobilenets: error: ") and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    _assert_one_line_error(result.stdout, result.stderr, message)
 
 
 @pytest.mark.parametrize("argv,message", BAD_INPUT)
@@ -100,9 +98,14 @@ def test_bad_input_is_one_line_error(argv, message, capsys):
     the test above runs the command itself)."""
     assert main(argv) == 2
     captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith("mobilenets: error: ") and message in captured.err
-    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    _assert_one_line_error(captured.out, captured.err, message)
+
+
+def _assert_one_line_error(out: str, err: str, message: str) -> None:
+    """Nothing on stdout; on stderr one line, "mobilenets: error: ..." holding ``message``, and no traceback."""
+    assert out == ""
+    assert err.startswith("mobilenets: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_profile_shows_the_papers_figures_beside_ours(capsys):

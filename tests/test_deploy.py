@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from numeric import scaled_diff
+from numeric import assert_v1_int8_cannot_saturate, scaled_diff
 
 from mobilenets.deploy import FORMATS, runtime_module
 from mobilenets.deploy import bench as deploy_bench
 from mobilenets.deploy import export as ex
 from mobilenets.deploy.cpu import CpuInfo, cpu_info
 from mobilenets.deploy.images import calibrate_bn, real_images
-from mobilenets.deploy.verify import U8_SAFE_WEIGHT, compare_outputs, int8_safety
+from mobilenets.deploy.verify import compare_outputs, int8_safety
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 
@@ -55,21 +55,8 @@ def test_int8_file_cannot_saturate_on_any_cpu(tmp_path, small, format):
     model, calib = small
     path = tmp_path / f"m{ex.SUFFIXES[format]}"
     result = ex.export(model, path, format, "int8", calib_images=calib, min_agreement=0.0)
-    ranges = runtime_module(format).int8_ranges(path)
-    assert len(ranges) == 28  # stem + 13 depthwise + 13 pointwise + classifier
-    activation = ranges[0]["activation"]
-    for r in ranges:
-        assert r.get("zero_point", 0) == 0  # symmetric weights
-        assert -127 <= r["min"] and r["max"] <= 127
-        if activation == "uint8" and not r.get("depthwise", False):
-            # u8 × s8 pairs summed in 16 bits (x86 without VNNI): 2·255·64 = 32640 ≤ 32767
-            assert -U8_SAFE_WEIGHT <= r["min"] and r["max"] <= U8_SAFE_WEIGHT, r
-    # u8 activations only where the weights are 7-bit; the others are signed int8 (XNNPACK, LiteRT)
-    assert activation == ("uint8" if format in ex.WEIGHT_BITS_FORMATS else "int8")
-    assert int8_safety(ranges).everywhere
-    info = runtime_module(format).metadata(path)
+    info = assert_v1_int8_cannot_saturate(format, path)
     assert info.items() >= result.built_for.items()  # LiteRT adds its input layout
-    assert info["precision"] == "int8" and info["runs_on"].startswith("every CPU")
 
 
 @pytest.mark.parametrize("format", WEIGHT_BITS_FORMATS)
