@@ -16,6 +16,7 @@ from mobilenets.data.composite import write_composite
 from mobilenets.errors import MobileNetsError
 from mobilenets.models import create_model
 from mobilenets.training import TrainConfig, train
+from mobilenets.training.checkpoint import load_checkpoint, note_resume_numerics
 from mobilenets.weights.cards import ModelCard, Preprocessing, save_weights
 
 MODEL = "ssdlite320_mobilenet_v2"
@@ -71,7 +72,7 @@ def test_cli_train_eval_predict_round(composite, tmp_path, capsys):
     assert pred["drawn"] == str(png) and png.stat().st_size > 1000
 
 
-def test_resume_is_bit_for_bit(composite, tmp_path):
+def test_resume_is_bit_for_bit(composite, tmp_path, capsys):
     whole = train(TrainConfig(**SMALL, dataset=composite, epochs=2, out_dir=str(tmp_path / "a"), plots=False))
     train(TrainConfig(**SMALL, dataset=composite, epochs=2, max_steps=4, out_dir=str(tmp_path / "b"), plots=False))
     resumed = train(
@@ -81,6 +82,15 @@ def test_resume_is_bit_for_bit(composite, tmp_path):
     assert resumed.step_losses == whole.step_losses
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # The checkpoint records what orders the sums; resuming under other values says so (and still runs).
+    saved = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["numerics"]
+    assert saved == dict(device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
+    path, cpu = tmp_path / "b" / "checkpoint.pt", torch.device("cpu")
+    assert note_resume_numerics(saved, cpu, path) is None and note_resume_numerics(None, cpu, path) is None
+    capsys.readouterr()
+    note = note_resume_numerics({**saved, "threads": saved["threads"] + 1}, cpu, path)
+    assert f"with threads {saved['threads'] + 1} → {saved['threads']}: the run continues, but not bit for bit" in note
+    assert capsys.readouterr().err.strip() == note
 
 
 def test_init_from_a_classifier_loads_the_backbone(composite, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,39 @@ def save_run_checkpoint(run) -> None:
             ema=run.ema.module.state_dict() if run.ema is not None else None,
             state=copy.deepcopy(run.state),
             rng=_rng_state(),
+            numerics=numerics(run.device),
         ),
         run.ckpt_path,
     )
+
+
+def numerics(device: torch.device) -> dict:
+    """What orders a run's floating-point sums, beside its config: the device, CPU threads and torch's version. A
+    resume under other values continues the run, but not bit for bit."""
+    return dict(
+        device=device.type,
+        threads=torch.get_num_threads() if device.type == "cpu" else None,
+        torch=str(torch.__version__),
+    )
+
+
+def note_resume_numerics(saved: dict | None, device: torch.device, ckpt_path: Path, is_main: bool = True) -> str | None:
+    """Say on stderr (once, from the main process) when a resume runs under other :func:`numerics` than the run it
+    continues (``--threads 2`` after ``--threads 1``, another torch): allowed, but the numbers will differ from an
+    uninterrupted run's. Returns the note, or None (no change, or a checkpoint older than the record)."""
+    if not isinstance(saved, dict):
+        return None
+    now = numerics(device)
+    changed = [f"{k} {saved[k]} → {now[k]}" for k in now if k in saved and saved[k] != now[k]]
+    if not changed:
+        return None
+    note = (
+        f"note: resuming {ckpt_path} with {', '.join(changed)}: the run continues, but not bit for bit (its sums "
+        "now run in another order); resume with the run's own settings to repeat it exactly"
+    )
+    if is_main:
+        print(note, file=sys.stderr)
+    return note
 
 
 def check_resumable(saved: dict, config: dict, ckpt_path: Path, resume_free) -> None:

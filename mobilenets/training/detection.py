@@ -52,6 +52,7 @@ from mobilenets.training.checkpoint import (
     atomic_save,
     check_resumable,
     load_checkpoint,
+    note_resume_numerics,
     save_run_checkpoint,
 )
 from mobilenets.training.config import RESUME_FREE, TrainConfig
@@ -327,6 +328,7 @@ def _resume(run: _Run) -> None:
     if cfg.resume and run.ckpt_path.exists():
         ckpt = load_checkpoint(run.ckpt_path)
         check_resumable(ckpt["config"], run.config, run.ckpt_path, RESUME_FREE)
+        note_resume_numerics(ckpt.get("numerics"), run.device, run.ckpt_path, run.dist_info.is_main)
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
