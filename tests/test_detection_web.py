@@ -256,6 +256,24 @@ def test_page_pipeline_on_image_files_against_native_onnx_runtime(exported, page
         assert v.reference >= 20 and v.match_rate >= 0.95, v.summary()
 
 
+def test_page_with_nothing_to_compare_is_judged_on_more_images_before_refusal(exported, data):
+    """export's page check when its first images hold nothing the detector scores (a weak detector's few confident
+    detections lie in other test images): it goes on to the rest of the test images, and judges the page there;
+    with none left, it refuses in one line. (An empty first set stands in for images without detections.)"""
+    folder, _ = exported("int8")
+    told = []
+    summary = web_detect.verify_detector_page(folder, [], "int8", iter(_images(data)), progress=told.append)
+    assert told == ["nothing to compare on those 0 image files: the rest of the test images too"]
+    assert summary.startswith("the page on 10 image files") and "confident detections (≥ 0.5) kept" in summary
+    with pytest.raises(
+        MobileNetsError,
+        match=r"^web int8 export failed verification, nothing written: .*"
+        r"finds nothing scoring ≥ 0.5 on them, so there is nothing to compare",
+    ) as e:
+        web_detect.verify_detector_page(folder, [], "int8")
+    assert "\n" not in str(e.value)
+
+
 def _rgb(hex_colour: str) -> np.ndarray:
     return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -881,8 +881,13 @@ PAGE_TEST_IMAGES = 20  # test images the web page also detects on from image fil
 
 def dataset_images(ds, n: int | None = None) -> list[torch.Tensor]:
     """The first ``n`` images of a detection dataset as (3, h, w) float in [0, 1], at their own sizes."""
-    count = len(ds) if n is None else min(n, len(ds))
-    return [ds[i][0].as_subclass(torch.Tensor).float().div(255) for i in range(count)]
+    return list(iter_dataset_images(ds, 0, n))
+
+
+def iter_dataset_images(ds, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
+    """Images ``start``..``stop`` of a detection dataset, one at a time, as :func:`dataset_images` gives them."""
+    for i in range(start, len(ds) if stop is None else min(stop, len(ds))):
+        yield ds[i][0].as_subclass(torch.Tensor).float().div(255)
 
 
 def photo_images() -> list[torch.Tensor]:
@@ -1033,11 +1038,14 @@ def export_detector(
             if hasattr(module, "verify_detector_page"):  # web: real images as files through the page's own pipeline
                 # The photos, and test images of the detector's own data: a detector trained on them may find
                 # nothing confident in the photos, and the page must be checked where it draws boxes.
-                page_images = list(verify_images)
+                # A weak detector may find nothing to compare on those: then the page is judged on the rest of the
+                # test images too, where the check above found its detections.
+                page_images, more = list(verify_images), None
                 if verify_dataset is not None:
                     page_images += dataset_images(verify_dataset, PAGE_TEST_IMAGES)
+                    more = iter_dataset_images(verify_dataset, PAGE_TEST_IMAGES)
                 say(f"detecting on {len(page_images)} image files in the page ({module.RUNTIME})")
-                checks.append(module.verify_detector_page(staged, page_images, precision))
+                checks.append(module.verify_detector_page(staged, page_images, precision, more, progress=say))
     return ExportResult(path, format, precision, _size(path, format), verification, built_for=info, checks=checks)
 
 
