@@ -256,14 +256,15 @@ def test_page_pipeline_on_image_files_against_native_onnx_runtime(exported, page
         assert v.reference >= 20 and v.match_rate >= 0.95, v.summary()
 
 
-def test_page_with_nothing_to_compare_is_judged_on_more_images_before_refusal(exported, data):
-    """export's page check when its first images hold nothing the detector scores (a weak detector's few confident
-    detections lie in other test images): it goes on to the rest of the test images, and judges the page there;
-    with none left, it refuses in one line. (An empty first set stands in for images without detections.)"""
+def test_page_with_few_detections_to_compare_is_judged_on_more_images(exported, data):
+    """export's page check when its first images hold fewer than 10 detections to judge (a weak detector's few
+    confident detections lie in other test images): it goes on to the rest of the test images, and judges the page
+    there; with nothing anywhere, it refuses in one line. (An empty first set stands in for images without
+    detections; the first images of test_page_pipeline_on_image_files hold 20 or more and are judged alone.)"""
     folder, _ = exported("int8")
     told = []
     summary = web_detect.verify_detector_page(folder, [], "int8", iter(_images(data)), progress=told.append)
-    assert told == ["nothing to compare on those 0 image files: the rest of the test images too"]
+    assert told == ["0 detection(s) to compare on those 0 image files (want 10): the rest of the test images too"]
     assert summary.startswith("the page on 10 image files") and "confident detections (≥ 0.5) kept" in summary
     with pytest.raises(
         MobileNetsError,
@@ -332,6 +333,9 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
+    told.clear()  # enough to judge on the first images: the rest is not touched
+    web_detect.verify_detector_page(folder, _images(data), "int8", iter([]), progress=told.append)
+    assert told == []
     with pytest.raises(MobileNetsError, match="exists and is not a web export") as e:
         det.export_detector(detector, taken, "web", verify=False)
     assert "\n" not in str(e.value) and [p.name for p in taken.iterdir()] == ["notes.txt"]

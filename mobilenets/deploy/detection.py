@@ -1038,8 +1038,8 @@ def export_detector(
             if hasattr(module, "verify_detector_page"):  # web: real images as files through the page's own pipeline
                 # The photos, and test images of the detector's own data: a detector trained on them may find
                 # nothing confident in the photos, and the page must be checked where it draws boxes.
-                # A weak detector may find nothing to compare on those: then the page is judged on the rest of the
-                # test images too, where the check above found its detections.
+                # A weak detector may find few detections to compare on those: then the page is judged on the rest of
+                # the test images too, where the check above found its detections.
                 page_images, more = list(verify_images), None
                 if verify_dataset is not None:
                     page_images += dataset_images(verify_dataset, PAGE_TEST_IMAGES)
