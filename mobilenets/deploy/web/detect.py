@@ -22,7 +22,6 @@ against native ONNX Runtime on the same model.onnx; on the rest of the test imag
 from __future__ import annotations
 
 import base64
-import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -245,6 +244,32 @@ def image_files(images: Sequence[torch.Tensor], folder: str | os.PathLike) -> tu
     return files, held
 
 
+class _PageDetections:
+    """The page's detections on image files (PNG, its own decoding, resize and scaling back) and native ONNX Runtime's
+    on the same pixels and model.onnx (the Python runner: PyTorch's resize, ONNX Runtime, boxes scaled back),
+    gathered one image at a time, so that more images can be added and the whole judged once."""
+
+    def __init__(self, folder: Path, page: DetectorPage):
+        info = det.file_info(folder, "web")
+        self.page, self.resolution = page, info["input"][2:]
+        self.native = det.file_detector(folder / MODEL_FILE, "onnx", info=info)
+        self.diff, self.reference, self.outputs = 0.0, [], []
+
+    def add(self, images: Iterable[torch.Tensor]) -> None:
+        with tempfile.TemporaryDirectory(prefix="mobilenets-web-detect-") as tmp:
+            for image in images:
+                [file], [held] = image_files([image], tmp)
+                result = self.page.run_file(file)
+                diff = float((result["input"] - det.resize_for(self.resolution, held)[0]).abs().max())
+                self.diff = max(self.diff, diff)
+                self.outputs.append(result["detections"])
+                self.reference.append(self.native(held))
+
+    def check(self, precision: str) -> PageDetectionCheck:
+        verification = det.match_detections(self.reference, self.outputs, f"{RUNTIME}, from image files", precision)
+        return PageDetectionCheck(len(self.outputs), self.diff, verification)
+
+
 def check_detector_page(
     folder: str | os.PathLike,
     images: Iterable[torch.Tensor],
@@ -254,26 +279,15 @@ def check_detector_page(
     """Detect on ``images`` with the page (as PNG files, its own decoding, resize and scaling back) and with native
     ONNX Runtime on the same model.onnx (the Python runner: PyTorch's resize, ONNX Runtime, boxes scaled back).
     One image at a time: ``images`` may be a generator over a whole test set."""
-    folder = Path(folder)
-    info = det.file_info(folder, "web")
-    resolution = info["input"][2:]
-    native = det.file_detector(folder / MODEL_FILE, "onnx", info=info)
-    diff, reference, outputs = 0.0, [], []
-    with tempfile.TemporaryDirectory(prefix="mobilenets-web-detect-") as tmp:
-        own = page is None
-        page = page or DetectorPage(folder)
-        try:
-            for image in images:
-                [file], [held] = image_files([image], tmp)
-                result = page.run_file(file)
-                diff = max(diff, float((result["input"] - det.resize_for(resolution, held)[0]).abs().max()))
-                outputs.append(result["detections"])
-                reference.append(native(held))
-        finally:
-            if own:
-                page.close()
-    verification = det.match_detections(reference, outputs, f"{RUNTIME}, from image files", precision)
-    return PageDetectionCheck(len(outputs), diff, verification)
+    own = page is None
+    page = page or DetectorPage(folder)
+    try:
+        found = _PageDetections(Path(folder), page)
+        found.add(images)
+    finally:
+        if own:
+            page.close()
+    return found.check(precision)
 
 
 def verify_detector_page(
@@ -292,14 +306,17 @@ def verify_detector_page(
     V3-Large on 480 images), and refused only if it fails there or nothing is found anywhere."""
     page = DetectorPage(folder)
     try:
-        check = check_detector_page(folder, images, precision, page=page)
+        found = _PageDetections(Path(folder), page)
+        found.add(images)
+        check = found.check(precision)
         if check.verification.reference < PAGE_MIN_JUDGED and more_images is not None:
             if progress:
                 progress(
                     f"{check.verification.reference} detection(s) to compare on those {check.num_images} image files "
                     f"(want {PAGE_MIN_JUDGED}): the rest of the test images too"
                 )
-            check = check_detector_page(folder, itertools.chain(images, more_images), precision, page=page)
+            found.add(more_images)  # the images above are not run again
+            check = found.check(precision)
     finally:
         page.close()
     if not check.passed:
